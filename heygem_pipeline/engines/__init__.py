@@ -1,0 +1,1 @@
+"""Lip-sync engines behind one interface (see ``base.LipSyncEngine``)."""

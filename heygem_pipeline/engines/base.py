@@ -1,0 +1,64 @@
+"""The interface every lip-sync engine implements.
+
+The renderer owns timing (how many output frames, which template frame each one shows, looping), decoding,
+encoding and muxing. An engine only turns a stream of template frames with their face observations into
+a stream of frames whose mouth matches the audio at each output index. Engines are loaded once per process
+(``load``) and reused for every pair, so a Dagster resource can keep one warm.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class FaceFrame:
+    """What the face track knows about one template frame (pixel coordinates of that frame)."""
+
+    found: bool
+    box: np.ndarray  # (4,) float32 x0, y0, x1, y1
+    landmarks: np.ndarray  # (478, 3) float32: x, y in pixels, z in MediaPipe's relative depth
+    confidence: float = 0.0
+
+
+@dataclass(frozen=True)
+class RenderItem:
+    """One output frame to produce: its index in the output (and so in the audio), the template frame, the face."""
+
+    index: int
+    frame: np.ndarray  # BGR uint8 (H, W, 3)
+    face: FaceFrame
+
+
+@dataclass(frozen=True)
+class ScriptFeatures:
+    """Everything an engine may need about the voice, computed once per script and cached."""
+
+    samples: np.ndarray  # 16 kHz mono float32
+    mel: np.ndarray  # (80, T) Wav2Lip mel, 80 columns per second
+    sample_rate: int = 16000
+    language: str = "en"
+    text: str | None = None
+
+    @property
+    def duration(self) -> float:
+        return len(self.samples) / self.sample_rate
+
+
+class LipSyncEngine(ABC):
+    """A lip-sync engine. Subclasses set ``name`` and ``wants_gpu`` and implement ``render``."""
+
+    name: ClassVar[str]
+    wants_gpu: ClassVar[bool] = False
+
+    def load(self) -> None:  # noqa: B027 - optional hook, most weights-free engines need nothing
+        """Load models once; called before the first render, safe to call again."""
+
+    @abstractmethod
+    def render(self, items: Iterable[RenderItem], script: ScriptFeatures, fps: float) -> Iterator[np.ndarray]:
+        """Yield one BGR frame per item, in order, with the mouth matching the audio at ``item.index / fps``."""

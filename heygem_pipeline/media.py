@@ -1,0 +1,363 @@
+"""Media I/O on top of ffmpeg/ffprobe: probing, streamed frame reading and writing, atomic outputs.
+
+Every other engine module goes through here, so there is one place that knows how ffmpeg is called.
+Commands are argument lists built with ffmpeg-python (never a shell string) and paths are passed as
+absolute ``file:`` URLs, so names with spaces, quotes, colons or leading dashes are never read as options.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import shutil
+import subprocess
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import ffmpeg
+import numpy as np
+
+from heygem_pipeline.errors import EmptyFileError, NotMediaError, ToolMissingError
+
+IMAGE_CODECS = {"png", "mjpeg", "webp", "bmp", "tiff", "jpegls", "gif"}
+
+
+def require_tool(name: str) -> str:
+    """Path of a system tool, or a clear error saying how to install it."""
+    found = shutil.which(name)
+    if not found:
+        package = "espeak-ng" if name.startswith("espeak") else "ffmpeg"
+        raise ToolMissingError(f"{name} is not installed; install it with: apt-get install {package}")
+    return found
+
+
+def ff_path(path: str | os.PathLike[str]) -> str:
+    """An absolute ``file:`` URL for ffmpeg, immune to option and protocol parsing."""
+    return "file:" + os.path.abspath(os.fspath(path))
+
+
+@dataclass(frozen=True)
+class AudioStream:
+    codec: str
+    sample_rate: int
+    channels: int
+    duration: float | None
+
+
+@dataclass(frozen=True)
+class VideoStream:
+    codec: str
+    width: int
+    height: int
+    fps: float
+    rotation: int  # degrees clockwise the player must turn the stored picture to show it upright
+    frame_count: int | None
+    duration: float | None
+    is_image: bool
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    path: str
+    format_name: str
+    duration: float | None
+    audio: AudioStream | None
+    video: VideoStream | None
+
+
+def _float(value: object) -> float | None:
+    try:
+        result = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return result if np.isfinite(result) and result > 0 else None
+
+
+def _rate(text: str | None) -> float:
+    try:
+        rate = Fraction(text or "0")
+    except (ValueError, ZeroDivisionError):
+        return 0.0
+    return float(rate)
+
+
+def _rotation(stream: dict) -> int:
+    rotate = stream.get("tags", {}).get("rotate")
+    if rotate is not None:
+        return int(float(rotate)) % 360
+    for side in stream.get("side_data_list", []):
+        if "rotation" in side:
+            # Display-matrix rotation is counter-clockwise; players turn clockwise by its negation.
+            return int(-float(side["rotation"])) % 360
+    return 0
+
+
+def probe(path: str | os.PathLike[str]) -> MediaInfo:
+    """Describe a media file with ffprobe; raise a typed error for empty or non-media files."""
+    require_tool("ffprobe")
+    path = Path(path)
+    if not path.is_file():
+        raise NotMediaError(path, "file does not exist", "check the path")
+    if path.stat().st_size == 0:
+        raise EmptyFileError(path, "file is empty (0 bytes)", "upload it again")
+    command = [
+        "ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams", ff_path(path),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    data = json.loads(result.stdout or "{}") if result.returncode == 0 else {}
+    streams = data.get("streams", [])
+    fmt = data.get("format", {})
+    if not streams:
+        raise NotMediaError(path, "not a readable audio, video or image file",
+                            "upload a wav/mp3/m4a/flac/ogg voice track or an mp4/mov/mkv/webm video or png/jpg image")
+    audio = video = None
+    for stream in streams:
+        kind = stream.get("codec_type")
+        if kind == "audio" and audio is None:
+            audio = AudioStream(
+                codec=stream.get("codec_name", "?"),
+                sample_rate=int(stream.get("sample_rate") or 0),
+                channels=int(stream.get("channels") or 0),
+                duration=_float(stream.get("duration")),
+            )
+        elif kind == "video" and video is None and not stream.get("disposition", {}).get("attached_pic"):
+            codec = stream.get("codec_name", "?")
+            frames = stream.get("nb_frames")
+            is_image = codec in IMAGE_CODECS and fmt.get("format_name", "").endswith(("_pipe", "image2", "gif"))
+            video = VideoStream(
+                codec=codec,
+                width=int(stream.get("width") or 0),
+                height=int(stream.get("height") or 0),
+                fps=_rate(stream.get("avg_frame_rate")) or _rate(stream.get("r_frame_rate")),
+                rotation=_rotation(stream),
+                frame_count=int(frames) if frames and str(frames).isdigit() else None,
+                duration=_float(stream.get("duration")),
+                is_image=is_image,
+            )
+    return MediaInfo(
+        path=str(path),
+        format_name=fmt.get("format_name", "?"),
+        duration=_float(fmt.get("duration")),
+        audio=audio,
+        video=video,
+    )
+
+
+def run_ffmpeg(stream: ffmpeg.nodes.OutputStream, what: str) -> None:
+    """Run a built ffmpeg graph; on failure raise with the command's last stderr lines."""
+    require_tool("ffmpeg")
+    args = stream.global_args("-hide_banner", "-nostdin", "-loglevel", "error").compile()
+    result = subprocess.run(args, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        tail = " | ".join(result.stderr.strip().splitlines()[-3:])
+        raise RuntimeError(f"ffmpeg failed while {what}: {tail}")
+
+
+@contextlib.contextmanager
+def atomic_output(dest: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``dest``; rename it over ``dest`` only if the block succeeds.
+
+    Readers never see a half-written file, and a failure leaves any earlier ``dest`` untouched.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.stem[:40]}.", suffix=f".tmp{dest.suffix}", dir=dest.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, dest)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+class FrameReader:
+    """Decode a video as a stream of BGR ``uint8`` frames (H, W, 3), a few frames buffered.
+
+    A background thread reads ahead so ffmpeg's decoding overlaps with the caller's work; memory stays at
+    ``prefetch`` frames whatever the video's length.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], width: int | None = None, height: int | None = None,
+                 prefetch: int = 8) -> None:
+        self.path = Path(path)
+        if width is None or height is None:
+            info = probe(self.path)
+            if info.video is None:
+                raise NotMediaError(self.path, "has no video stream", "upload a video or image")
+            width, height = info.video.width, info.video.height
+        self.width, self.height = width, height
+        self._frame_bytes = width * height * 3
+        self._queue: queue.Queue[np.ndarray | BaseException | None] = queue.Queue(maxsize=prefetch)
+        self._process: subprocess.Popen[bytes] | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def __enter__(self) -> FrameReader:
+        require_tool("ffmpeg")
+        args = (
+            ffmpeg.input(ff_path(self.path))
+            .output("pipe:", format="rawvideo", pix_fmt="bgr24", vsync="passthrough")
+            .global_args("-hide_banner", "-nostdin", "-loglevel", "error")
+            .compile()
+        )
+        self._process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self._thread = threading.Thread(target=self._pump, name="frame-reader", daemon=True)
+        self._thread.start()
+        return self
+
+    def _put(self, item: np.ndarray | BaseException | None) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _pump(self) -> None:
+        assert self._process is not None and self._process.stdout is not None
+        stdout = self._process.stdout
+        try:
+            while not self._stop.is_set():
+                buffer = bytearray(self._frame_bytes)
+                view = memoryview(buffer)
+                filled = 0
+                while filled < self._frame_bytes:
+                    got = stdout.readinto(view[filled:])
+                    if not got:
+                        break
+                    filled += got
+                if filled < self._frame_bytes:
+                    break
+                frame = np.frombuffer(buffer, dtype=np.uint8).reshape(self.height, self.width, 3)
+                if not self._put(frame):
+                    return
+            self._put(None)
+        except BaseException as exc:  # surface decoder-side failures in the consumer's thread
+            self._put(exc)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        if self._process is None:
+            raise RuntimeError("use FrameReader as a context manager")
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        if self._process is not None:
+            if self._process.poll() is None:
+                self._process.kill()
+            self._process.wait()
+            if self._process.stdout:
+                self._process.stdout.close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
+def iter_frames(path: str | os.PathLike[str]) -> Iterator[np.ndarray]:
+    """Convenience generator over a video's BGR frames."""
+    with FrameReader(path) as reader:
+        yield from reader
+
+
+@dataclass(frozen=True)
+class EncodeSettings:
+    """H.264 output settings shared by normalization and rendering."""
+
+    crf: int = 18
+    preset: str = "veryfast"
+    audio_bitrate: str = "192k"
+
+    @classmethod
+    def from_env(cls) -> EncodeSettings:
+        return cls(
+            crf=int(os.environ.get("HEYGEM_CRF", cls.crf)),
+            preset=os.environ.get("HEYGEM_PRESET", cls.preset),
+            audio_bitrate=os.environ.get("HEYGEM_AUDIO_BITRATE", cls.audio_bitrate),
+        )
+
+
+class FrameWriter:
+    """Encode a stream of BGR frames to H.264 yuv420p MP4 (``+faststart``), optionally muxing an audio file.
+
+    Written atomically: the file appears at ``dest`` only after ``close()`` succeeds; an exception inside the
+    ``with`` block discards the partial output and leaves any earlier ``dest`` untouched.
+    """
+
+    def __init__(self, dest: str | os.PathLike[str], width: int, height: int, fps: float,
+                 audio: str | os.PathLike[str] | None = None, settings: EncodeSettings | None = None) -> None:
+        self.dest = Path(dest)
+        self.width, self.height, self.fps = width, height, fps
+        self.audio = Path(audio) if audio is not None else None
+        self.settings = settings or EncodeSettings()
+        self.frames_written = 0
+        self._atomic: contextlib.AbstractContextManager[Path] | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._stderr: bytes = b""
+
+    def __enter__(self) -> FrameWriter:
+        require_tool("ffmpeg")
+        self._atomic = atomic_output(self.dest)
+        tmp = self._atomic.__enter__()
+        video = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="bgr24", s=f"{self.width}x{self.height}",
+                             framerate=self.fps)
+        common = dict(vcodec="libx264", crf=self.settings.crf, preset=self.settings.preset, pix_fmt="yuv420p",
+                      movflags="+faststart", r=self.fps)
+        if self.audio is not None:
+            audio = ffmpeg.input(ff_path(self.audio)).audio
+            out = ffmpeg.output(video, audio, ff_path(tmp), acodec="aac", audio_bitrate=self.settings.audio_bitrate,
+                                **common)
+        else:
+            out = ffmpeg.output(video, ff_path(tmp), **common)
+        args = out.overwrite_output().global_args("-hide_banner", "-nostdin", "-loglevel", "error").compile()
+        self._stderr_file = tempfile.TemporaryFile()
+        self._process = subprocess.Popen(args, stdin=subprocess.PIPE, stderr=self._stderr_file)
+        return self
+
+    def write(self, frame: np.ndarray) -> None:
+        assert self._process is not None and self._process.stdin is not None
+        if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:
+            raise ValueError(f"frame {frame.shape} {frame.dtype} does not match {self.height}x{self.width}x3 uint8")
+        try:
+            self._process.stdin.write(np.ascontiguousarray(frame).data)
+        except BrokenPipeError:
+            self._fail("encoder stopped accepting frames")
+        self.frames_written += 1
+
+    def _fail(self, what: str) -> None:
+        assert self._process is not None
+        self._process.wait()
+        self._stderr_file.seek(0)
+        tail = " | ".join(self._stderr_file.read().decode(errors="replace").strip().splitlines()[-3:])
+        raise RuntimeError(f"ffmpeg {what} writing {self.dest}: {tail}")
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        assert self._process is not None and self._atomic is not None
+        try:
+            if self._process.stdin:
+                with contextlib.suppress(BrokenPipeError):
+                    self._process.stdin.close()
+            if exc_type is not None:
+                self._process.kill()
+                self._process.wait()
+            elif self._process.wait() != 0:
+                self._fail("exited with an error")
+        except BaseException as error:
+            self._atomic.__exit__(type(error), error, error.__traceback__)
+            raise
+        finally:
+            self._stderr_file.close()
+        self._atomic.__exit__(exc_type, exc, tb)
