@@ -1,0 +1,389 @@
+"""Script (voice track) intake and the audio features lip-sync engines consume.
+
+A script arrives as an audio file, the audio track of a video, or plain text that espeak-ng voices offline.
+Intake produces two things: a 16 kHz mono float32 ``analysis.wav`` every engine analyses, and a reference to
+the best-quality audio for the final mux (the upload itself; for text, the espeak-ng wav). The Mel features
+reproduce Wav2Lip's preprocessing exactly, because its weights give garbage on anything else
+(see shared/reference/wav2lip/FACTS.md).
+
+All ffmpeg/ffprobe calls go through ``heygem_pipeline.media``; no Dagster here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import math
+import os
+import subprocess
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import ffmpeg
+import numpy as np
+import soundfile
+
+from heygem_pipeline.engines.base import ScriptFeatures
+from heygem_pipeline.errors import (
+    EmptyFileError,
+    NoAudioStreamError,
+    NotMediaError,
+    TooShortError,
+    UnsupportedFormatError,
+)
+from heygem_pipeline.media import MediaInfo, atomic_output, ff_path, probe, require_tool
+from heygem_pipeline.naming import safe_id, stem_and_ext
+
+AUDIO_EXTENSIONS = frozenset({"wav", "mp3", "m4a", "aac", "flac", "ogg", "opus"})
+VIDEO_EXTENSIONS = frozenset({"mp4", "mov", "mkv", "webm"})  # their audio track is the voice
+TEXT_EXTENSIONS = frozenset({"txt"})  # voiced offline with espeak-ng
+SCRIPT_EXTENSIONS = AUDIO_EXTENSIONS | VIDEO_EXTENSIONS | TEXT_EXTENSIONS
+
+ANALYSIS_RATE = 16000
+MIN_SCRIPT_SECONDS = 1.0
+DEFAULT_LANGUAGE = "en"
+
+# Wav2Lip's hparams (FACTS.md). Changing any of them makes user-supplied weights useless.
+MEL_N_FFT = 800
+MEL_HOP = 200
+MEL_WIN = 800
+MEL_BANDS = 80
+MEL_FMIN = 55.0
+MEL_FMAX = 7600.0
+MEL_PREEMPHASIS = 0.97
+MEL_STEP = 16  # mel columns per video frame window
+MEL_COLUMNS_PER_SECOND = ANALYSIS_RATE // MEL_HOP  # 80
+# The reference formula (FACTS.md) is librosa's centred STFT with its defaults, which pad with zeros
+# ("constant") since librosa 0.9. Wav2Lip itself was trained under librosa 0.7, which padded by reflection;
+# the two differ only in the first and last two columns (25 ms at each end). `pad_mode="reflect"` gives the
+# librosa-0.7 edges for anyone who needs them bit for bit.
+MEL_PAD_MODE = "constant"
+
+_SUPPORTED_HINT = "upload a " + "/".join(sorted(AUDIO_EXTENSIONS)) + " voice track, an " + "/".join(
+    sorted(VIDEO_EXTENSIONS)) + " video with sound, or a .txt script"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Decoding
+
+
+def _decode(path: str | os.PathLike[str]) -> tuple[np.ndarray, list[str], MediaInfo]:
+    """Decode the first audio stream to 16 kHz mono float32; also return warnings about damage, and the probe."""
+    path = Path(path)
+    info = probe(path)  # EmptyFileError / NotMediaError
+    if info.audio is None:
+        if info.video is not None and (info.video.codec == "ansi" or info.format_name == "tty"):
+            # ffprobe reads some plain-text files as ANSI art: that is text, not a video without sound.
+            raise NotMediaError(path, "is a text file, not audio", _SUPPORTED_HINT)
+        raise NoAudioStreamError(path, "has no audio stream", "upload a file with a voice track, or export the "
+                                 "video again with its sound")
+    require_tool("ffmpeg")
+    args = (
+        # ignore_err: a truncated or damaged upload still yields whatever frames decode cleanly.
+        ffmpeg.input(ff_path(path), err_detect="ignore_err")["a:0"]
+        .output("pipe:", format="f32le", acodec="pcm_f32le", ac=1, ar=ANALYSIS_RATE)
+        .global_args("-hide_banner", "-nostdin", "-loglevel", "error")
+        .compile()
+    )
+    result = subprocess.run(args, capture_output=True, check=False)
+    usable = len(result.stdout) - len(result.stdout) % 4
+    samples = np.frombuffer(result.stdout[:usable], dtype="<f4").astype(np.float32)
+    declared = info.audio.duration
+    if declared and {"mov", "mp4"} & set(info.format_name.split(",")):
+        # MP4/MOV declare the exact audio length (edit list), but ffmpeg 5.1 drops only the encoder priming,
+        # not the padding that fills the last AAC frame (up to ~0.13 s of near-silence at 8 kHz). Cut it off
+        # so the output frame count matches the real voice; larger gaps are left alone (not padding).
+        exact = round(declared * ANALYSIS_RATE)
+        if exact < samples.size <= exact + ANALYSIS_RATE // 2:
+            samples = samples[:exact]
+    stderr = result.stderr.decode(errors="replace").strip()
+    tail = " | ".join(stderr.splitlines()[-3:])
+    if samples.size == 0 and result.returncode != 0:
+        raise NotMediaError(path, f"its audio could not be decoded ({tail})", "export the voice track again")
+    seconds = samples.size / ANALYSIS_RATE
+    if seconds < MIN_SCRIPT_SECONDS:
+        raise TooShortError(path, f"only {seconds:.2f} s of audio could be decoded (at least "
+                            f"{MIN_SCRIPT_SECONDS:g} s is needed)",
+                            "upload the complete file again (the upload may have been cut off) or a longer script")
+    warnings: list[str] = []
+    if result.returncode != 0 or stderr:
+        warnings.append(f"the decoder reported errors (damaged or truncated upload?); used the {seconds:.2f} s that "
+                        f"decoded: {tail}")
+    expected = info.audio.duration or info.duration
+    if expected and seconds < expected - max(0.25, 0.02 * expected):
+        warnings.append(f"decoded {seconds:.2f} s but the file declares {expected:.2f} s: the upload looks truncated")
+    return samples, warnings, info
+
+
+def decode_audio(path: str | os.PathLike[str]) -> np.ndarray:
+    """The first audio stream of any media file as 16 kHz mono float32, silence kept (timing must match the source).
+
+    Raises EmptyFileError, NotMediaError, NoAudioStreamError, or TooShortError (< 1 s decodable).
+    """
+    return _decode(path)[0]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Text to speech
+
+
+def language_of_voice(voice: str) -> str:
+    """The language code of an espeak-ng voice name (``en-us`` -> ``en``, ``cmn`` -> ``zh``)."""
+    primary = voice.split("+")[0].split("-")[0].lower()
+    return {"cmn": "zh", "yue": "zh"}.get(primary, primary)
+
+
+def synthesize_speech(text: str, dest_wav: str | os.PathLike[str], voice: str = "en-us") -> Path:
+    """Voice ``text`` offline with espeak-ng into ``dest_wav`` (22.05 kHz mono 16-bit), written atomically.
+
+    The text goes through stdin, so nothing in it can be read as an option or by a shell.
+    """
+    if not text.strip():
+        raise ValueError("no text to synthesize")
+    espeak = require_tool("espeak-ng")
+    dest = Path(dest_wav)
+    with atomic_output(dest) as tmp:
+        # -b 1: the input is UTF-8. The output path is absolute, so it cannot start with a dash.
+        command = [espeak, "-b", "1", "-v", voice, "-w", str(tmp.resolve()), "--stdin"]
+        result = subprocess.run(command, input=text.encode("utf-8"), capture_output=True, check=False)
+        if result.returncode != 0 or tmp.stat().st_size <= 44:
+            message = result.stderr.decode(errors="replace").strip() or f"exit status {result.returncode}"
+            raise RuntimeError(f"espeak-ng could not voice the text with voice {voice!r} ({message}); "
+                               "list the installed voices with: espeak-ng --voices")
+    return dest
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Intake
+
+
+@dataclass
+class ScriptIntake:
+    """What intake learned about one script; JSON-friendly through ``as_record``."""
+
+    id: str
+    upload: Path  # the file the user supplied (a .txt for text scripts)
+    source: Path  # the audio to mux into the delivered video: the upload, or the espeak-ng wav for text
+    analysis_wav: Path  # 16 kHz mono float32 WAV every engine analyses
+    sample_rate: int  # of ``source``
+    channels: int  # of ``source``
+    codec: str  # of ``source``
+    duration_s: float  # of the analysis audio, which sets the output frame count
+    language: str
+    text: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def as_record(self) -> dict[str, object]:
+        record = dataclasses.asdict(self)
+        for key in ("upload", "source", "analysis_wav"):
+            record[key] = str(record[key])
+        return record
+
+
+def read_script_text(path: str | os.PathLike[str]) -> str:
+    """The text of a .txt script (UTF-8, BOM tolerated), with typed errors for empty or non-text files."""
+    path = Path(path)
+    if not path.is_file():
+        raise NotMediaError(path, "file does not exist", "check the path")
+    raw = path.read_bytes()
+    if not raw:
+        raise EmptyFileError(path, "file is empty (0 bytes)", "upload it again")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise NotMediaError(path, "is not UTF-8 text", "save the script as UTF-8 plain text") from exc
+    if "\x00" in text:
+        raise NotMediaError(path, "is binary, not text", "save the script as UTF-8 plain text")
+    if not text.strip():
+        raise EmptyFileError(path, "text script has no words", "write the script text into the file")
+    return text
+
+
+def normalize_script(source: str | os.PathLike[str], workdir: str | os.PathLike[str], *, voice: str = "en-us",
+                     language: str | None = None) -> ScriptIntake:
+    """Check and normalize one script into ``workdir`` (``analysis.wav``; ``source.wav`` for text scripts).
+
+    ``language`` defaults to the voice's language for text and to ``DEFAULT_LANGUAGE`` for audio.
+    """
+    upload = Path(source)
+    workdir = Path(workdir)
+    script_id = safe_id(upload.name)  # UnsafeNameError for hidden or nameless files
+    _, ext = stem_and_ext(upload.name)
+    if ext not in SCRIPT_EXTENSIONS:
+        raise UnsupportedFormatError(upload, f"'.{ext}' is not a supported script format" if ext else
+                                     "has no file extension", _SUPPORTED_HINT)
+    text: str | None = None
+    mux_source = upload
+    if ext in TEXT_EXTENSIONS:
+        text = read_script_text(upload)
+        mux_source = synthesize_speech(text, workdir / "source.wav", voice=voice)
+        language = language or language_of_voice(voice)
+    language = language or DEFAULT_LANGUAGE
+
+    samples, warnings, info = _decode(mux_source)
+    assert info.audio is not None  # _decode raised otherwise
+    if info.audio.sample_rate and info.audio.sample_rate < ANALYSIS_RATE:
+        warnings.append(f"source sample rate is {info.audio.sample_rate} Hz, below {ANALYSIS_RATE} Hz: upsampled, "
+                        "but consonant detail is lost and lip sync may be less precise; upload a 16 kHz+ recording")
+    if float(np.max(np.abs(samples))) < 1e-4:
+        warnings.append("the voice track is silent: the presenter's mouth will not move")
+
+    analysis = workdir / "analysis.wav"
+    with atomic_output(analysis) as tmp:
+        soundfile.write(tmp, samples, ANALYSIS_RATE, subtype="FLOAT", format="WAV")
+    return ScriptIntake(
+        id=script_id,
+        upload=upload,
+        source=mux_source,
+        analysis_wav=analysis,
+        sample_rate=info.audio.sample_rate,
+        channels=info.audio.channels,
+        codec=info.audio.codec,
+        duration_s=samples.size / ANALYSIS_RATE,
+        language=language,
+        text=text,
+        warnings=warnings,
+    )
+
+
+def load_analysis(path: str | os.PathLike[str]) -> np.ndarray:
+    """Samples of an ``analysis.wav`` written by ``normalize_script`` (16 kHz mono float32)."""
+    samples, rate = soundfile.read(path, dtype="float32", always_2d=False)
+    if rate != ANALYSIS_RATE or samples.ndim != 1:
+        raise ValueError(f"{path}: expected {ANALYSIS_RATE} Hz mono, got {rate} Hz with shape {samples.shape}")
+    return samples
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Wav2Lip Mel features and frame <-> audio chunking
+
+
+@lru_cache(maxsize=1)
+def _mel_basis() -> np.ndarray:
+    import librosa  # lazy: importing the package must stay cheap
+
+    # Keywords only: positional sr/n_fft broke in librosa 0.10. Default norm="slaney", htk=False = Wav2Lip's.
+    basis = librosa.filters.mel(sr=ANALYSIS_RATE, n_fft=MEL_N_FFT, n_mels=MEL_BANDS, fmin=MEL_FMIN, fmax=MEL_FMAX)
+    basis.setflags(write=False)  # shared by every caller through the cache
+    return basis
+
+
+def wav2lip_mel(samples: np.ndarray, *, pad_mode: str = MEL_PAD_MODE) -> np.ndarray:
+    """Wav2Lip's normalized log-Mel spectrogram of 16 kHz mono audio: (80, 1 + len // 200) float32 in [-4, 4]."""
+    import librosa
+    from scipy.signal import lfilter
+
+    wav = np.asarray(samples, dtype=np.float64)
+    if wav.ndim != 1 or wav.size < 2:
+        raise ValueError(f"expected mono samples (at least 2), got shape {wav.shape}")
+    emphasized = lfilter([1.0, -MEL_PREEMPHASIS], [1.0], wav)
+    spectrum = librosa.stft(y=emphasized, n_fft=MEL_N_FFT, hop_length=MEL_HOP, win_length=MEL_WIN, window="hann",
+                            center=True, pad_mode=pad_mode)
+    mel = np.dot(_mel_basis(), np.abs(spectrum))
+    db = 20.0 * np.log10(np.maximum(1e-5, mel)) - 20.0  # min level -100 dB, ref level 20 dB
+    return np.clip(8.0 * (db + 100.0) / 100.0 - 4.0, -4.0, 4.0).astype(np.float32)
+
+
+def frame_count(duration_s: float, fps: float) -> int:
+    """Output frames needed to cover the whole audio: ceil(duration * fps), immune to float noise (2.0*25)."""
+    if fps <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    return max(0, math.ceil(round(duration_s * fps, 6)))
+
+
+def _starts(indices: np.ndarray, fps: float, n_mel_columns: int) -> np.ndarray:
+    if fps <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    # Same float operations as the reference (int(i * (80. / fps))), so chunk boundaries match it bit for bit.
+    starts = (np.asarray(indices, dtype=np.int64) * (float(MEL_COLUMNS_PER_SECOND) / fps)).astype(np.int64)
+    # Past the end, frames get the last 16 columns (the reference stops there; we must cover the whole audio).
+    return np.clip(starts, 0, max(n_mel_columns - MEL_STEP, 0))
+
+
+def mel_chunk_starts(n_frames: int, fps: float, n_mel_columns: int) -> np.ndarray:
+    """First mel column of each output frame's 16-column window, clamped to the last full window."""
+    return _starts(np.arange(n_frames), fps, n_mel_columns)
+
+
+def _padded(mel: np.ndarray) -> np.ndarray:
+    if mel.ndim != 2:
+        raise ValueError(f"expected a (bands, T) mel, got shape {mel.shape}")
+    if mel.shape[1] < MEL_STEP:  # shorter than one window: repeat the last column
+        if mel.shape[1] == 0:
+            raise ValueError("empty mel")
+        mel = np.pad(mel, ((0, 0), (0, MEL_STEP - mel.shape[1])), mode="edge")
+    return mel
+
+
+def mel_chunk_batch(mel: np.ndarray, indices: np.ndarray | list[int], fps: float) -> np.ndarray:
+    """The (80, 16) windows for the given output frame indices: (len(indices), 80, 16), a copy."""
+    mel = _padded(mel)
+    starts = _starts(np.asarray(indices), fps, mel.shape[1])
+    windows = np.lib.stride_tricks.sliding_window_view(mel, MEL_STEP, axis=1)  # (80, T-15, 16), no copy
+    return np.ascontiguousarray(windows[:, starts].transpose(1, 0, 2))
+
+
+def mel_chunks(mel: np.ndarray, fps: float, n_frames: int) -> np.ndarray:
+    """Windows for output frames 0..n_frames-1: (n_frames, 80, 16). For long scripts prefer mel_chunk_batch."""
+    return mel_chunk_batch(mel, np.arange(n_frames), fps)
+
+
+def mel_chunk(mel: np.ndarray, index: int, fps: float) -> np.ndarray:
+    """The (80, 16) window for output frame ``index``."""
+    return mel_chunk_batch(mel, [index], fps)[0]
+
+
+def script_features(samples: np.ndarray, *, language: str = DEFAULT_LANGUAGE, text: str | None = None
+                    ) -> ScriptFeatures:
+    """Features for 16 kHz mono samples (e.g. ``load_analysis(intake.analysis_wav)``)."""
+    samples = np.ascontiguousarray(samples, dtype=np.float32)
+    return ScriptFeatures(samples=samples, mel=wav2lip_mel(samples), sample_rate=ANALYSIS_RATE, language=language,
+                          text=text)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Feature cache
+
+_FEATURES_FORMAT = 1
+
+
+def save_features(path: str | os.PathLike[str], features: ScriptFeatures) -> None:
+    """Write features as an .npz, atomically; every dataclass field round-trips, including ones added later.
+
+    Arrays are stored as they are, scalars and strings as 0-d arrays (no pickle), None values by name.
+    """
+    arrays: dict[str, np.ndarray] = {"__format__": np.array(_FEATURES_FORMAT)}
+    nones: list[str] = []
+    for spec in dataclasses.fields(features):
+        value = getattr(features, spec.name)
+        if value is None:
+            nones.append(spec.name)
+        else:
+            arrays[spec.name] = np.asarray(value)
+    arrays["__none__"] = np.array(nones, dtype=str)
+    with atomic_output(path) as tmp, open(tmp, "wb") as handle:  # a file object: numpy adds no ".npz"
+        np.savez(handle, **arrays)
+
+
+def load_features(path: str | os.PathLike[str], *, cls: type[ScriptFeatures] = ScriptFeatures) -> ScriptFeatures:
+    """Read features written by ``save_features`` into ``cls``'s fields; missing optional fields take defaults.
+
+    Stored fields ``cls`` does not have (a cache from a newer version) are ignored.
+    """
+    with open(path, "rb") as handle, np.load(io.BytesIO(handle.read()), allow_pickle=False) as data:
+        stored = {key: data[key] for key in data.files}
+    if int(stored.pop("__format__", -1)) != _FEATURES_FORMAT:
+        raise ValueError(f"{path}: not a feature cache of format {_FEATURES_FORMAT}; recompute it")
+    nones = {str(name) for name in stored.pop("__none__", np.array([], dtype=str))}
+    kwargs: dict[str, object] = {}
+    for spec in dataclasses.fields(cls):
+        if spec.name in nones:
+            kwargs[spec.name] = None
+        elif spec.name in stored:
+            value = stored[spec.name]
+            # 0-d arrays were scalars or strings; anything with dimensions is a real array.
+            kwargs[spec.name] = value.item() if value.ndim == 0 else value
+        elif spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
+            raise ValueError(f"{path}: feature cache lacks {spec.name!r}; recompute it")
+    return cls(**kwargs)  # type: ignore[arg-type]
