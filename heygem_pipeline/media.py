@@ -186,13 +186,21 @@ class FrameReader:
     """
 
     def __init__(self, path: str | os.PathLike[str], width: int | None = None, height: int | None = None,
-                 prefetch: int = 8) -> None:
+                 prefetch: int = 8, start_frame: int = 0, max_frames: int | None = None,
+                 fps: float | None = None) -> None:
+        """``start_frame``/``max_frames`` read a window of a constant-frame-rate video (``fps`` required)."""
         self.path = Path(path)
+        if start_frame and not fps:
+            raise ValueError("start_frame needs the video's fps")
+        self.start_frame, self.max_frames, self.fps = start_frame, max_frames, fps
         if width is None or height is None:
             info = probe(self.path)
             if info.video is None:
                 raise NotMediaError(self.path, "has no video stream", "upload a video or image")
             width, height = info.video.width, info.video.height
+            if info.video.rotation in (90, 270):
+                # ffmpeg autorotates while decoding, so a quarter-turned video arrives with width and height swapped.
+                width, height = height, width
         self.width, self.height = width, height
         self._frame_bytes = width * height * 3
         self._queue: queue.Queue[np.ndarray | BaseException | None] = queue.Queue(maxsize=prefetch)
@@ -202,9 +210,17 @@ class FrameReader:
 
     def __enter__(self) -> FrameReader:
         require_tool("ffmpeg")
+        input_options: dict[str, object] = {}
+        if self.start_frame:
+            # Accurate seek: land a quarter frame before the wanted frame's timestamp, so rounding never
+            # drops it and never keeps the one before.
+            input_options["ss"] = f"{(self.start_frame - 0.25) / float(self.fps):.6f}"
+        output_options: dict[str, object] = {"format": "rawvideo", "pix_fmt": "bgr24", "vsync": "passthrough"}
+        if self.max_frames is not None:
+            output_options["frames:v"] = self.max_frames
         args = (
-            ffmpeg.input(ff_path(self.path))
-            .output("pipe:", format="rawvideo", pix_fmt="bgr24", vsync="passthrough")
+            ffmpeg.input(ff_path(self.path), **input_options)
+            .output("pipe:", **output_options)
             .global_args("-hide_banner", "-nostdin", "-loglevel", "error")
             .compile()
         )
@@ -280,14 +296,6 @@ class EncodeSettings:
     crf: int = 18
     preset: str = "veryfast"
     audio_bitrate: str = "192k"
-
-    @classmethod
-    def from_env(cls) -> EncodeSettings:
-        return cls(
-            crf=int(os.environ.get("HEYGEM_CRF", cls.crf)),
-            preset=os.environ.get("HEYGEM_PRESET", cls.preset),
-            audio_bitrate=os.environ.get("HEYGEM_AUDIO_BITRATE", cls.audio_bitrate),
-        )
 
 
 class FrameWriter:

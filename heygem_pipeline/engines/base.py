@@ -44,6 +44,7 @@ class ScriptFeatures:
     sample_rate: int = 16000
     language: str = "en"
     text: str | None = None
+    visemes: np.ndarray | None = None  # (T, 4) mouth track at 100 Hz (see heygem_pipeline.visemes)
 
     @property
     def duration(self) -> float:

@@ -1,0 +1,312 @@
+"""Mouth rendering for the viseme engine: deform the lower face to a target mouth shape and paint the cavity.
+
+The face-mesh landmarks of one template frame give a face-aligned frame of reference (u along the eye line,
+v down the face, origin between the mouth corners) and the template's own lip gap. The target frame is made
+in two steps, both smooth fields over the lower face:
+
+1. neutral: the template's own opening (a smile with teeth, a half-open mouth) is closed by moving the upper
+   lip down and the lower lip and jaw up, so the template's mouth never fights the new speech;
+2. speech: from that closed mouth, the upper lip rises a little, the lower lip and jaw drop, the corners
+   spread or round, by amounts taken from the mouth parameters.
+
+The image is resampled backwards (each output pixel looks up where it came from), so lips and skin keep the
+template's own texture and colour. Where the lips part, a cavity is painted (dark interior, a hint of upper
+teeth), anti-aliased. Displacements fade smoothly to zero towards the nose, the cheeks and the neck, and only
+pixels that actually moved are written, so there is no box edge and the rest of the frame is untouched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+UPPER_INNER = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308)
+LOWER_INNER = (78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308)
+OUTER_LIP = (61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291, 375, 321, 405, 314, 17, 84, 181, 91, 146)
+LEFT_EYE_OUTER, RIGHT_EYE_OUTER = 33, 263
+FOREHEAD, CHIN, NOSE_BOTTOM = 10, 152, 2
+MOUTH_LEFT, MOUTH_RIGHT = 61, 291
+SKIN_SAMPLES = (1, 4, 5, 50, 280, 101, 330, 205, 425)  # nose bridge and cheeks
+UPPER_LIP_TOP, LOWER_LIP_BOTTOM = 0, 17
+
+MAX_OPEN = 0.11  # widest lip gap ("ah"), as a share of face height
+UPPER_SHARE = 0.3  # share of the opening made by the upper lip rising; the jaw and lower lip make the rest
+
+
+def _smoothstep(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3.0 - 2.0 * x)
+
+
+@dataclass(frozen=True)
+class FaceGeometry:
+    """A face-aligned frame of reference for one template frame, and the template's own lip gap."""
+
+    origin: np.ndarray  # (2,) image point at the centre of the inner lips
+    x_axis: np.ndarray  # (2,) unit vector along the eye line
+    y_axis: np.ndarray  # (2,) unit vector down the face
+    height: float  # forehead-to-chin distance, the scale of everything
+    half_width: float  # half the mouth width
+    v_nose: float
+    v_upper_lip: float  # top of the upper lip (outer contour, centre)
+    v_lower_lip: float  # bottom of the lower lip
+    v_chin: float
+    gap_u: np.ndarray  # u positions along the mouth, corner to corner
+    gap_top: np.ndarray  # v of the upper inner lip at gap_u
+    gap_bottom: np.ndarray  # v of the lower inner lip at gap_u
+
+    def to_face(self, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        rel = xy - self.origin
+        return rel @ self.x_axis, rel @ self.y_axis
+
+    def to_image(self, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        return self.origin + u[..., None] * self.x_axis + v[..., None] * self.y_axis
+
+    def template_gap(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(midline v, gap) of the template's lips at u; zero gap beyond the corners."""
+        top = np.interp(u, self.gap_u, self.gap_top)
+        bottom = np.interp(u, self.gap_u, self.gap_bottom)
+        inside = np.abs(u) < self.half_width
+        gap = np.where(inside, np.maximum(bottom - top, 0.0), 0.0)
+        return (top + bottom) / 2, gap
+
+    @property
+    def mouth_gap(self) -> float:
+        """The template's inner-lip gap at the centre, as a share of face height."""
+        return float(np.max(self.gap_bottom - self.gap_top)) / self.height
+
+
+def face_geometry(landmarks: np.ndarray) -> FaceGeometry:
+    """Geometry from (478, 2+) landmark pixels."""
+    points = landmarks[:, :2].astype(np.float64)
+    x_axis = points[RIGHT_EYE_OUTER] - points[LEFT_EYE_OUTER]
+    x_axis /= np.linalg.norm(x_axis) + 1e-9
+    y_axis = np.array([-x_axis[1], x_axis[0]])
+    origin = (points[13] + points[14]) / 2  # centre of the inner lips
+    height = float(np.linalg.norm(points[FOREHEAD] - points[CHIN]))
+
+    def v_of(index: int) -> float:
+        return float((points[index] - origin) @ y_axis)
+
+    top_u = (points[list(UPPER_INNER)] - origin) @ x_axis
+    top_v = (points[list(UPPER_INNER)] - origin) @ y_axis
+    bottom_u = (points[list(LOWER_INNER)] - origin) @ x_axis
+    bottom_v = (points[list(LOWER_INNER)] - origin) @ y_axis
+    gap_u = (top_u + bottom_u) / 2
+    order = np.argsort(gap_u)
+    corner_u = (points[[MOUTH_LEFT, MOUTH_RIGHT]] - origin) @ x_axis
+    return FaceGeometry(
+        origin=origin,
+        x_axis=x_axis,
+        y_axis=y_axis,
+        height=height,
+        half_width=float(np.abs(corner_u).mean()),
+        v_nose=min(v_of(NOSE_BOTTOM), v_of(UPPER_LIP_TOP) - 0.02 * height),
+        v_upper_lip=v_of(UPPER_LIP_TOP),
+        v_lower_lip=v_of(LOWER_LIP_BOTTOM),
+        v_chin=v_of(CHIN),
+        gap_u=gap_u[order],
+        gap_top=top_v[order],
+        gap_bottom=np.maximum(bottom_v[order], top_v[order]),
+    )
+
+
+@dataclass(frozen=True)
+class MouthShape:
+    """Target mouth in pixels for one frame, from the (open, spread, round, press) parameters."""
+
+    gap: float  # lip gap at the centre
+    width_scale: float  # relative change of mouth width (+ spread, - round)
+    jaw: float  # chin drop
+
+    @classmethod
+    def from_params(cls, params: np.ndarray, geometry: FaceGeometry) -> MouthShape:
+        opening, spread, rounding = float(params[0]), float(params[1]), float(params[2])
+        gap = np.clip(opening, 0, 1) * MAX_OPEN * geometry.height
+        return cls(gap=gap, width_scale=0.08 * spread - 0.16 * rounding, jaw=0.6 * (1 - UPPER_SHARE) * gap)
+
+
+class MouthWarp:
+    """The two displacement fields (neutralize, speak) of one frame and their inverse."""
+
+    def __init__(self, geometry: FaceGeometry, shape: MouthShape) -> None:
+        self.g = geometry
+        self.shape = shape
+        h = geometry.height
+        self.lip_half_height = max((geometry.v_lower_lip - geometry.v_upper_lip) / 2, 0.02 * h)
+        self.jaw_half_width = 0.45 * h
+        self.neck_fade = 0.3 * h
+
+    # Shared fall-offs (1 where the lips/jaw move fully, easing to 0 where the face must stay still).
+    def _upper_fade(self, v: np.ndarray) -> np.ndarray:
+        g = self.g
+        return _smoothstep((v - g.v_nose) / max(g.v_upper_lip - g.v_nose, 1e-6))
+
+    def _lower_lip_fade(self, v: np.ndarray) -> np.ndarray:
+        g = self.g
+        span = 0.6 * max(g.v_chin - g.v_lower_lip, 1e-6)
+        return 1 - _smoothstep((v - g.v_lower_lip) / span)
+
+    def _chin_fade(self, v: np.ndarray) -> np.ndarray:
+        return 1 - _smoothstep((v - self.g.v_chin) / self.neck_fade)
+
+    def _lateral(self, u: np.ndarray, half: float) -> np.ndarray:
+        return np.clip(1 - (u / half) ** 2, 0, 1)
+
+    def _profile(self, u: np.ndarray) -> np.ndarray:
+        return self._lateral(u, self.g.half_width) ** 0.6
+
+    # Step 1, neutralize: template → closed template (q). Inverse: closed → template (for backward sampling).
+    def neutral_to_template(self, u: np.ndarray, v: np.ndarray, upper: np.ndarray) -> np.ndarray:
+        _, gap = self.g.template_gap(u)
+        half_gap = gap / 2
+        p = v.copy()
+        for _ in range(3):  # fixed point: the fade depends on the template position itself
+            shift = np.where(upper, -half_gap * self._upper_fade(p), half_gap * self._lower_lip_fade(p))
+            p = v + shift
+        return p
+
+    # Step 2, speak: closed (q) → target (d), with the opening starting at the template's lip midline.
+    def _speech_offset(self, u: np.ndarray, v: np.ndarray, upper: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        s = self.shape
+        prof = self._profile(u)
+        up = -UPPER_SHARE * s.gap * prof * self._upper_fade(v)
+        near_lip = self._lower_lip_fade(v)
+        jaw = s.jaw * self._lateral(u, self.jaw_half_width) * self._chin_fade(v)
+        down = (1 - UPPER_SHARE) * s.gap * prof * near_lip + jaw * (1 - near_lip)
+        dv = np.where(upper, up, down)
+        bump = np.exp(-((u / (1.5 * self.g.half_width)) ** 4) - (v / (2.0 * self.lip_half_height)) ** 2)
+        du = u * s.width_scale * bump
+        return du, dv
+
+    def inverse(self, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Template (u, v) for target (u, v), and the cavity mask (target points inside the parted lips)."""
+        s = self.shape
+        qu = u.copy()
+        for _ in range(3):
+            bump = np.exp(-((qu / (1.5 * self.g.half_width)) ** 4) - (v / (2.0 * self.lip_half_height)) ** 2)
+            qu = u / (1 + s.width_scale * bump)
+        mid, _ = self.g.template_gap(qu)
+        prof = self._profile(qu)
+        top_edge = mid - UPPER_SHARE * s.gap * prof
+        bottom_edge = mid + (1 - UPPER_SHARE) * s.gap * prof
+        upper = v < (top_edge + bottom_edge) / 2
+        cavity = (v > top_edge) & (v < bottom_edge)
+        qv = v.copy()
+        for _ in range(4):
+            _, dv = self._speech_offset(qu, qv, upper)
+            qv = v - dv
+        qv = np.where(cavity, mid, qv)
+        pv = self.neutral_to_template(qu, qv, upper)
+        return qu, pv, cavity
+
+    def lip_edges(self, samples: int = 24) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """u, top and bottom v of the parted lips in the target (for the cavity polygon)."""
+        u = np.linspace(-self.g.half_width, self.g.half_width, samples)
+        mid, _ = self.g.template_gap(u)
+        prof = self._profile(u)
+        scale = 1 + self.shape.width_scale * np.exp(-((u / (1.5 * self.g.half_width)) ** 4))
+        return u * scale, mid - UPPER_SHARE * self.shape.gap * prof, mid + (1 - UPPER_SHARE) * self.shape.gap * prof
+
+    def support(self) -> tuple[np.ndarray, np.ndarray]:
+        """Corners (u, v) of the region where anything can move."""
+        g = self.g
+        u = np.array([-self.jaw_half_width, self.jaw_half_width])
+        v = np.array([g.v_nose, g.v_chin + self.neck_fade])
+        return u, v
+
+
+def _lip_colour(frame: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    points = np.round(landmarks[list(OUTER_LIP), :2]).astype(int)
+    h, w = frame.shape[:2]
+    points[:, 0] = np.clip(points[:, 0], 0, w - 1)
+    points[:, 1] = np.clip(points[:, 1], 0, h - 1)
+    return frame[points[:, 1], points[:, 0]].astype(np.float32).mean(axis=0)
+
+
+def _skin_brightness(frame: np.ndarray, landmarks: np.ndarray) -> float:
+    """Skin luminance around the nose and cheeks relative to well-lit skin (≈ 1 in good light)."""
+    points = np.round(landmarks[list(SKIN_SAMPLES), :2]).astype(int)
+    h, w = frame.shape[:2]
+    values = frame[np.clip(points[:, 1], 0, h - 1), np.clip(points[:, 0], 0, w - 1)].astype(np.float32)
+    return float(values.mean()) / 170
+
+
+def _paint_cavity(roi: np.ndarray, x0: int, y0: int, warp: MouthWarp, lip_colour: np.ndarray,
+                  brightness: float) -> None:
+    """Paint the mouth interior into ``roi`` (in place) where the target lips are parted."""
+    g = warp.g
+    u, top, bottom = warp.lip_edges()
+    if warp.shape.gap < 0.6:
+        return
+    shift = 4  # fixed-point bits: sub-pixel polygon edges, so the lip line is anti-aliased
+    scale = 1 << shift
+    to_roi = np.array([x0, y0], dtype=np.float64)
+
+    def polygon(v_top: np.ndarray, v_bottom: np.ndarray) -> np.ndarray:
+        ring = np.concatenate([g.to_image(u, v_top), g.to_image(u[::-1], v_bottom[::-1])])
+        return np.round((ring - to_roi) * scale).astype(np.int32)
+
+    h, w = roi.shape[:2]
+    mask = np.zeros((h, w), dtype=np.uint8)
+    cv2.fillPoly(mask, [polygon(top, bottom)], 255, lineType=cv2.LINE_AA, shift=shift)
+    if not mask.any():
+        return
+    # Upper teeth: a band under the upper lip, thinner towards the corners, never more than the gap allows.
+    teeth_height = np.minimum(0.4 * (bottom - top), 0.028 * g.height) * np.clip(1 - (u / g.half_width) ** 2, 0, 1)
+    teeth = np.zeros_like(mask)
+    cv2.fillPoly(teeth, [polygon(top - 1.0, top + teeth_height)], 255, lineType=cv2.LINE_AA, shift=shift)
+
+    # Colours come from the face itself: a deep shade of the lips inside, teeth as bright as the skin allows.
+    interior = np.clip(lip_colour * np.array([0.28, 0.28, 0.42], dtype=np.float32), 0, 255)
+    tooth = np.array([200, 210, 218], dtype=np.float32) * np.clip(brightness, 0.6, 1.0)
+    alpha = cv2.GaussianBlur(mask, (3, 3), 0.6).astype(np.float32)[..., None] / 255
+    teeth_alpha = cv2.GaussianBlur(teeth, (3, 3), 0.8).astype(np.float32)[..., None] / 255 * alpha
+    # Shade: the interior darkens towards the throat, the teeth towards their lower edge.
+    ys = (np.arange(h, dtype=np.float32)[:, None, None] + y0)
+    centre_y = float(g.to_image(np.array([0.0]), np.array([(top.mean() + bottom.mean()) / 2]))[0, 1])
+    depth = np.clip(1 - np.abs(ys - centre_y) / max(warp.shape.gap, 1.0), 0, 1) * 0.45
+    cavity = interior * (1 - depth)
+    colour = cavity * (1 - teeth_alpha) + tooth * teeth_alpha
+    roi[:] = np.clip(roi * (1 - alpha) + colour * alpha, 0, 255)
+
+
+def render_mouth(frame: np.ndarray, landmarks: np.ndarray, params: np.ndarray) -> np.ndarray:
+    """A copy of ``frame`` with the mouth set to ``params`` (open, spread, round, press)."""
+    geometry = face_geometry(landmarks)
+    if geometry.height < 20 or geometry.half_width < 3:
+        return frame
+    warp = MouthWarp(geometry, MouthShape.from_params(params, geometry))
+    su, sv = warp.support()
+    corners = geometry.to_image(np.array([su[0], su[1], su[0], su[1]]), np.array([sv[0], sv[0], sv[1], sv[1]]))
+    h, w = frame.shape[:2]
+    x0 = int(max(np.floor(corners[:, 0].min()) - 2, 0))
+    x1 = int(min(np.ceil(corners[:, 0].max()) + 2, w))
+    y0 = int(max(np.floor(corners[:, 1].min()) - 2, 0))
+    y1 = int(min(np.ceil(corners[:, 1].max()) + 2, h))
+    if x1 - x0 < 4 or y1 - y0 < 4:
+        return frame
+
+    xs, ys = np.meshgrid(np.arange(x0, x1, dtype=np.float64), np.arange(y0, y1, dtype=np.float64))
+    u, v = geometry.to_face(np.stack([xs, ys], axis=-1))
+    pu, pv = warp.inverse(u, v)[:2]
+    source = geometry.to_image(pu, pv)
+    map_x = source[..., 0].astype(np.float32)
+    map_y = source[..., 1].astype(np.float32)
+    warped = cv2.remap(frame, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+
+    brightness = _skin_brightness(frame, landmarks)
+    _paint_cavity(warped, x0, y0, warp, _lip_colour(frame, landmarks), brightness)
+
+    # Write back only what moved (or was painted): everything else stays bit-identical to the template.
+    moved = np.hypot(map_x - xs, map_y - ys)
+    original = frame[y0:y1, x0:x1].astype(np.float32)
+    alpha = np.clip(moved / 0.25, 0, 1)[..., None]
+    painted = np.any(np.abs(warped - cv2.remap(frame, map_x, map_y, cv2.INTER_LINEAR,
+                                                  borderMode=cv2.BORDER_REPLICATE)) > 0.5, axis=-1)
+    alpha = np.maximum(alpha, painted[..., None].astype(np.float32))
+    out = frame.copy()
+    out[y0:y1, x0:x1] = np.clip(original * (1 - alpha) + warped * alpha + 0.5, 0, 255).astype(np.uint8)
+    return out

@@ -1,0 +1,110 @@
+"""The factory's stages as plain functions over local folders: the one code path behind the CLI and Dagster.
+
+Each stage reads files from a folder and writes its outputs into one (atomically), with fixed names, so a
+Dagster asset only has to move folders between the bucket and local disk and call one function:
+
+- script folder:  ``source.mka`` (the voice as uploaded, for the final mux), ``analysis.wav`` (16 kHz mono),
+  ``features.npz`` (Mel + mouth track), ``script.json`` (what intake found);
+- avatar folder:  ``template.mp4`` (normalized), ``avatar.json``, ``face_track.parquet``;
+- a rendered pair: one MP4.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import ffmpeg
+
+from heygem_pipeline.audio import (
+    load_analysis,
+    load_features,
+    normalize_script,
+    save_features,
+    script_features,
+)
+from heygem_pipeline.avatar import AvatarIntake, normalize_avatar
+from heygem_pipeline.engines.base import LipSyncEngine, ScriptFeatures
+from heygem_pipeline.faces import FaceTrack, track_faces
+from heygem_pipeline.media import EncodeSettings, atomic_output, ff_path, run_ffmpeg
+from heygem_pipeline.render import Progress, RenderResult, render_video
+from heygem_pipeline.visemes import mouth_track
+
+SCRIPT_SOURCE = "source.mka"
+SCRIPT_ANALYSIS = "analysis.wav"
+SCRIPT_FEATURES = "features.npz"
+SCRIPT_RECORD = "script.json"
+AVATAR_TEMPLATE = "template.mp4"
+AVATAR_RECORD = "avatar.json"
+AVATAR_TRACK = "face_track.parquet"
+
+
+def _write_json(path: Path, data: dict) -> None:
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, default=str))
+
+
+def read_record(path: str | os.PathLike[str]) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def prepare_script(upload: str | os.PathLike[str], workdir: str | os.PathLike[str], *,
+                   voice: str = "en-us") -> dict:
+    """Intake + analysis of one script into ``workdir``; returns the intake record (for metadata)."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    intake = normalize_script(upload, workdir, voice=voice)
+    # Keep the voice as uploaded (stream copy, no re-encode) so the delivered video has its original quality.
+    with atomic_output(workdir / SCRIPT_SOURCE) as tmp:
+        run_ffmpeg(ffmpeg.input(ff_path(intake.source)).output(ff_path(tmp), map="0:a:0", acodec="copy",
+                                                                  format="matroska").overwrite_output(),
+                   f"keeping the audio of {upload}")
+    samples = load_analysis(intake.analysis_wav)
+    features = script_features(samples, language=intake.language, text=intake.text)
+    features = dataclasses.replace(features, visemes=mouth_track(samples, features.sample_rate, intake.language))
+    save_features(workdir / SCRIPT_FEATURES, features)
+    record = intake.as_record()
+    record["mel_columns"] = int(features.mel.shape[1])
+    _write_json(workdir / SCRIPT_RECORD, record)
+    return record
+
+
+def load_script(workdir: str | os.PathLike[str]) -> ScriptFeatures:
+    return load_features(Path(workdir) / SCRIPT_FEATURES)
+
+
+def prepare_avatar(upload: str | os.PathLike[str], workdir: str | os.PathLike[str], *, fps: float = 25.0,
+                   still_seconds: float = 5.0, settings: EncodeSettings | None = None) -> AvatarIntake:
+    """Normalize one avatar into ``workdir/template.mp4``."""
+    workdir = Path(workdir)
+    intake = normalize_avatar(upload, workdir / AVATAR_TEMPLATE, fps=fps, still_seconds=still_seconds,
+                              settings=settings or EncodeSettings())
+    _write_json(workdir / AVATAR_RECORD, intake.as_dict())
+    return intake
+
+
+def track_avatar(workdir: str | os.PathLike[str], progress: Progress | None = None) -> FaceTrack:
+    """Face track of ``workdir/template.mp4`` into ``workdir/face_track.parquet``."""
+    workdir = Path(workdir)
+    track = track_faces(workdir / AVATAR_TEMPLATE, progress=progress)
+    track.save(workdir / AVATAR_TRACK)
+    return track
+
+
+def render_pair(script_dir: str | os.PathLike[str], avatar_dir: str | os.PathLike[str],
+                dest: str | os.PathLike[str], engine: LipSyncEngine, *, settings: EncodeSettings | None = None,
+                progress: Progress | None = None) -> RenderResult:
+    """Render one script × avatar pair from their prepared folders into ``dest``."""
+    script_dir, avatar_dir = Path(script_dir), Path(avatar_dir)
+    return render_video(
+        load_script(script_dir),
+        script_dir / SCRIPT_SOURCE,
+        avatar_dir / AVATAR_TEMPLATE,
+        FaceTrack.load(avatar_dir / AVATAR_TRACK),
+        engine,
+        dest,
+        settings=settings,
+        progress=progress,
+    )
