@@ -1,0 +1,167 @@
+"""`heygem`: the factory's command line.
+
+Subcommands:
+  demo    build the demo bucket and run it through the factory
+  run     run every pair of a bucket's campaigns through Dagster on the local instance
+  render  render one voice onto one avatar, outside Dagster (quick trial)
+  ui      start the Dagster UI (webserver + daemon) on this workspace
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from heygem_pipeline.config import Settings
+from heygem_pipeline.errors import HeygemError
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr: done/total, rate, ETA. Quiet when stderr is not a terminal."""
+
+    def __init__(self, label: str, unit: str = "frames") -> None:
+        self.label, self.unit = label, unit
+        self.started = time.perf_counter()
+        self.last_print = 0.0
+        self.tty = sys.stderr.isatty()
+        self.finished = False
+
+    def __call__(self, done: int, total: int | None) -> None:
+        now = time.perf_counter()
+        finished = total is not None and done >= total
+        if self.finished or (not finished and now - self.last_print < (0.2 if self.tty else 5.0)):
+            return
+        self.finished = finished
+        self.last_print = now
+        elapsed = max(now - self.started, 1e-6)
+        rate = done / elapsed
+        if total:
+            width = 28
+            filled = int(width * min(done / total, 1.0))
+            eta = (total - done) / rate if rate > 0 else 0.0
+            line = (f"{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} {self.unit} "
+                    f"{rate:5.1f}/s ETA {eta:4.0f}s")
+        else:
+            line = f"{self.label} {done} {self.unit} {rate:5.1f}/s"
+        end = "\n" if finished or not self.tty else ""
+        sys.stderr.write(("\r" if self.tty else "") + line + end)
+        sys.stderr.flush()
+
+
+def _render(args: argparse.Namespace) -> int:
+    from heygem_pipeline import pipeline
+    from heygem_pipeline.config import encode_settings
+    from heygem_pipeline.engines.registry import create_engine
+    from heygem_pipeline.quality import measure_sync
+
+    settings = Settings.from_env()
+    # The engine is created (and a wav2lip checkpoint checked) before any media work starts.
+    engine = create_engine(args.engine, checkpoint=args.checkpoint or settings.wav2lip_checkpoint,
+                           batch_size=settings.wav2lip_batch_size)
+    output = Path(args.output)
+    encode = encode_settings(settings)
+    with tempfile.TemporaryDirectory(prefix="heygem-render-") as tmp:
+        work = Path(tmp)
+        print(f"analysing voice  {args.audio}", file=sys.stderr)
+        pipeline.prepare_script(args.audio, work / "script", voice=args.voice or settings.voice)
+        print(f"normalizing      {args.avatar}", file=sys.stderr)
+        pipeline.prepare_avatar(args.avatar, work / "avatar", fps=args.fps, still_seconds=settings.still_seconds,
+                                settings=encode)
+        pipeline.track_avatar(work / "avatar", progress=ProgressBar("tracking face ", "frames"))
+        result = pipeline.render_pair(work / "script", work / "avatar", output, engine, settings=encode,
+                                      progress=ProgressBar(f"rendering {engine.name:<5}", "frames"))
+    line = (f"{output}: {result.duration_s:.2f} s, {result.frames} frames at {result.fps:g} fps, "
+            f"{result.width}x{result.height}, engine {result.engine}, rendered at {result.render_fps:.1f} fps")
+    if not args.no_check:
+        sync = measure_sync(output)
+        line += f", sync offset {sync.offset_frames:+d} frames (confidence {sync.confidence:.2f})"
+    print(line)
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from heygem_pipeline.factory import run_factory
+
+    report = run_factory(args.bucket or Settings.from_env().bucket, args.campaign)
+    return 0 if report.ok else 1
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from heygem_pipeline.factory import demo_main
+
+    return demo_main()
+
+
+def _ui(args: argparse.Namespace) -> int:
+    from heygem_pipeline.factory import start_ui
+
+    return start_ui(host=args.host, port=args.port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="heygem", description="HeyGem Pipeline: a content factory for lip-synced "
+                                     "presenter videos. Configuration comes from HEYGEM_* environment variables "
+                                     "(see the README).")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser("demo", help="build the demo bucket (offline) and run it through the factory",
+                               description="Build data/demo-bucket (voices by espeak-ng, avatars from a "
+                               "public-domain portrait) and render every pair through Dagster.")
+    demo.set_defaults(handler=_demo)
+
+    run = commands.add_parser("run", help="render every missing pair of a bucket's campaigns through Dagster",
+                              description="Register the bucket's scripts and avatars as partitions, materialize "
+                              "every pair of its campaigns on the local Dagster instance, and write each "
+                              "campaign's videos, manifest and zip. Exits non-zero if any pair failed.")
+    run.add_argument("--bucket", help="fsspec URL or local path of the bucket (default: $HEYGEM_BUCKET or "
+                     "data/bucket)")
+    run.add_argument("--campaign", help="only this campaign (default: all)")
+    run.set_defaults(handler=_run)
+
+    render = commands.add_parser("render", help="render one voice onto one avatar (no Dagster)",
+                                 description="Quick trial: normalize a raw voice track and a raw avatar, track the "
+                                 "face, render the lip-synced video and measure its A/V sync.")
+    render.add_argument("--audio", required=True, help="voice track (wav, mp3, m4a, flac, ogg, opus, a video "
+                        "with sound, or a .txt voiced by espeak-ng)")
+    render.add_argument("--avatar", required=True, help="presenter template video or photo")
+    render.add_argument("-o", "--output", required=True, help="output .mp4")
+    render.add_argument("--engine", default=None, choices=("viseme", "wav2lip"),
+                        help="lip-sync engine (default: $HEYGEM_ENGINE or viseme)")
+    render.add_argument("--checkpoint", help="wav2lip.pth / wav2lip_gan.pth for --engine wav2lip "
+                        "(default: $HEYGEM_WAV2LIP_CHECKPOINT)")
+    render.add_argument("--fps", type=float, default=None, help="output frame rate (default: $HEYGEM_FPS or 25)")
+    render.add_argument("--voice", help="espeak-ng voice for .txt scripts (default: $HEYGEM_VOICE or en-us)")
+    render.add_argument("--no-check", action="store_true", help="skip the A/V sync measurement")
+    render.set_defaults(handler=_render)
+
+    ui = commands.add_parser("ui", help="start the Dagster UI (webserver + daemon) on this workspace",
+                             description="Start `dagster dev` on workspace.yaml with the persistent instance in "
+                             "$DAGSTER_HOME (default .dagster_home/).")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=3000)
+    ui.set_defaults(handler=_ui)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = Settings.from_env()
+    if getattr(args, "engine", "x") is None:
+        args.engine = settings.engine
+    if getattr(args, "fps", 0) is None:
+        args.fps = settings.fps
+    try:
+        return args.handler(args)
+    except HeygemError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""The viseme engine and the renderer, end to end on generated media (real ffmpeg, real MediaPipe)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import soundfile as sf
+from avatar_factory import make_template_video
+from media_factory import make_speech
+
+from heygem_pipeline import pipeline
+from heygem_pipeline.audio import decode_audio, frame_count
+from heygem_pipeline.engines.base import RenderItem
+from heygem_pipeline.engines.registry import create_engine
+from heygem_pipeline.faces import FaceTrack
+from heygem_pipeline.media import FrameReader, probe
+from heygem_pipeline.quality import SyncReport, best_lag, measure_sync
+from heygem_pipeline.render import pingpong_indices, template_frames
+
+FPS = 25.0
+PAUSE_S = 1.2
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("render")
+
+
+@pytest.fixture(scope="module")
+def avatar_dir(work: Path) -> Path:
+    """A 2 s 360p talking-head template (natural head motion), normalized and tracked."""
+    template = make_template_video(work / "presenter.mp4", seconds=2.0)
+    pipeline.prepare_avatar(template, work / "avatar", fps=FPS)
+    pipeline.track_avatar(work / "avatar")
+    return work / "avatar"
+
+
+@pytest.fixture(scope="module")
+def pause_script(work: Path) -> tuple[Path, list[tuple[float, float]]]:
+    """About 6-7 s of English speech with a clear pause in the middle; returns the folder and the pause span."""
+    first = make_speech(work / "a.wav", "Every script is analysed once, and every face is tracked once.")
+    second = make_speech(work / "b.wav", "Then each pair is rendered and checked.")
+    a, rate = sf.read(first, dtype="float32")
+    b, _ = sf.read(second, dtype="float32")
+    voice = np.concatenate([a, np.zeros(int(PAUSE_S * rate), np.float32), b])
+    sf.write(work / "pauses.wav", voice, rate)
+    # Pause boundaries from the audio itself: espeak's own trailing/leading silence extends the pause.
+    level = np.abs(voice)
+    speech = np.flatnonzero(level > 0.02)
+    gap_start = speech[speech < len(a)].max() / rate
+    gap_end = speech[speech >= len(a)].min() / rate
+    pipeline.prepare_script(work / "pauses.wav", work / "script")
+    return work / "script", [(gap_start, gap_end)]
+
+
+@pytest.fixture(scope="module")
+def rendered(work: Path, avatar_dir: Path, pause_script: tuple[Path, list]) -> Path:
+    result = pipeline.render_pair(pause_script[0], avatar_dir, work / "pair.mp4", create_engine("viseme"))
+    assert result.path.exists()
+    return result.path
+
+
+@pytest.fixture(scope="module")
+def sync(rendered: Path) -> SyncReport:
+    return measure_sync(rendered)
+
+
+def test_frame_count_and_duration_match_the_audio(rendered: Path, work: Path) -> None:
+    audio_s = len(decode_audio(work / "pauses.wav")) / 16000
+    info = probe(rendered)
+    frames = sum(1 for _ in FrameReader(rendered).__enter__())
+    assert frames == frame_count(audio_s, FPS)
+    assert info.video is not None and info.audio is not None
+    assert abs(frames / FPS - audio_s) <= 1 / FPS
+    assert info.video.codec == "h264" and info.audio.codec == "aac"
+    assert not list(rendered.parent.glob(".*tmp*")), "no temporary files left behind"
+
+
+def test_sync_offset_is_zero_with_positive_correlation(sync: SyncReport) -> None:
+    assert abs(sync.offset_frames) <= 1
+    assert sync.confidence > 0.3
+    assert sync.face_coverage > 0.95
+
+
+def test_mouth_is_closed_in_pauses(sync: SyncReport, pause_script: tuple[Path, list]) -> None:
+    (start, end), = pause_script[1]
+    # Allow the coarticulation ramp (about 80 ms) at each edge of the pause.
+    inside = np.arange(int((start + 0.12) * FPS) + 1, int((end - 0.12) * FPS))
+    assert len(inside) >= 10
+    speaking = np.nanpercentile(sync.aperture, 90)
+    assert np.nanmax(sync.aperture[inside]) < 0.025, "lips must not move in a pause"
+    assert speaking > 0.04, "the mouth must open while speaking"
+
+
+def test_short_template_loops_without_a_jump(rendered: Path, avatar_dir: Path) -> None:
+    template_frames_count = len(FaceTrack.load(avatar_dir / pipeline.AVATAR_TRACK))
+    diffs = []
+    previous = None
+    with FrameReader(rendered) as reader:
+        for frame in reader:
+            # The upper part of the frame (head and background, above the mouth) shows the head motion.
+            top = cv2.cvtColor(frame[: frame.shape[0] // 3], cv2.COLOR_BGR2GRAY).astype(np.float32)
+            if previous is not None:
+                diffs.append(float(np.abs(top - previous).mean()))
+            previous = top
+    diffs = np.asarray(diffs)
+    assert len(diffs) + 1 > 2 * template_frames_count, "the script must be longer than the template here"
+    # A jump cut back to frame 0 would show as one frame-to-frame change far above the motion's usual step.
+    assert diffs.max() < 3 * np.median(diffs) + 1.0
+
+
+def test_pingpong_schedule() -> None:
+    assert pingpong_indices(10, 4).tolist() == [0, 1, 2, 3, 2, 1, 0, 1, 2, 3]
+    assert pingpong_indices(3, 10).tolist() == [0, 1, 2]
+    assert pingpong_indices(4, 1).tolist() == [0, 0, 0, 0]
+    order = pingpong_indices(9, 4)
+    assert np.all(np.abs(np.diff(order)) == 1)
+
+
+def test_backward_runs_stream_the_right_frames(avatar_dir: Path) -> None:
+    template = avatar_dir / pipeline.AVATAR_TEMPLATE
+    info = probe(template)
+    assert info.video is not None
+    with FrameReader(template) as reader:
+        forward = [frame.copy() for frame in reader]
+    order = pingpong_indices(len(forward) * 2 + 5, len(forward))
+    played = list(template_frames(template, order, info.video.width, info.video.height, FPS))
+    assert len(played) == len(order)
+    for index, frame in zip(order, played, strict=True):
+        assert np.array_equal(frame, forward[index])
+
+
+def test_only_the_mouth_region_changes(avatar_dir: Path, pause_script: tuple[Path, list], tmp_path: Path) -> None:
+    track = FaceTrack.load(avatar_dir / pipeline.AVATAR_TRACK)
+    features = pipeline.load_script(pause_script[0])
+    template = avatar_dir / pipeline.AVATAR_TEMPLATE
+    engine = create_engine("viseme")
+    with FrameReader(template) as reader:
+        frames = [frame.copy() for _, frame in zip(range(40), reader, strict=False)]
+    items = [RenderItem(i, frame, track.frame(i)) for i, frame in enumerate(frames)]
+    outputs = list(engine.render(items, features, FPS))
+    opened = 0
+    for i, (before, after) in enumerate(zip(frames, outputs, strict=True)):
+        landmarks = track.landmarks[i]
+        height = np.linalg.norm(landmarks[10, :2] - landmarks[152, :2])
+        changed = np.any(before != after, axis=-1)
+        ys, xs = np.nonzero(changed)
+        if len(ys):
+            # Everything that changed lies below the eyes and near the mouth and jaw.
+            mouth = landmarks[13, :2]
+            assert ys.min() > landmarks[168, 1], "nothing above the nose bridge may change"
+            assert np.hypot(xs - mouth[0], ys - mouth[1]).max() < 0.75 * height
+        gap = np.linalg.norm(landmarks[13, :2] - landmarks[14, :2])
+        opened += int(changed.sum() > gap)
+        if i in (5, 20, 35):  # for a person to look at while developing: open/closed mouths
+            cv2.imwrite(str(tmp_path / f"frame{i:02d}.png"), np.hstack([before, after]))
+    assert opened > 10, "speech must change the mouth in most frames"
+
+
+def test_a_chinese_script_moves_the_mouth(work: Path, avatar_dir: Path) -> None:
+    text = work / "zh.txt"
+    text.write_text("你好，欢迎来到内容工厂。我们每天都会制作新的视频。", encoding="utf-8")
+    record = pipeline.prepare_script(text, work / "zh", voice="cmn")
+    assert record["language"] == "zh" and record["text"].startswith("你好")
+    output = pipeline.render_pair(work / "zh", avatar_dir, work / "zh.mp4", create_engine("viseme")).path
+    report = measure_sync(output)
+    assert np.nanpercentile(report.aperture, 90) > 0.04
+    assert np.nanstd(report.aperture) > 0.01
+    assert abs(report.offset_frames) <= 1 and report.confidence > 0.3
+
+
+def test_best_lag_finds_a_known_shift() -> None:
+    rng = np.random.default_rng(3)
+    loudness = np.convolve(rng.standard_normal(300), np.ones(5) / 5, mode="same")
+    aperture = np.roll(loudness, 2)  # mouth trails the sound by 2 frames
+    lag, r = best_lag(aperture, loudness)
+    assert lag == 2 and r > 0.9
