@@ -1,0 +1,51 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Every target installs what is missing first
+# and is safe to run again. Set-up is quiet when it works and prints the failing command when it does not.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+export PYTHONUNBUFFERED := 1
+
+.PHONY: setup system-deps demo test ui bench lint clean
+
+setup: system-deps $(STAMP) $(DAGSTER_HOME)/dagster.yaml
+
+system-deps:
+	@scripts/ensure-system-deps.sh $(SYSTEM_DEPS)
+
+$(PY):
+	@scripts/quiet.sh $(PYTHON) -m venv $(VENV)
+
+# torch first, pinned: it takes the CPU wheel on these machines; unpinned, pip would pull GB of CUDA packages.
+$(STAMP): pyproject.toml | $(PY)
+	@scripts/quiet.sh $(PY) -m pip install --disable-pip-version-check -q torch==2.13.0
+	@scripts/quiet.sh $(PY) -m pip install --disable-pip-version-check -q -e '.[dev]'
+	@touch $@
+
+# The persistent Dagster instance: the repository's dagster.yaml plus the `gpu` pool limited to 1.
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml $(STAMP)
+	@mkdir -p $(DAGSTER_HOME)
+	@cp dagster.yaml $@
+	@scripts/quiet.sh $(PY) -m heygem_pipeline.instance init
+
+demo: setup
+	@$(VENV)/bin/heygem demo
+
+test: SYSTEM_DEPS = --with-chromium
+test: setup
+	@$(VENV)/bin/ruff check .
+	@$(VENV)/bin/pytest -q
+
+ui: setup
+	@$(VENV)/bin/heygem ui
+
+bench: setup
+	@$(PY) -m benchmarks
+
+lint: setup
+	@$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Install the Debian tools the factory needs when they are missing: ffmpeg (media I/O), espeak-ng (offline
+# voices for .txt scripts and the demo), and with --with-chromium the browser that the UI test drives.
+# Without root it stops and says exactly what to install.
+set -u
+need=()
+command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
+command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)
+if [ "${1:-}" = "--with-chromium" ]; then
+  command -v chromium >/dev/null 2>&1 || need+=(chromium)
+fi
+[ ${#need[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" != 0 ]; then
+  echo "missing system packages: ${need[*]}" >&2
+  echo "install them with: sudo apt-get install -y ${need[*]}   (then run make again)" >&2
+  exit 1
+fi
+here=$(cd "$(dirname "$0")" && pwd)
+export DEBIAN_FRONTEND=noninteractive
+"$here/quiet.sh" apt-get update -q || exit 1
+"$here/quiet.sh" apt-get install -y -q --no-install-recommends "${need[@]}" || exit 1
