@@ -109,6 +109,9 @@ def probe(path: str | os.PathLike[str]) -> MediaInfo:
     command = [
         "ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams", ff_path(path),
     ]
+    if "%" in path.name:
+        # The image2 demuxer reads '%d' in a photo's name as a frame-number pattern and finds no file.
+        command[1:1] = ["-pattern_type", "none"]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     data = json.loads(result.stdout or "{}") if result.returncode == 0 else {}
     streams = data.get("streams", [])
