@@ -31,6 +31,7 @@ MOUTH_LEFT, MOUTH_RIGHT = 61, 291
 SKIN_SAMPLES = (1, 4, 5, 50, 280, 101, 330, 205, 425)  # nose bridge and cheeks
 UPPER_LIP_TOP, LOWER_LIP_BOTTOM = 0, 17
 
+MAP_STEP = 2  # the backward map is computed every MAP_STEP pixels and interpolated
 MAX_OPEN = 0.11  # widest lip gap ("ah"), as a share of face height
 UPPER_SHARE = 0.3  # share of the opening made by the upper lip rising; the jaw and lower lip make the rest
 
@@ -168,37 +169,33 @@ class MouthWarp:
             p = v + shift
         return p
 
-    # Step 2, speak: closed (q) → target (d), with the opening starting at the template's lip midline.
-    def _speech_offset(self, u: np.ndarray, v: np.ndarray, upper: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        s = self.shape
-        prof = self._profile(u)
-        up = -UPPER_SHARE * s.gap * prof * self._upper_fade(v)
-        near_lip = self._lower_lip_fade(v)
-        jaw = s.jaw * self._lateral(u, self.jaw_half_width) * self._chin_fade(v)
-        down = (1 - UPPER_SHARE) * s.gap * prof * near_lip + jaw * (1 - near_lip)
-        dv = np.where(upper, up, down)
-        bump = np.exp(-((u / (1.5 * self.g.half_width)) ** 4) - (v / (2.0 * self.lip_half_height)) ** 2)
-        du = u * s.width_scale * bump
-        return du, dv
-
+    # Step 2, speak: from the closed mouth (q) to the target (d). The upper lip rises by UPPER_SHARE of the
+    # opening (fading out towards the nose), the lower lip drops by the rest and the jaw follows (fading out
+    # towards the neck and the jaw's sides); corners move along u for spread/round. Only its inverse is needed.
     def inverse(self, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Template (u, v) for target (u, v), and the cavity mask (target points inside the parted lips)."""
         s = self.shape
-        qu = u.copy()
-        for _ in range(3):
-            bump = np.exp(-((qu / (1.5 * self.g.half_width)) ** 4) - (v / (2.0 * self.lip_half_height)) ** 2)
-            qu = u / (1 + s.width_scale * bump)
+        qu = u
+        if s.width_scale:
+            across = np.exp(-((v / (2.0 * self.lip_half_height)) ** 2))
+            for _ in range(3):
+                qu = u / (1 + s.width_scale * np.exp(-((qu / (1.5 * self.g.half_width)) ** 4)) * across)
         mid, _ = self.g.template_gap(qu)
-        prof = self._profile(qu)
-        top_edge = mid - UPPER_SHARE * s.gap * prof
-        bottom_edge = mid + (1 - UPPER_SHARE) * s.gap * prof
+        upper_travel = UPPER_SHARE * s.gap * self._profile(qu)
+        lower_travel = (1 - UPPER_SHARE) * s.gap * self._profile(qu)
+        top_edge = mid - upper_travel
+        bottom_edge = mid + lower_travel
         upper = v < (top_edge + bottom_edge) / 2
         cavity = (v > top_edge) & (v < bottom_edge)
-        qv = v.copy()
-        for _ in range(4):
-            _, dv = self._speech_offset(qu, qv, upper)
-            qv = v - dv
-        qv = np.where(cavity, mid, qv)
+        qv = v
+        if s.gap > 0:
+            # Terms that depend on u only are computed once; the fixed point iterates over v.
+            jaw = s.jaw * self._lateral(qu, self.jaw_half_width)
+            for _ in range(3):
+                near_lip = self._lower_lip_fade(qv)
+                down = lower_travel * near_lip + jaw * self._chin_fade(qv) * (1 - near_lip)
+                qv = v - np.where(upper, -upper_travel * self._upper_fade(qv), down)
+            qv = np.where(cavity, mid, qv)
         pv = self.neutral_to_template(qu, qv, upper)
         return qu, pv, cavity
 
@@ -235,12 +232,12 @@ def _skin_brightness(frame: np.ndarray, landmarks: np.ndarray) -> float:
 
 
 def _paint_cavity(roi: np.ndarray, x0: int, y0: int, warp: MouthWarp, lip_colour: np.ndarray,
-                  brightness: float) -> None:
-    """Paint the mouth interior into ``roi`` (in place) where the target lips are parted."""
+                  brightness: float) -> np.ndarray | None:
+    """Paint the mouth interior into ``roi`` (in place) where the target lips are parted; return its coverage."""
     g = warp.g
     u, top, bottom = warp.lip_edges()
     if warp.shape.gap < 0.6:
-        return
+        return None
     shift = 4  # fixed-point bits: sub-pixel polygon edges, so the lip line is anti-aliased
     scale = 1 << shift
     to_roi = np.array([x0, y0], dtype=np.float64)
@@ -253,7 +250,7 @@ def _paint_cavity(roi: np.ndarray, x0: int, y0: int, warp: MouthWarp, lip_colour
     mask = np.zeros((h, w), dtype=np.uint8)
     cv2.fillPoly(mask, [polygon(top, bottom)], 255, lineType=cv2.LINE_AA, shift=shift)
     if not mask.any():
-        return
+        return None
     # Upper teeth: a band under the upper lip, thinner towards the corners, never more than the gap allows.
     teeth_height = np.minimum(0.4 * (bottom - top), 0.028 * g.height) * np.clip(1 - (u / g.half_width) ** 2, 0, 1)
     teeth = np.zeros_like(mask)
@@ -271,10 +268,27 @@ def _paint_cavity(roi: np.ndarray, x0: int, y0: int, warp: MouthWarp, lip_colour
     cavity = interior * (1 - depth)
     colour = cavity * (1 - teeth_alpha) + tooth * teeth_alpha
     roi[:] = np.clip(roi * (1 - alpha) + colour * alpha, 0, 255)
+    return alpha[..., 0]
 
 
-def render_mouth(frame: np.ndarray, landmarks: np.ndarray, params: np.ndarray) -> np.ndarray:
-    """A copy of ``frame`` with the mouth set to ``params`` (open, spread, round, press)."""
+def _mouth_box(warp: MouthWarp, x0: int, y0: int, x1: int, y1: int) -> tuple[int, int, int, int]:
+    """Pixel box (clipped to the region) around both lips, the old gap and the new one, plus a margin."""
+    g = warp.g
+    margin = 3.0
+    u = np.array([-1.25, 1.25, -1.25, 1.25]) * g.half_width * (1 + abs(warp.shape.width_scale))
+    top = min(g.v_upper_lip, float(g.gap_top.min())) - UPPER_SHARE * warp.shape.gap - margin
+    bottom = max(g.v_lower_lip, float(g.gap_bottom.max())) + warp.shape.gap + margin
+    corners = g.to_image(u, np.array([top, top, bottom, bottom]))
+    bx0 = int(np.clip(np.floor(corners[:, 0].min()), x0, x1))
+    bx1 = int(np.clip(np.ceil(corners[:, 0].max()) + 1, x0, x1))
+    by0 = int(np.clip(np.floor(corners[:, 1].min()), y0, y1))
+    by1 = int(np.clip(np.ceil(corners[:, 1].max()) + 1, y0, y1))
+    return bx0, by0, bx1, by1
+
+
+def render_mouth(frame: np.ndarray, landmarks: np.ndarray, params: np.ndarray, *, inplace: bool = False
+                 ) -> np.ndarray:
+    """``frame`` with the mouth set to ``params`` (open, spread, round, press); a copy unless ``inplace``."""
     geometry = face_geometry(landmarks)
     if geometry.height < 20 or geometry.half_width < 3:
         return frame
@@ -289,24 +303,39 @@ def render_mouth(frame: np.ndarray, landmarks: np.ndarray, params: np.ndarray) -
     if x1 - x0 < 4 or y1 - y0 < 4:
         return frame
 
-    xs, ys = np.meshgrid(np.arange(x0, x1, dtype=np.float64), np.arange(y0, y1, dtype=np.float64))
-    u, v = geometry.to_face(np.stack([xs, ys], axis=-1))
+    # The backward map is smooth except along the lip line, which the painted cavity covers, so it is
+    # computed on a grid of every MAP_STEP-th pixel and interpolated: 4x less arithmetic per frame.
+    width, height = x1 - x0, y1 - y0
+    coarse_x = np.arange(x0, x1 + MAP_STEP, MAP_STEP, dtype=np.float64)
+    coarse_y = np.arange(y0, y1 + MAP_STEP, MAP_STEP, dtype=np.float64)
+    cx, cy = np.meshgrid(coarse_x, coarse_y)
+    u, v = geometry.to_face(np.stack([cx, cy], axis=-1))
     pu, pv = warp.inverse(u, v)[:2]
-    source = geometry.to_image(pu, pv)
-    map_x = source[..., 0].astype(np.float32)
-    map_y = source[..., 1].astype(np.float32)
+    shift = (geometry.to_image(pu, pv) - np.stack([cx, cy], axis=-1)).astype(np.float32)
+    shift = cv2.resize(shift, (len(coarse_x) * MAP_STEP, len(coarse_y) * MAP_STEP),
+                       interpolation=cv2.INTER_LINEAR)[:height, :width]
+    # Around the lips the map folds (the template's gap collapses, the new one opens): exact, per pixel.
+    mx0, my0, mx1, my1 = _mouth_box(warp, x0, y0, x1, y1)
+    if mx1 > mx0 and my1 > my0:
+        bx, by = np.meshgrid(np.arange(mx0, mx1, dtype=np.float64), np.arange(my0, my1, dtype=np.float64))
+        u, v = geometry.to_face(np.stack([bx, by], axis=-1))
+        pu, pv = warp.inverse(u, v)[:2]
+        exact = geometry.to_image(pu, pv) - np.stack([bx, by], axis=-1)
+        shift[my0 - y0: my1 - y0, mx0 - x0: mx1 - x0] = exact
+    xs, ys = np.meshgrid(np.arange(x0, x1, dtype=np.float32), np.arange(y0, y1, dtype=np.float32))
+    map_x = xs + shift[..., 0]
+    map_y = ys + shift[..., 1]
     warped = cv2.remap(frame, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
 
     brightness = _skin_brightness(frame, landmarks)
-    _paint_cavity(warped, x0, y0, warp, _lip_colour(frame, landmarks), brightness)
+    painted = _paint_cavity(warped, x0, y0, warp, _lip_colour(frame, landmarks), brightness)
 
     # Write back only what moved (or was painted): everything else stays bit-identical to the template.
-    moved = np.hypot(map_x - xs, map_y - ys)
+    alpha = np.clip(np.hypot(shift[..., 0], shift[..., 1]) / 0.25, 0, 1)
+    if painted is not None:
+        alpha = np.maximum(alpha, painted)
+    out = frame if inplace else frame.copy()
     original = frame[y0:y1, x0:x1].astype(np.float32)
-    alpha = np.clip(moved / 0.25, 0, 1)[..., None]
-    painted = np.any(np.abs(warped - cv2.remap(frame, map_x, map_y, cv2.INTER_LINEAR,
-                                                  borderMode=cv2.BORDER_REPLICATE)) > 0.5, axis=-1)
-    alpha = np.maximum(alpha, painted[..., None].astype(np.float32))
-    out = frame.copy()
+    alpha = alpha[..., None]
     out[y0:y1, x0:x1] = np.clip(original * (1 - alpha) + warped * alpha + 0.5, 0, 255).astype(np.uint8)
     return out

@@ -118,8 +118,20 @@ def mouth_track(samples: np.ndarray, sample_rate: int = 16000, language: str = "
     return smooth.astype(np.float32)
 
 
+def _frame_times(indices: np.ndarray, fps: float) -> np.ndarray:
+    # A frame shows the middle of its display interval, so sound and picture line up to the frame.
+    return (np.asarray(indices, dtype=np.float64) + 0.5) / fps * TRACK_RATE
+
+
 def sample_track(track: np.ndarray, n_frames: int, fps: float) -> np.ndarray:
-    """Mouth parameters for each output video frame (the middle of its display interval)."""
-    times = (np.arange(n_frames) + 0.5) / fps * TRACK_RATE
+    """Mouth parameters for each of ``n_frames`` output video frames: (n_frames, 4)."""
+    times = _frame_times(np.arange(n_frames), fps)
     index = np.arange(len(track))
     return np.stack([np.interp(times, index, track[:, k]) for k in range(track.shape[1])], axis=1).astype(np.float32)
+
+
+def mouth_at(track: np.ndarray, frame_index: int, fps: float) -> np.ndarray:
+    """Mouth parameters (4,) for one output frame; the same sampling as ``sample_track``."""
+    time = _frame_times(np.array([frame_index]), fps)
+    index = np.arange(len(track))
+    return np.array([np.interp(time, index, track[:, k])[0] for k in range(track.shape[1])], dtype=np.float32)

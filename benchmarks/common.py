@@ -1,0 +1,69 @@
+"""Shared set-up for benchmarks: generated inputs (cached between runs), timing and peak memory of a child."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+CACHE = Path(os.environ.get("HEYGEM_BENCH_CACHE", "data/bench"))
+
+LONG_TEXT = (
+    "Welcome to the quarterly update. This quarter we shipped the new onboarding flow, doubled the number of "
+    "languages we support, and cut the time to publish a training video from days to minutes. Every presenter "
+    "can now speak every script. In the next quarter we will focus on quality, on accessibility, and on making "
+    "the factory easier to run on your own machines. Thank you for watching, and see you next time. "
+)
+
+
+def voice(seconds: float) -> Path:
+    """A voice track of at least ``seconds`` (espeak-ng, repeated text), cut to exactly ``seconds``."""
+    import soundfile as sf
+
+    from heygem_pipeline.audio import synthesize_speech
+
+    dest = CACHE / f"voice_{seconds:g}s.wav"
+    if dest.exists():
+        return dest
+    CACHE.mkdir(parents=True, exist_ok=True)
+    raw = CACHE / "voice_long.wav"
+    if not raw.exists():
+        synthesize_speech(LONG_TEXT * 4, raw)
+    samples, rate = sf.read(raw, dtype="float32")
+    if len(samples) < seconds * rate:
+        raise RuntimeError("benchmark voice too short; extend LONG_TEXT")
+    sf.write(dest, samples[: int(seconds * rate)], rate)
+    return dest
+
+
+def template(seconds: float, width: int, height: int) -> Path:
+    from heygem_pipeline.demo_media import write_template_video
+
+    dest = CACHE / f"template_{width}x{height}_{seconds:g}s.mp4"
+    if not dest.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        write_template_video(dest, seconds, width=width, height=height, fps=25)
+    return dest
+
+
+def timed(function: Callable[[], object]) -> tuple[float, object]:
+    started = time.perf_counter()
+    result = function()
+    return time.perf_counter() - started, result
+
+
+def child_peak_rss_mb(code: str) -> tuple[float, dict]:
+    """Run ``code`` in a fresh Python; return its peak RSS (MiB, itself and its children) and its JSON output."""
+    wrapper = (
+        "import json, resource, sys\n" + code + "\n"
+        "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss\n"
+        "print(json.dumps({'self_kb': peak, 'children_kb': kids, 'result': globals().get('result')}))\n"
+    )
+    output = subprocess.run([sys.executable, "-c", wrapper], capture_output=True, text=True, check=True).stdout
+    data = json.loads(output.strip().splitlines()[-1])
+    return data["self_kb"] / 1024, data
