@@ -317,7 +317,9 @@ class FrameWriter:
         self.frames_written = 0
         self._atomic: contextlib.AbstractContextManager[Path] | None = None
         self._process: subprocess.Popen[bytes] | None = None
-        self._stderr: bytes = b""
+        self._queue: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=4)
+        self._feeder: threading.Thread | None = None
+        self._feed_error: BaseException | None = None
 
     def __enter__(self) -> FrameWriter:
         require_tool("ffmpeg")
@@ -339,14 +341,47 @@ class FrameWriter:
         return self
 
     def write(self, frame: np.ndarray) -> None:
-        assert self._process is not None and self._process.stdin is not None
+        """Queue one frame; a background thread feeds the encoder, so the caller renders while ffmpeg reads."""
+        assert self._process is not None
         if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:
             raise ValueError(f"frame {frame.shape} {frame.dtype} does not match {self.height}x{self.width}x3 uint8")
-        try:
-            self._process.stdin.write(np.ascontiguousarray(frame).data)
-        except BrokenPipeError:
-            self._fail("encoder stopped accepting frames")
+        if self._feeder is None:
+            self._feeder = threading.Thread(target=self._feed, name="frame-writer", daemon=True)
+            self._feeder.start()
+        while True:
+            if self._feed_error is not None:
+                self._fail("encoder stopped accepting frames")
+            try:
+                self._queue.put(np.ascontiguousarray(frame), timeout=0.1)
+                break
+            except queue.Full:
+                continue
         self.frames_written += 1
+
+    def _feed(self) -> None:
+        assert self._process is not None and self._process.stdin is not None
+        stdin = self._process.stdin
+        while True:
+            frame = self._queue.get()
+            if frame is None:
+                return
+            try:
+                stdin.write(frame.data)
+            except (BrokenPipeError, OSError) as error:
+                self._feed_error = error
+                return
+
+    def _drain(self) -> None:
+        """Wait until every queued frame reached the encoder (or the encoder died)."""
+        if self._feeder is None:
+            return
+        while self._feeder.is_alive():
+            try:
+                self._queue.put(None, timeout=0.1)
+                break
+            except queue.Full:
+                continue
+        self._feeder.join()
 
     def _fail(self, what: str) -> None:
         assert self._process is not None
@@ -358,12 +393,16 @@ class FrameWriter:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         assert self._process is not None and self._atomic is not None
         try:
-            if self._process.stdin:
-                with contextlib.suppress(BrokenPipeError):
-                    self._process.stdin.close()
             if exc_type is not None:
                 self._process.kill()
+            self._drain()
+            if self._process.stdin:
+                with contextlib.suppress(BrokenPipeError, OSError):
+                    self._process.stdin.close()
+            if exc_type is not None:
                 self._process.wait()
+            elif self._feed_error is not None:
+                self._fail("encoder stopped accepting frames")
             elif self._process.wait() != 0:
                 self._fail("exited with an error")
         except BaseException as error:
