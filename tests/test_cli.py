@@ -1,0 +1,73 @@
+"""The `heygem` command line: help for every subcommand, and the single-pair trial render."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from avatar_factory import make_template_video
+from media_factory import make_speech
+
+from heygem_pipeline.cli import build_parser
+from heygem_pipeline.media import probe
+
+SUBCOMMANDS = ("demo", "run", "render", "ui")
+
+
+def heygem(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "heygem_pipeline.cli", *args], capture_output=True, text=True,
+                          check=check, timeout=300)
+
+
+def test_help_lists_every_subcommand() -> None:
+    out = heygem("--help").stdout
+    for name in SUBCOMMANDS:
+        assert name in out
+
+
+@pytest.mark.parametrize("name", SUBCOMMANDS)
+def test_each_subcommand_has_help(name: str) -> None:
+    out = heygem(name, "--help").stdout
+    assert f"heygem {name}" in out
+
+
+def test_parser_defaults_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    args = build_parser().parse_args(["render", "--audio", "a.wav", "--avatar", "b.mp4", "-o", "c.mp4"])
+    assert args.engine is None and args.fps is None  # filled from HEYGEM_ENGINE / HEYGEM_FPS by main()
+
+
+def test_render_a_raw_pair(tmp_path: Path) -> None:
+    voice = make_speech(tmp_path / "my voice.wav", "A quick trial of one voice and one face.")
+    avatar = make_template_video(tmp_path / "-presenter 'one'.mp4", seconds=1.5)
+    output = tmp_path / "out" / "trial.mp4"
+    result = heygem("render", "--audio", str(voice), "--avatar", str(avatar), "-o", str(output))
+    summary = result.stdout.strip().splitlines()[-1]
+    assert str(output) in summary and "frames at 25 fps" in summary and "sync offset" in summary
+    assert "engine viseme" in summary
+    info = probe(output)
+    assert info.video is not None and info.audio is not None and info.video.width == 640
+
+
+def test_render_reports_bad_input_in_one_line(tmp_path: Path) -> None:
+    fake = tmp_path / "notes.mp3"
+    fake.write_text("this is not audio")
+    avatar = tmp_path / "a.mp4"
+    avatar.write_bytes(b"")
+    result = heygem("render", "--audio", str(fake), "--avatar", str(avatar), "-o", str(tmp_path / "o.mp4"),
+                    check=False)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "notes.mp3" in errors[0]
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_wav2lip_without_a_checkpoint_fails_before_any_work(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HEYGEM_WAV2LIP_CHECKPOINT", raising=False)
+    result = heygem("render", "--audio", str(tmp_path / "none.wav"), "--avatar", str(tmp_path / "none.mp4"),
+                    "-o", str(tmp_path / "o.mp4"), "--engine", "wav2lip", check=False)
+    assert result.returncode == 2
+    assert "HEYGEM_WAV2LIP_CHECKPOINT" in result.stderr
+    assert "analysing voice" not in result.stderr
