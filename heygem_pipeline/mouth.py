@@ -252,15 +252,16 @@ def _paint_cavity(roi: np.ndarray, x0: int, y0: int, warp: MouthWarp, lip_colour
     if not mask.any():
         return None
     # Upper teeth: a band under the upper lip, thinner towards the corners, never more than the gap allows.
-    teeth_height = np.minimum(0.4 * (bottom - top), 0.028 * g.height) * np.clip(1 - (u / g.half_width) ** 2, 0, 1)
+    teeth_height = np.minimum(0.32 * (bottom - top), 0.025 * g.height) * np.clip(1 - (u / g.half_width) ** 2, 0, 1)
     teeth = np.zeros_like(mask)
-    cv2.fillPoly(teeth, [polygon(top - 1.0, top + teeth_height)], 255, lineType=cv2.LINE_AA, shift=shift)
+    cv2.fillPoly(teeth, [polygon(top, top + teeth_height)], 255, lineType=cv2.LINE_AA, shift=shift)
 
     # Colours come from the face itself: a deep shade of the lips inside, teeth as bright as the skin allows.
     interior = np.clip(lip_colour * np.array([0.28, 0.28, 0.42], dtype=np.float32), 0, 255)
-    tooth = np.array([200, 210, 218], dtype=np.float32) * np.clip(brightness, 0.6, 1.0)
+    tooth = np.array([206, 215, 224], dtype=np.float32) * np.clip(brightness, 0.6, 1.0)
     alpha = cv2.GaussianBlur(mask, (3, 3), 0.6).astype(np.float32)[..., None] / 255
-    teeth_alpha = cv2.GaussianBlur(teeth, (3, 3), 0.8).astype(np.float32)[..., None] / 255 * alpha
+    # Teeth sit behind the lips: never fully opaque, softer edges than the lip line.
+    teeth_alpha = cv2.GaussianBlur(teeth, (3, 3), 0.8).astype(np.float32)[..., None] / 255 * alpha * 0.85
     # Shade: the interior darkens towards the throat, the teeth towards their lower edge.
     ys = (np.arange(h, dtype=np.float32)[:, None, None] + y0)
     centre_y = float(g.to_image(np.array([0.0]), np.array([(top.mean() + bottom.mean()) / 2]))[0, 1])
