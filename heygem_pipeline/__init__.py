@@ -3,6 +3,30 @@
 Top-level imports stay light (no torch, no Dagster): heavy libraries load only where they are used.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from heygem_pipeline.audio import wav2lip_mel
 
-__all__ = ["wav2lip_mel"]
+if TYPE_CHECKING:  # for type checkers and IDEs only; at run time the name is resolved lazily by __getattr__
+    from heygem_pipeline.wav2lip import load_wav2lip_checkpoint
+
+__all__ = ["load_wav2lip_checkpoint", "wav2lip_mel"]
+
+# Names served from submodules that import torch: resolved on first use, so `import heygem_pipeline` stays cheap.
+_LAZY = {"load_wav2lip_checkpoint": "heygem_pipeline.wav2lip"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later look-ups skip this hook
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
