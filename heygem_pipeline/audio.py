@@ -32,7 +32,7 @@ from heygem_pipeline.errors import (
     TooShortError,
     UnsupportedFormatError,
 )
-from heygem_pipeline.media import MediaInfo, atomic_output, ff_path, probe, require_tool
+from heygem_pipeline.media import FFMPEG_GLOBAL_ARGS, MediaInfo, atomic_output, ff_path, probe, require_tool
 from heygem_pipeline.naming import safe_id, stem_and_ext
 
 AUDIO_EXTENSIONS = frozenset({"wav", "mp3", "m4a", "aac", "flac", "ogg", "opus"})
@@ -83,7 +83,7 @@ def _decode(path: str | os.PathLike[str]) -> tuple[np.ndarray, list[str], MediaI
         # ignore_err: a truncated or damaged upload still yields whatever frames decode cleanly.
         ffmpeg.input(ff_path(path), err_detect="ignore_err")["a:0"]
         .output("pipe:", format="f32le", acodec="pcm_f32le", ac=1, ar=ANALYSIS_RATE)
-        .global_args("-hide_banner", "-nostdin", "-loglevel", "error")
+        .global_args(*FFMPEG_GLOBAL_ARGS)
         .compile()
     )
     result = subprocess.run(args, capture_output=True, check=False)

@@ -25,6 +25,12 @@ import numpy as np
 
 from heygem_pipeline.errors import EmptyFileError, NotMediaError, ToolMissingError
 
+# Every ffmpeg call shares these: quiet unless something fails, never read stdin.
+FFMPEG_GLOBAL_ARGS = ("-hide_banner", "-nostdin", "-loglevel", "error")
+# Colour conversions (BGR <-> YUV) rounded accurately, so a decode/encode round trip keeps colours within a
+# level instead of darkening them by 2-3. An output option: ffmpeg ignores it among the global arguments.
+SWS_FLAGS = "accurate_rnd"
+
 IMAGE_CODECS = {"png", "mjpeg", "webp", "bmp", "tiff", "jpegls", "gif"}
 
 
@@ -155,7 +161,7 @@ def probe(path: str | os.PathLike[str]) -> MediaInfo:
 def run_ffmpeg(stream: ffmpeg.nodes.OutputStream, what: str) -> None:
     """Run a built ffmpeg graph; on failure raise with the command's last stderr lines."""
     require_tool("ffmpeg")
-    args = stream.global_args("-hide_banner", "-nostdin", "-loglevel", "error").compile()
+    args = stream.global_args(*FFMPEG_GLOBAL_ARGS).compile()
     result = subprocess.run(args, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         tail = " | ".join(result.stderr.strip().splitlines()[-3:])
@@ -218,13 +224,14 @@ class FrameReader:
             # Accurate seek: land a quarter frame before the wanted frame's timestamp, so rounding never
             # drops it and never keeps the one before.
             input_options["ss"] = f"{(self.start_frame - 0.25) / float(self.fps):.6f}"
-        output_options: dict[str, object] = {"format": "rawvideo", "pix_fmt": "bgr24", "vsync": "passthrough"}
+        output_options: dict[str, object] = {"format": "rawvideo", "pix_fmt": "bgr24", "vsync": "passthrough",
+                                             "sws_flags": SWS_FLAGS}
         if self.max_frames is not None:
             output_options["frames:v"] = self.max_frames
         args = (
             ffmpeg.input(ff_path(self.path), **input_options)
             .output("pipe:", **output_options)
-            .global_args("-hide_banner", "-nostdin", "-loglevel", "error")
+            .global_args(*FFMPEG_GLOBAL_ARGS)
             .compile()
         )
         self._process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
@@ -328,14 +335,14 @@ class FrameWriter:
         video = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="bgr24", s=f"{self.width}x{self.height}",
                              framerate=self.fps)
         common = dict(vcodec="libx264", crf=self.settings.crf, preset=self.settings.preset, pix_fmt="yuv420p",
-                      movflags="+faststart", r=self.fps)
+                      movflags="+faststart", r=self.fps, sws_flags=SWS_FLAGS)
         if self.audio is not None:
             audio = ffmpeg.input(ff_path(self.audio)).audio
             out = ffmpeg.output(video, audio, ff_path(tmp), acodec="aac", audio_bitrate=self.settings.audio_bitrate,
                                 **common)
         else:
             out = ffmpeg.output(video, ff_path(tmp), **common)
-        args = out.overwrite_output().global_args("-hide_banner", "-nostdin", "-loglevel", "error").compile()
+        args = out.overwrite_output().global_args(*FFMPEG_GLOBAL_ARGS).compile()
         self._stderr_file = tempfile.TemporaryFile()
         self._process = subprocess.Popen(args, stdin=subprocess.PIPE, stderr=self._stderr_file)
         return self
