@@ -76,23 +76,28 @@ class OneEuroFilter:
 
 
 def smooth_sequence(values: np.ndarray, fps: float, min_cutoff: float = 1.0, beta: float = 0.0,
-                    d_cutoff: float = 1.0) -> np.ndarray:
+                    d_cutoff: float = 1.0, out: np.ndarray | None = None) -> np.ndarray:
     """One-Euro over axis 0, run forwards and backwards and averaged.
 
     Offline we see the whole clip, so the backward pass's lead cancels the forward pass's lag: moving landmarks
-    stay where the face is while the jitter is still filtered.
+    stay where the face is while the jitter is still filtered. Works in the input's dtype with one extra array
+    (``out`` may be ``values`` itself), so smoothing a long track costs one copy of it, not four.
     """
-    values = np.asarray(values, dtype=np.float64)
+    values = np.asarray(values)
     if len(values) < 3:
-        return values.copy()
-    forward, backward = np.empty_like(values), np.empty_like(values)
+        result = values.copy() if out is None else out
+        result[...] = values
+        return result
+    forward = np.empty_like(values)
     filt = OneEuroFilter(fps, min_cutoff, beta, d_cutoff)
     for i in range(len(values)):
         forward[i] = filt(values[i])
     filt.reset()
+    result = forward if out is None else out
+    # Backwards, each step reads values[i] before (possibly) overwriting it in ``out``.
     for i in range(len(values) - 1, -1, -1):
-        backward[i] = filt(values[i])
-    return (forward + backward) / 2.0
+        result[i] = (forward[i] + filt(values[i])) / 2.0
+    return result
 
 
 # ---------------------------------------------------------------------------------------------------- tracking
@@ -577,7 +582,7 @@ def track_faces(video_path: str | os.PathLike[str], *, max_gap_frames: int = 12,
                 face = tracker.process(frame)
                 found.append(face.found)
                 confidence.append(face.confidence)
-                landmarks.append(face.landmarks if face.found else missing)
+                landmarks.append(face.landmarks.astype(np.float32) if face.found else missing)
                 if progress is not None and len(found) % report_every == 0:
                     progress(len(found), total)
     finally:
@@ -595,13 +600,16 @@ def track_faces(video_path: str | os.PathLike[str], *, max_gap_frames: int = 12,
     if coverage < min_coverage:
         raise NoFaceError(video_path, f"a face was found in only {coverage:.0%} of {n} frames "
                                       f"(at least {min_coverage:.0%} needed)", NO_FACE_FIX)
-    lm = np.stack(landmarks).astype(np.float32)
+    lm = np.stack(landmarks)
+    del landmarks  # the stacked copy is the one we keep
 
-    # Smooth in face-height units so the filter settings do not depend on resolution.
+    # Smooth in face-height units so the filter settings do not depend on resolution; in place, in float32,
+    # so a long template costs its landmark table and one temporary copy, nothing more.
     scale = float(np.median(face_height(lm[found_arr]))) or 1.0
+    lm /= scale
     for start, stop in _runs(found_arr):
-        lm[start:stop] = (smooth_sequence(lm[start:stop] / scale, fps, SMOOTH_MIN_CUTOFF, SMOOTH_BETA)
-                          * scale).astype(np.float32)
+        smooth_sequence(lm[start:stop], fps, SMOOTH_MIN_CUTOFF, SMOOTH_BETA, out=lm[start:stop])
+    lm *= scale
     interpolated = _fill(found_arr, lm, conf_arr, max_gap_frames)
     return FaceTrack(
         found=found_arr,
