@@ -83,10 +83,9 @@ def _render(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from heygem_pipeline.factory import run_factory
+    from heygem_pipeline.factory import run_command
 
-    report = run_factory(args.bucket or Settings.from_env().bucket, args.campaign)
-    return 0 if report.ok else 1
+    return run_command(args.bucket or Settings.from_env().bucket, args.campaign)
 
 
 def _demo(args: argparse.Namespace) -> int:

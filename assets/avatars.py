@@ -1,0 +1,83 @@
+"""Per-avatar assets: the normalized presenter template, and its face track (computed once per avatar)."""
+
+# No `from __future__ import annotations`: Dagster reads the parameter annotations at definition time.
+from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue, asset
+
+from assets.common import GROUP_AVATARS, TRANSIENT_RETRY, stage_failures, thumbnail_markdown
+from assets.partitions import avatar_partitions
+from heygem_pipeline import pipeline
+from heygem_pipeline.campaigns import (
+    CODE_VERSIONS,
+    avatar_dir,
+    avatar_stamp_path,
+    avatar_token,
+    find_upload,
+    stamp,
+    track_stamp_path,
+    track_token,
+)
+from resources.bucket import BucketResource
+from resources.ffmpeg import FFmpegResource
+
+
+@asset(partitions_def=avatar_partitions, group_name=GROUP_AVATARS, kinds={"video"},
+       code_version=CODE_VERSIONS["avatar"], retry_policy=TRANSIENT_RETRY,
+       description="The presenter template, upright, constant frame rate, H.264 (a photo becomes a still clip).")
+def avatar_video(context: AssetExecutionContext, bucket: BucketResource, ffmpeg: FFmpegResource) -> MaterializeResult:
+    key = context.partition_key
+    store = bucket.get()
+    media = ffmpeg.media_options()
+    upload = find_upload(store, "avatar", key)
+    token = avatar_token(upload.entry, media)
+    folder = avatar_dir(store, key)
+    with stage_failures(context, store, "avatar", key, token, source=store.uri(upload.rel)):
+        with store.local_file(upload.rel) as local_upload, store.local_folder(
+                folder, outputs=(pipeline.AVATAR_TEMPLATE, pipeline.AVATAR_RECORD)) as work:
+            intake = pipeline.prepare_avatar(local_upload, work, fps=media.fps, still_seconds=media.still_seconds,
+                                             settings=ffmpeg.encode_settings())
+            thumbnail = thumbnail_markdown(work / pipeline.AVATAR_TEMPLATE)
+        store.write_json(avatar_stamp_path(store, key), stamp(token, source=upload.name))
+    return MaterializeResult(metadata={
+        "source": upload.name,
+        "source_uri": MetadataValue.path(store.uri(upload.rel)),
+        "path": MetadataValue.path(store.uri(f"{folder}/{pipeline.AVATAR_TEMPLATE}")),
+        "resolution": f"{intake.width}x{intake.height}",
+        "fps": float(intake.fps),
+        "frames": int(intake.frame_count),
+        "duration_s": round(float(intake.duration_s), 3),
+        "from_still": bool(intake.was_still),
+        "rotation_applied": int(intake.rotation_applied),
+        "warnings": "; ".join(intake.warnings) or "none",
+        "thumbnail": thumbnail,
+    })
+
+
+@asset(partitions_def=avatar_partitions, deps=[avatar_video], group_name=GROUP_AVATARS, kinds={"parquet"},
+       code_version=CODE_VERSIONS["face_track"], retry_policy=TRANSIENT_RETRY,
+       description="Per-frame face landmarks of the template (MediaPipe), smoothed, short gaps filled.")
+def face_track(context: AssetExecutionContext, bucket: BucketResource, ffmpeg: FFmpegResource) -> MaterializeResult:
+    key = context.partition_key
+    store = bucket.get()
+    upload = find_upload(store, "avatar", key)
+    video_stamp = store.read_json(avatar_stamp_path(store, key))
+    token = track_token(video_stamp["token"] if video_stamp else avatar_token(upload.entry, ffmpeg.media_options()))
+    folder = avatar_dir(store, key)
+    with stage_failures(context, store, "face_track", key, token, source=store.uri(upload.rel)):
+        if video_stamp is None:
+            raise Failure(description=f"{store.uri(folder)}: no normalized template; materialize avatar_video first",
+                          allow_retries=False)
+        with store.local_folder(folder, inputs=(pipeline.AVATAR_TEMPLATE,), outputs=(pipeline.AVATAR_TRACK,)) as work:
+            track = pipeline.track_avatar(work)
+        store.write_json(track_stamp_path(store, key), stamp(token, source=upload.name))
+    summary = track.summary()
+    return MaterializeResult(metadata={
+        "source": upload.name,
+        "path": MetadataValue.path(store.uri(f"{folder}/{pipeline.AVATAR_TRACK}")),
+        "frames": int(summary["frames"]),
+        "face_coverage": float(summary["coverage"]),
+        "interpolated_frames": int(summary["interpolated_frames"]),
+        "mean_face_height_px": float(summary["mean_face_height_px"]),
+        "longest_gap_frames": int(summary["longest_gap_frames"]),
+        "flagged_gaps": len(summary["flagged_gaps"]),
+    })
+

@@ -1,0 +1,140 @@
+"""Quality checks on every rendered video, measured on the delivered file itself (picture and sound).
+
+One step measures (face mesh on every frame, so it runs outside the ``gpu`` pool) and reports three checks:
+A/V sync within ±1 frame, video duration within one frame of the voice, and face coverage. The verdicts also go
+to the bucket (``<render>.quality.json``) so the campaign manifest can show them.
+"""
+
+# No `from __future__ import annotations`: Dagster reads the parameter annotations at definition time.
+import tempfile
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import ffmpeg
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetRecordsFilter,
+    Failure,
+    PreviewWarning,
+    multi_asset_check,
+)
+
+from assets.common import TRANSIENT_RETRY, stage_failures
+from assets.partitions import pair_of, pair_partitions
+from assets.videos import lipsync_video
+from heygem_pipeline import pipeline
+from heygem_pipeline.campaigns import CODE_VERSIONS, avatar_dir, quality_record_path, render_error_key
+from heygem_pipeline.faces import FaceTrack
+from heygem_pipeline.media import ff_path, probe, run_ffmpeg
+from heygem_pipeline.quality import measure_sync
+from resources.bucket import BucketResource
+
+MAX_SYNC_OFFSET_FRAMES = 1
+# The offset is only meaningful when mouth and voice correlate at all: a mouth that never moves gives no lag.
+MIN_SYNC_CONFIDENCE = 0.1
+MIN_FACE_COVERAGE = 0.8
+CROP_MARGIN = 1.6  # crop side = this × the larger side of the box the face moves in
+CROP_SIDE = 256  # pixels of the measured crop
+
+SYNC_CHECK, DURATION_CHECK, FACE_CHECK = "av_sync_within_1_frame", "duration_matches_audio", "face_coverage"
+# Per-partition check results are a preview feature in Dagster 1.13; they are what makes a failed check show on
+# its own pair in the UI, so the feature is used knowingly and its warning silenced here only.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", PreviewWarning)
+    quality_check_specs = [
+        AssetCheckSpec(SYNC_CHECK, asset=lipsync_video, partitions_def=pair_partitions,
+                       description="Mouth-vs-voice lag measured on the output is within ±1 frame, with positive "
+                                   "correlation."),
+        AssetCheckSpec(DURATION_CHECK, asset=lipsync_video, partitions_def=pair_partitions,
+                       description="Video and muxed audio last as long as the voice, within one frame."),
+        AssetCheckSpec(FACE_CHECK, asset=lipsync_video, partitions_def=pair_partitions,
+                       description=f"The face is found in at least {MIN_FACE_COVERAGE:.0%} of the output frames."),
+    ]
+
+
+def face_crop(video: Path, track: FaceTrack, dest: Path) -> Path:
+    """``video`` cropped to where the template's face moves (scaled to ``CROP_SIDE``), its audio copied as is;
+    ``video`` itself when no crop would be smaller."""
+    usable = track.usable()
+    if not usable.any():
+        return video
+    boxes = track.boxes[usable]
+    x0, y0, x1, y1 = boxes[:, 0].min(), boxes[:, 1].min(), boxes[:, 2].max(), boxes[:, 3].max()
+    side = int(max(x1 - x0, y1 - y0) * CROP_MARGIN) // 2 * 2
+    if side <= 0 or side * 2 > min(track.width, track.height) * 2 * 0.8:
+        return video
+    left = int(min(max(0.0, (x0 + x1 - side) / 2), track.width - side)) // 2 * 2
+    top = int(min(max(0.0, (y0 + y1 - side) / 2), track.height - side)) // 2 * 2
+    source = ffmpeg.input(ff_path(video))
+    picture = source.video.filter("crop", side, side, left, top).filter("scale", CROP_SIDE, CROP_SIDE)
+    run_ffmpeg(ffmpeg.output(picture, source.audio, ff_path(dest), vcodec="libx264", preset="ultrafast", crf=12,
+                             acodec="copy").overwrite_output(), "cropping the face for quality checks")
+    return dest
+
+
+def _latest_render(context: AssetCheckExecutionContext) -> dict:
+    """Metadata of the materialization this check looks at: the latest one of this pair."""
+    records = context.instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=lipsync_video.key, asset_partitions=[context.partition_key]), limit=1).records
+    if not records or records[0].asset_materialization is None:
+        raise Failure(description=f"{context.partition_key}: no rendered video to check", allow_retries=False)
+    return {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
+
+
+@multi_asset_check(specs=quality_check_specs, name="lipsync_quality_checks", retry_policy=TRANSIENT_RETRY)
+def lipsync_quality_checks(context: AssetCheckExecutionContext, bucket: BucketResource) -> Iterator[AssetCheckResult]:
+    script, avatar = pair_of(context.partition_key)
+    store = bucket.get()
+    render = _latest_render(context)
+    record = store.read_json(str(render["record"]))
+    if record is None:
+        raise Failure(description=f"{render['record']}: render record missing; render the pair again",
+                      allow_retries=False)
+    variant = record["variant"]
+    error_key = render_error_key(variant, script, avatar)
+    with stage_failures(context, store, "checks", error_key, record["render_id"]), \
+            store.local_file(record["path"]) as video, \
+            store.local_file(f"{avatar_dir(store, avatar)}/{pipeline.AVATAR_TRACK}") as track_file, \
+            tempfile.TemporaryDirectory(prefix="heygem-check-") as tmp:
+        info = probe(video)
+        report = measure_sync(face_crop(video, FaceTrack.load(track_file), Path(tmp) / "face.mp4"))
+    fps = report.fps or float(record["fps"])
+    frame = 1.0 / fps
+    voice_s = float(record["duration_s"])
+    video_s = report.frames / fps
+    audio_s = info.audio.duration if info.audio and info.audio.duration else 0.0
+    sync_ok = abs(report.offset_frames) <= MAX_SYNC_OFFSET_FRAMES and report.confidence >= MIN_SYNC_CONFIDENCE
+    # ≤ one frame, plus a millisecond of container rounding.
+    duration_ok = abs(video_s - voice_s) <= frame + 1e-3 and abs(audio_s - voice_s) <= frame + 1e-3
+    face_ok = report.face_coverage >= MIN_FACE_COVERAGE
+    verdicts = {SYNC_CHECK: sync_ok, DURATION_CHECK: duration_ok, FACE_CHECK: face_ok}
+    failed = [name for name, ok in verdicts.items() if not ok]
+    details = {
+        SYNC_CHECK: f"offset {report.offset_frames:+d} frames, confidence {report.confidence:.2f}",
+        DURATION_CHECK: f"video {video_s:.3f} s, audio {audio_s:.3f} s, voice {voice_s:.3f} s",
+        FACE_CHECK: f"face in {report.face_coverage:.0%} of frames",
+    }
+    store.write_json(quality_record_path(store, variant, script, avatar), {
+        "render_id": record["render_id"], "passed": not failed, "checks": verdicts,
+        "code_version": CODE_VERSIONS["checks"], "sync_offset_frames": report.offset_frames,
+        "sync_confidence": round(report.confidence, 3), "face_coverage": round(report.face_coverage, 3),
+        "video_duration_s": round(video_s, 4), "audio_duration_s": round(audio_s, 4), "voice_duration_s": voice_s,
+        "summary": "; ".join(f"{name}: {details[name]}" for name in failed),
+    })
+    shared = {"render_id": record["render_id"], "variant": variant}
+    yield AssetCheckResult(check_name=SYNC_CHECK, asset_key=lipsync_video.key, passed=sync_ok,
+                           severity=AssetCheckSeverity.ERROR, description=details[SYNC_CHECK], metadata={
+                               **shared, "sync_offset_frames": report.offset_frames,
+                               "sync_confidence": round(report.confidence, 3), "fps": fps})
+    yield AssetCheckResult(check_name=DURATION_CHECK, asset_key=lipsync_video.key, passed=duration_ok,
+                           severity=AssetCheckSeverity.ERROR, description=details[DURATION_CHECK], metadata={
+                               **shared, "video_duration_s": round(video_s, 4), "audio_duration_s": round(audio_s, 4),
+                               "voice_duration_s": voice_s, "frame_s": round(frame, 4)})
+    yield AssetCheckResult(check_name=FACE_CHECK, asset_key=lipsync_video.key, passed=face_ok,
+                           severity=AssetCheckSeverity.ERROR, description=details[FACE_CHECK], metadata={
+                               **shared, "output_face_coverage": round(report.face_coverage, 3),
+                               "frames": report.frames})

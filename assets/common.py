@@ -1,0 +1,77 @@
+"""What every stage asset shares: the retry policy, turning errors into the right Dagster failure, thumbnails."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import ffmpeg
+from dagster import Backoff, Failure, Jitter, MetadataValue, RetryPolicy
+
+from heygem_pipeline.campaigns import Bucket, clear_error, write_error
+from heygem_pipeline.errors import HeygemError, InputError
+from heygem_pipeline.media import ff_path, probe, run_ffmpeg
+
+# Transient faults (storage hiccups, an encoder or the GPU dying mid-run) are retried with exponential backoff:
+# 2 s, 4 s, 8 s (± jitter). Bad input is never retried (see `stage_failures`).
+TRANSIENT_RETRY = RetryPolicy(max_retries=3, delay=2.0, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
+
+GROUP_SCRIPTS, GROUP_AVATARS, GROUP_VIDEOS, GROUP_DELIVERABLES = "scripts", "avatars", "videos", "deliverables"
+
+
+def _record_error(context, bucket: Bucket, stage: str, key: str, token: str, message: str, final: bool) -> None:
+    try:
+        write_error(bucket, stage, key, token, message, final)
+    except Exception as error:  # the bucket may be what failed: never hide the original error behind this one
+        context.log.warning(f"could not record the failure of {stage} {key}: {error}")
+
+
+@contextlib.contextmanager
+def stage_failures(context, bucket: Bucket, stage: str, key: str, token: str,
+                   source: str | None = None) -> Iterator[None]:
+    """Run one stage: bad input becomes a non-retryable ``Failure`` carrying the intake error's message; any
+    other exception propagates, so the retry policy retries it. The last failure is recorded in the bucket
+    (``work/errors/``) for the manifest and cleared on success. ``source`` names the user's file in messages."""
+    try:
+        yield
+    except Failure as failure:
+        _record_error(context, bucket, stage, key, token, failure.description or str(failure), final=True)
+        raise
+    except HeygemError as error:
+        if isinstance(error, InputError):
+            message = f"{source or error.path}: {error.problem}; {error.fix}"
+        else:
+            message = str(error)
+        _record_error(context, bucket, stage, key, token, message, final=True)
+        raise Failure(description=message, allow_retries=False,
+                      metadata={"stage": stage, "key": key, "error": type(error).__name__}) from error
+    except Exception as error:
+        final = context.retry_number >= TRANSIENT_RETRY.max_retries
+        _record_error(context, bucket, stage, key, token, f"{type(error).__name__}: {error}", final)
+        context.log.warning(f"{stage} {key} failed on attempt {context.retry_number + 1}: {error}"
+                            + ("" if final else " (will retry)"))
+        raise
+    clear_error(bucket, stage, key)
+
+
+def thumbnail_markdown(video: str | Path, width: int = 320) -> MetadataValue:
+    """A JPEG frame from 40 % into ``video`` as a markdown image with a data URI (the UI has no image type)."""
+    info = probe(video)
+    at = 0.4 * (info.duration or 0.0)
+    with tempfile.TemporaryDirectory(prefix="heygem-thumb-") as tmp:
+        jpeg = Path(tmp) / "thumb.jpg"
+        run_ffmpeg(ffmpeg.input(ff_path(video), ss=f"{at:.3f}").output(
+            ff_path(jpeg), vframes=1, vf=f"scale={width}:-2", **{"q:v": 5}).overwrite_output(), "making a thumbnail")
+        encoded = base64.b64encode(jpeg.read_bytes()).decode("ascii")
+    return MetadataValue.md(f"![thumbnail](data:image/jpeg;base64,{encoded})")
+
+
+def human_size(size: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size} B"

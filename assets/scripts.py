@@ -1,0 +1,55 @@
+"""Per-script assets: the normalized voice and its features (Wav2Lip Mel + viseme mouth track), one intake step."""
+
+# No `from __future__ import annotations`: Dagster reads the parameter annotations at definition time.
+from collections.abc import Iterator
+
+from dagster import AssetExecutionContext, AssetSpec, MaterializeResult, MetadataValue, multi_asset
+
+from assets.common import GROUP_SCRIPTS, TRANSIENT_RETRY, stage_failures
+from assets.partitions import script_partitions
+from heygem_pipeline import pipeline
+from heygem_pipeline.campaigns import CODE_VERSIONS, find_upload, script_dir, script_stamp_path, script_token, stamp
+from resources.bucket import BucketResource
+from resources.ffmpeg import FFmpegResource
+
+SCRIPT_OUTPUTS = (pipeline.SCRIPT_SOURCE, pipeline.SCRIPT_ANALYSIS, pipeline.SCRIPT_FEATURES, pipeline.SCRIPT_RECORD)
+
+script_audio_spec = AssetSpec(
+    "script_audio", group_name=GROUP_SCRIPTS, kinds={"audio"},
+    description="The voice as uploaded (kept for the final mux) and its 16 kHz mono analysis copy.")
+script_features_spec = AssetSpec(
+    "script_features", deps=[script_audio_spec], group_name=GROUP_SCRIPTS, kinds={"numpy"},
+    description="Wav2Lip Mel spectrogram and the viseme mouth track of the voice: computed once per script.")
+
+
+# One step writes both: the features come from the normalized audio in memory, and splitting would decode twice.
+@multi_asset(specs=[script_audio_spec, script_features_spec], name="script_intake", partitions_def=script_partitions,
+             code_version=CODE_VERSIONS["script"], retry_policy=TRANSIENT_RETRY)
+def script_intake(context: AssetExecutionContext, bucket: BucketResource,
+                  ffmpeg: FFmpegResource) -> Iterator[MaterializeResult]:
+    key = context.partition_key
+    store = bucket.get()
+    media = ffmpeg.media_options()
+    upload = find_upload(store, "script", key)  # InputError when it vanished: handled below with the others
+    token = script_token(upload.entry, media)
+    folder = script_dir(store, key)
+    with stage_failures(context, store, "script", key, token, source=store.uri(upload.rel)):
+        with store.local_file(upload.rel) as local_upload, store.local_folder(folder, outputs=SCRIPT_OUTPUTS) as work:
+            record = pipeline.prepare_script(local_upload, work, voice=media.voice)
+        store.write_json(script_stamp_path(store, key),
+                         stamp(token, source=upload.name, duration_s=record["duration_s"]))
+    common = {"source": upload.name, "source_uri": MetadataValue.path(store.uri(upload.rel)),
+              "duration_s": round(float(record["duration_s"]), 3)}
+    warnings = record.get("warnings") or []
+    yield MaterializeResult(asset_key="script_audio", metadata={
+        **common,
+        "path": MetadataValue.path(store.uri(f"{folder}/{pipeline.SCRIPT_ANALYSIS}")),
+        "codec": str(record.get("codec")), "sample_rate": int(record.get("sample_rate") or 0),
+        "channels": int(record.get("channels") or 0), "language": str(record.get("language")),
+        "text": str(record.get("text") or ""), "warnings": "; ".join(warnings) or "none",
+    })
+    yield MaterializeResult(asset_key="script_features", metadata={
+        **common,
+        "path": MetadataValue.path(store.uri(f"{folder}/{pipeline.SCRIPT_FEATURES}")),
+        "mel_columns": int(record["mel_columns"]),
+    })

@@ -1,0 +1,130 @@
+"""The bucket sensor: new or edited uploads become partitions and runs, stage after stage, until delivered.
+
+Each tick lists the bucket, registers new scripts/avatars/campaigns as dynamic partitions and requests, for every
+campaign, whatever its pairs still need: script and avatar preparation first, the pair renders once both inputs
+are prepared (a later tick), the campaign deliverables once every pair has settled. The cursor remembers what each
+file looked like (an upload whose size or time still changes between ticks is not touched) and which work was
+requested for which input version, so a tick with nothing new skips and an edited file is processed again.
+"""
+
+# No `from __future__ import annotations`: Dagster reads the parameter annotations at definition time.
+import json
+from dataclasses import dataclass, field
+
+from dagster import (
+    DefaultSensorStatus,
+    RunRequest,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
+
+from assets.jobs import JOBS, in_flight, run_config, run_key
+from assets.partitions import avatar_partitions, campaign_partitions, pair_partition_key, script_partitions
+from heygem_pipeline.campaigns import (
+    AVATARS_PREFIX,
+    CAMPAIGNS_PREFIX,
+    SCRIPTS_PREFIX,
+    FactoryState,
+    campaign_record_path,
+    deliverables_digest,
+    pair_key_text,
+    plan_work,
+    scan_bucket,
+    settled_since,
+)
+from resources.bucket import BucketResource
+from resources.engine import LipSyncEngineResource
+from resources.ffmpeg import FFmpegResource
+
+TICK_SECONDS = 30
+# A file whose modification time is this old counts as completely uploaded on first sight; a newer one must look
+# the same on two ticks in a row.
+SETTLE_SECONDS = 60.0
+
+
+@dataclass
+class BucketCursor:
+    seen: dict[str, str] = field(default_factory=dict)  # bucket path -> "size:version" at the last tick
+    requested: dict[str, str] = field(default_factory=dict)  # work item -> input token it was requested for
+
+    @classmethod
+    def parse(cls, text: str | None) -> "BucketCursor":
+        if not text:
+            return cls()
+        data = json.loads(text)
+        return cls(seen=dict(data.get("seen", {})), requested=dict(data.get("requested", {})))
+
+    def dumps(self) -> str:
+        return json.dumps({"seen": self.seen, "requested": self.requested}, sort_keys=True)
+
+
+@sensor(name="bucket_sensor", jobs=list(JOBS), minimum_interval_seconds=TICK_SECONDS,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Registers uploads as partitions and requests the runs every campaign still needs.")
+def bucket_sensor(context: SensorEvaluationContext, bucket: BucketResource, engine: LipSyncEngineResource,
+                  ffmpeg: FFmpegResource) -> SensorResult | SkipReason:
+    cursor = BucketCursor.parse(context.cursor)
+    store = bucket.get()
+    listing = [e for prefix in (SCRIPTS_PREFIX, AVATARS_PREFIX, CAMPAIGNS_PREFIX) for e in store.list_files(prefix)]
+    scan = scan_bucket(store, settled=settled_since(cursor.seen, settle_seconds=SETTLE_SECONDS), logger=context.log)
+    cursor.seen = {entry.rel: entry.fingerprint for entry in listing}
+
+    instance = context.instance
+    adds = []
+    for definition, keys in ((script_partitions, scan.scripts), (avatar_partitions, scan.avatars),
+                             (campaign_partitions, scan.campaigns)):
+        new = sorted(set(keys) - set(instance.get_dynamic_partitions(definition.name)))
+        if new:
+            context.log.info(f"new {definition.name} partitions: {', '.join(new)}")
+            adds.append(definition.build_add_request(new))
+
+    state = FactoryState(store, scan, ffmpeg.media_options(), ffmpeg.render_defaults(engine.engine))
+    work = plan_work(state, scan.campaigns.values(), retry_failed=False)
+    running = in_flight(instance)
+    requests: list[RunRequest] = []
+    requested: dict[str, str] = {}
+
+    def want(item: str, token: str, job: str, partition: str, request: RunRequest) -> None:
+        requested[item] = token
+        if cursor.requested.get(item) == token or (job, partition) in running:
+            return  # already asked for this exact input version (Dagster also dedupes the run key)
+        requests.append(request)
+
+    tags = {"heygem/trigger": "sensor"}
+    for script in work.scripts:
+        token = state.script_token(script)
+        want(f"script:{script}", token, "script_job", script, RunRequest(
+            job_name="script_job", partition_key=script, run_key=run_key("script", script, token),
+            run_config=run_config(store.url), tags=tags))
+    for avatar in work.avatars:
+        token = state.avatar_token(avatar)
+        want(f"avatar:{avatar}", token, "avatar_job", avatar, RunRequest(
+            job_name="avatar_job", partition_key=avatar, run_key=run_key("avatar", avatar, token),
+            run_config=run_config(store.url), tags=tags))
+    for pair in work.renders:
+        if not pair.inputs_ready:
+            continue  # a later tick, once script and avatar are prepared
+        key = pair_partition_key(pair.script, pair.avatar)
+        want(f"pair:{pair.variant}:{pair.script}:{pair.avatar}", pair.render_token, "pair_job",
+             pair_key_text(pair.script, pair.avatar), RunRequest(
+                 job_name="pair_job", partition_key=key,
+                 run_key=run_key("pair", pair.variant, str(key), pair.render_token),
+                 run_config=run_config(store.url, pair.options), tags={**tags, "heygem/variant": pair.variant}))
+    for key, campaign in work.campaigns.items():
+        if not work.states[key] or not work.settled(key) or any(campaign.mentions(e) for e in scan.unsettled):
+            continue  # deliverables wait for pairs, until every pair and every upload still arriving has settled
+        digest = deliverables_digest(campaign, work.states[key])
+        if (store.read_json(campaign_record_path(store, key)) or {}).get("digest") == digest:
+            requested[f"campaign:{key}"] = digest
+            continue
+        want(f"campaign:{key}", digest, "campaign_job", key, RunRequest(
+            job_name="campaign_job", partition_key=key, run_key=run_key("campaign", key, digest),
+            run_config=run_config(store.url), tags=tags))
+
+    cursor.requested = requested  # work no longer wanted is forgotten, so it is requested again if it returns
+    if not requests and not adds:
+        return SensorResult(skip_reason=SkipReason("nothing new in the bucket"), cursor=cursor.dumps())
+    context.log.info(f"requesting {len(requests)} runs")
+    return SensorResult(run_requests=requests, dynamic_partitions_requests=adds, cursor=cursor.dumps())

@@ -1,0 +1,112 @@
+"""The per-pair asset: the lip-synced video of one script × avatar, rendered in the ``gpu`` pool."""
+
+# No `from __future__ import annotations`: Dagster reads the parameter annotations at definition time.
+import time
+import uuid
+
+from dagster import AssetExecutionContext, Config, Failure, MaterializeResult, MetadataValue, asset
+from pydantic import Field
+
+from assets.avatars import avatar_video, face_track
+from assets.common import GROUP_VIDEOS, TRANSIENT_RETRY, human_size, stage_failures, thumbnail_markdown
+from assets.partitions import pair_of, pair_partitions
+from assets.scripts import script_audio_spec, script_features_spec
+from heygem_pipeline import pipeline
+from heygem_pipeline.campaigns import (
+    CODE_VERSIONS,
+    RenderOptions,
+    avatar_dir,
+    avatar_stamp_path,
+    render_error_key,
+    render_inputs_token,
+    render_path,
+    render_record_path,
+    script_dir,
+    script_stamp_path,
+    track_stamp_path,
+)
+from resources.bucket import BucketResource
+from resources.engine import LipSyncEngineResource
+from resources.ffmpeg import FFmpegResource
+
+
+class RenderConfig(Config):
+    """Per-run render options; a campaign's run passes its own, a run from the UI gets the resources' defaults."""
+
+    engine: str | None = Field(default=None, description="viseme or wav2lip (default: the engine resource's)")
+    crf: int | None = Field(default=None, description="x264 quality (default: the ffmpeg resource's)")
+    preset: str | None = Field(default=None, description="x264 preset (default: the ffmpeg resource's)")
+
+    def options(self, engine: LipSyncEngineResource, ffmpeg: FFmpegResource) -> RenderOptions:
+        return RenderOptions(engine=self.engine or engine.engine, crf=ffmpeg.crf if self.crf is None else self.crf,
+                             preset=self.preset or ffmpeg.preset)
+
+
+@asset(partitions_def=pair_partitions, deps=[script_audio_spec, script_features_spec, avatar_video, face_track],
+       group_name=GROUP_VIDEOS, kinds={"video"}, pool="gpu", retry_policy=TRANSIENT_RETRY,
+       code_version=CODE_VERSIONS["render"],
+       description="The presenter template speaking the script: mouth from the engine, audio muxed, H.264 MP4.")
+def lipsync_video(context: AssetExecutionContext, config: RenderConfig, bucket: BucketResource,
+                  engine: LipSyncEngineResource, ffmpeg: FFmpegResource) -> MaterializeResult:
+    script, avatar = pair_of(context.partition_key)
+    store = bucket.get()
+    options = config.options(engine, ffmpeg)
+    script_stamp = store.read_json(script_stamp_path(store, script))
+    video_stamp = store.read_json(avatar_stamp_path(store, avatar))
+    track_stamp = store.read_json(track_stamp_path(store, avatar))
+    error_key = render_error_key(options.variant, script, avatar)
+    missing = [name for name, found in (("script_features", script_stamp), ("avatar_video", video_stamp),
+                                        ("face_track", track_stamp)) if found is None]
+    if missing:  # upstream never succeeded: nothing to retry here
+        raise Failure(description=f"{script} × {avatar}: materialize {', '.join(missing)} first", allow_retries=False)
+    inputs_token = render_inputs_token(script_stamp["token"], track_stamp["token"])
+    render_token = f"{inputs_token}|{options.variant}|render-v{CODE_VERSIONS['render']}"
+    video_rel = render_path(store, options.variant, script, avatar)
+    started = time.perf_counter()
+    last_logged = [0]
+
+    def progress(done: int, total: int) -> None:
+        if total and done * 4 // total > last_logged[0]:
+            last_logged[0] = done * 4 // total
+            context.log.info(f"rendered {done}/{total} frames")
+
+    with stage_failures(context, store, "render", error_key, render_token):
+        lip_sync = engine.get(options.engine)
+        with (store.local_folder(script_dir(store, script),
+                                 inputs=(pipeline.SCRIPT_FEATURES, pipeline.SCRIPT_SOURCE)) as script_work,
+              store.local_folder(avatar_dir(store, avatar),
+                                 inputs=(pipeline.AVATAR_TEMPLATE, pipeline.AVATAR_TRACK)) as avatar_work,
+              store.local_folder(video_rel.rpartition("/")[0], outputs=(video_rel.rpartition("/")[2],)) as out):
+            result = pipeline.render_pair(script_work, avatar_work, out / video_rel.rpartition("/")[2], lip_sync,
+                                          settings=ffmpeg.encode_settings(options.crf, options.preset),
+                                          progress=progress)
+            size = result.path.stat().st_size
+            thumbnail = thumbnail_markdown(result.path)
+        record = {
+            "script": script, "avatar": avatar, "script_source": script_stamp.get("source"),
+            "avatar_source": video_stamp.get("source"), "variant": options.variant, "engine": result.engine,
+            "crf": options.crf, "preset": options.preset, "inputs_token": inputs_token,
+            "code_version": CODE_VERSIONS["render"], "render_id": uuid.uuid4().hex, "run_id": context.run.run_id,
+            "frames": result.frames, "fps": result.fps, "width": result.width, "height": result.height,
+            "duration_s": round(result.duration_s, 4), "render_seconds": round(result.render_seconds, 3),
+            "size_bytes": size, "path": video_rel, "rendered_at": time.time(),
+        }
+        store.write_json(render_record_path(store, options.variant, script, avatar), record)
+    return MaterializeResult(metadata={
+        "path": MetadataValue.path(store.uri(video_rel)),
+        "record": render_record_path(store, options.variant, script, avatar),
+        "variant": options.variant,
+        "engine": result.engine,
+        "duration_s": round(result.duration_s, 3),
+        "frames": result.frames,
+        "fps": float(result.fps),
+        "resolution": f"{result.width}x{result.height}",
+        "file_size_bytes": size,
+        "file_size": human_size(size),
+        "script_source": str(script_stamp.get("source")),
+        "avatar_source": str(video_stamp.get("source")),
+        "render_seconds": round(time.perf_counter() - started, 2),
+        "render_fps": round(result.render_fps, 1),
+        "render_id": record["render_id"],
+        "thumbnail": thumbnail,
+    })

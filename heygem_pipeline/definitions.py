@@ -1,0 +1,29 @@
+"""The Dagster code location (``workspace.yaml`` loads it): assembles assets, checks, jobs, sensor, schedule and
+resources. Nothing is defined here; each piece lives in its module under ``assets/`` and ``resources/``."""
+
+from __future__ import annotations
+
+from dagster import Definitions, in_process_executor
+
+from assets.avatars import avatar_video, face_track
+from assets.campaigns import campaign_manifest, campaign_zip
+from assets.checks import lipsync_quality_checks
+from assets.jobs import JOBS
+from assets.schedules import nightly_campaigns
+from assets.scripts import script_intake
+from assets.sensors import bucket_sensor
+from assets.videos import lipsync_video
+from heygem_pipeline.config import Settings
+from resources import build_resources
+
+defs = Definitions(
+    assets=[script_intake, avatar_video, face_track, lipsync_video, campaign_manifest, campaign_zip],
+    asset_checks=[lipsync_quality_checks],
+    jobs=list(JOBS),
+    sensors=[bucket_sensor],
+    schedules=[nightly_campaigns],
+    resources=build_resources(Settings.from_env()),
+    # Runs are small (one partition each): stepping in the run's own process keeps the engine loaded across its
+    # steps and spares a 2-core machine a Python start-up per step.
+    executor=in_process_executor,
+)

@@ -1,0 +1,51 @@
+"""The lip-sync engine resource: one loaded engine per process, reused by every render that process runs."""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+from dagster import ConfigurableResource
+from pydantic import Field
+
+from heygem_pipeline.engines.base import LipSyncEngine
+from heygem_pipeline.engines.registry import create_engine
+
+# Loading a model costs seconds (and GPU memory): keep each engine for the life of the process, so a run worker
+# or a CLI worker process that renders many pairs loads it once.
+_ENGINES: dict[tuple, LipSyncEngine] = {}
+_LOCK = threading.Lock()
+
+
+def pick_device(requested: str) -> str:
+    """``auto`` means cuda when torch sees a GPU, else cpu; torch is only imported when it is already needed."""
+    if requested != "auto":
+        return requested
+    torch = sys.modules.get("torch")
+    if torch is None:
+        try:
+            import torch  # only here: the viseme engine must not pay for importing torch
+        except ImportError:
+            return "cpu"
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class LipSyncEngineResource(ConfigurableResource):
+    engine: str = Field(default="viseme", description="Default engine: viseme (weights-free) or wav2lip")
+    wav2lip_checkpoint: str | None = Field(default=None, description="Path of the Wav2Lip .pth checkpoint")
+    device: str = Field(default="auto", description="auto (cuda when present), cuda or cpu")
+    batch_size: int = Field(default=128, description="Frames per inference batch (wav2lip)")
+
+    def get(self, name: str | None = None) -> LipSyncEngine:
+        """The loaded engine ``name`` (default: the configured one), created and loaded once per process."""
+        name = name or self.engine
+        device = pick_device(self.device) if name != "viseme" else "cpu"
+        key = (name, self.wav2lip_checkpoint, device, self.batch_size)
+        with _LOCK:
+            engine = _ENGINES.get(key)
+            if engine is None:
+                engine = create_engine(name, checkpoint=self.wav2lip_checkpoint, device=device,
+                                       batch_size=self.batch_size)
+                engine.load()
+                _ENGINES[key] = engine
+        return engine
