@@ -287,6 +287,68 @@ def _mouth_box(warp: MouthWarp, x0: int, y0: int, x1: int, y1: int) -> tuple[int
     return bx0, by0, bx1, by1
 
 
+def _support_box(warp: MouthWarp, width: int, height: int) -> tuple[int, int, int, int]:
+    """Pixel box (x0, y0, x1, y1), clipped to the frame, of everything the warp can move."""
+    su, sv = warp.support()
+    corners = warp.g.to_image(np.array([su[0], su[1], su[0], su[1]]), np.array([sv[0], sv[0], sv[1], sv[1]]))
+    x0 = int(max(np.floor(corners[:, 0].min()) - 2, 0))
+    x1 = int(min(np.ceil(corners[:, 0].max()) + 2, width))
+    y0 = int(max(np.floor(corners[:, 1].min()) - 2, 0))
+    y1 = int(min(np.ceil(corners[:, 1].max()) + 2, height))
+    return x0, y0, x1, y1
+
+
+def _i420_planes(frame: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Views of the Y, U and V planes of an I420 frame (contiguous: Y, then U, then V, each row-major)."""
+    flat = frame.reshape(-1)
+    size, quarter = width * height, width * height // 4
+    return (flat[:size].reshape(height, width),
+            flat[size: size + quarter].reshape(height // 2, width // 2),
+            flat[size + quarter:].reshape(height // 2, width // 2))
+
+
+def render_mouth_i420(frame: np.ndarray, landmarks: np.ndarray, params: np.ndarray) -> np.ndarray:
+    """``render_mouth`` on an OpenCV I420 frame (H*3/2, W), in place.
+
+    Only a box around the lower face and the skin samples is converted to BGR, drawn, and converted back;
+    within it, only luma pixels (and chroma blocks) that the drawing changed are written, so the rest of the
+    frame stays bit-identical to the decoded template.
+    """
+    height, width = frame.shape[0] * 2 // 3, frame.shape[1]
+    geometry = face_geometry(landmarks)
+    if geometry.height < 20 or geometry.half_width < 3:
+        return frame
+    warp = MouthWarp(geometry, MouthShape.from_params(params, geometry))
+    x0, y0, x1, y1 = _support_box(warp, width, height)
+    samples = landmarks[list(SKIN_SAMPLES + OUTER_LIP), :2]
+    x0 = min(x0, int(np.floor(samples[:, 0].min())) - 1)
+    y0 = min(y0, int(np.floor(samples[:, 1].min())) - 1)
+    x1 = max(x1, int(np.ceil(samples[:, 0].max())) + 2)
+    y1 = max(y1, int(np.ceil(samples[:, 1].max())) + 2)
+    # Even box: one chroma sample covers 2x2 pixels.
+    x0, y0 = max(x0, 0) // 2 * 2, max(y0, 0) // 2 * 2
+    x1, y1 = min((x1 + 1) // 2 * 2, width), min((y1 + 1) // 2 * 2, height)
+    if x1 - x0 < 4 or y1 - y0 < 4:
+        return frame
+    luma, chroma_u, chroma_v = _i420_planes(frame, width, height)
+    cx0, cy0, cx1, cy1 = x0 // 2, y0 // 2, x1 // 2, y1 // 2
+    box_w, box_h = x1 - x0, y1 - y0
+    box = np.concatenate([luma[y0:y1, x0:x1].reshape(-1), chroma_u[cy0:cy1, cx0:cx1].reshape(-1),
+                          chroma_v[cy0:cy1, cx0:cx1].reshape(-1)]).reshape(box_h * 3 // 2, box_w)
+    bgr = cv2.cvtColor(box, cv2.COLOR_YUV2BGR_I420)
+    drawn = render_mouth(bgr, landmarks - np.array([x0, y0, 0], dtype=landmarks.dtype), params)
+    changed = np.any(drawn != bgr, axis=-1)
+    if not changed.any():
+        return frame
+    back = cv2.cvtColor(drawn, cv2.COLOR_BGR2YUV_I420)
+    back_y, back_u, back_v = _i420_planes(back, box_w, box_h)
+    np.copyto(luma[y0:y1, x0:x1], back_y, where=changed)
+    block_changed = changed.reshape(box_h // 2, 2, box_w // 2, 2).any(axis=(1, 3))
+    np.copyto(chroma_u[cy0:cy1, cx0:cx1], back_u, where=block_changed)
+    np.copyto(chroma_v[cy0:cy1, cx0:cx1], back_v, where=block_changed)
+    return frame
+
+
 def render_mouth(frame: np.ndarray, landmarks: np.ndarray, params: np.ndarray, *, inplace: bool = False
                  ) -> np.ndarray:
     """``frame`` with the mouth set to ``params`` (open, spread, round, press); a copy unless ``inplace``."""
@@ -294,13 +356,8 @@ def render_mouth(frame: np.ndarray, landmarks: np.ndarray, params: np.ndarray, *
     if geometry.height < 20 or geometry.half_width < 3:
         return frame
     warp = MouthWarp(geometry, MouthShape.from_params(params, geometry))
-    su, sv = warp.support()
-    corners = geometry.to_image(np.array([su[0], su[1], su[0], su[1]]), np.array([sv[0], sv[0], sv[1], sv[1]]))
     h, w = frame.shape[:2]
-    x0 = int(max(np.floor(corners[:, 0].min()) - 2, 0))
-    x1 = int(min(np.ceil(corners[:, 0].max()) + 2, w))
-    y0 = int(max(np.floor(corners[:, 1].min()) - 2, 0))
-    y1 = int(min(np.ceil(corners[:, 1].max()) + 2, h))
+    x0, y0, x1, y1 = _support_box(warp, w, h)
     if x1 - x0 < 4 or y1 - y0 < 4:
         return frame
 

@@ -66,20 +66,21 @@ def _runs(order: np.ndarray) -> Iterator[tuple[int, int, int]]:
         start = end + 1
 
 
-def template_frames(template: Path, order: np.ndarray, width: int, height: int, fps: float) -> Iterator[np.ndarray]:
+def template_frames(template: Path, order: np.ndarray, width: int, height: int, fps: float,
+                    pix_fmt: str = "bgr24") -> Iterator[np.ndarray]:
     """Stream the template's frames in ``order`` (forward runs decode straight through; backward runs decode
     short blocks and reverse them, so at most ``BACKWARD_BLOCK`` frames are ever held)."""
     for first, last, step in _runs(order):
         if step == 1:
             with FrameReader(template, width, height, start_frame=first, max_frames=last - first + 1,
-                             fps=fps) as reader:
+                             fps=fps, pix_fmt=pix_fmt) as reader:
                 yield from reader
             continue
         top = first
         while top >= last:
             bottom = max(last, top - BACKWARD_BLOCK + 1)
             with FrameReader(template, width, height, start_frame=bottom, max_frames=top - bottom + 1,
-                             fps=fps) as reader:
+                             fps=fps, pix_fmt=pix_fmt) as reader:
                 block = list(reader)
             yield from reversed(block)
             top = bottom - 1
@@ -93,10 +94,11 @@ def render_video(features: ScriptFeatures, audio_source: str | os.PathLike[str],
     fps = float(track.fps)
     n_out = frame_count(features.duration, fps)
     order = pingpong_indices(n_out, len(track))
-    frames = template_frames(Path(template), order, track.width, track.height, fps)
+    frames = template_frames(Path(template), order, track.width, track.height, fps, engine.frame_format)
     items = (RenderItem(index, frame, track.frame(int(order[index]))) for index, frame in enumerate(frames))
     engine.load()
-    with FrameWriter(dest, track.width, track.height, fps, audio=audio_source, settings=settings) as writer:
+    with FrameWriter(dest, track.width, track.height, fps, audio=audio_source, settings=settings,
+                     pix_fmt=engine.frame_format) as writer:
         for frame in engine.render(items, features, fps):
             writer.write(frame)
             if progress is not None:

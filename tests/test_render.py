@@ -17,6 +17,7 @@ from heygem_pipeline.engines.base import RenderItem
 from heygem_pipeline.engines.registry import create_engine
 from heygem_pipeline.faces import FaceTrack
 from heygem_pipeline.media import FrameReader, probe
+from heygem_pipeline.mouth import render_mouth, render_mouth_i420
 from heygem_pipeline.quality import SyncReport, best_lag, measure_sync
 from heygem_pipeline.render import pingpong_indices, template_frames
 from heygem_pipeline.visemes import sample_track
@@ -187,3 +188,26 @@ def test_best_lag_finds_a_known_shift() -> None:
     aperture = np.roll(loudness, 2)  # mouth trails the sound by 2 frames
     lag, r = best_lag(aperture, loudness)
     assert lag == 2 and r > 0.9
+
+
+def test_i420_drawing_matches_bgr_and_leaves_the_rest_bit_identical(avatar_dir: Path) -> None:
+    template = avatar_dir / pipeline.AVATAR_TEMPLATE
+    track = FaceTrack.load(avatar_dir / pipeline.AVATAR_TRACK)
+    with FrameReader(template, max_frames=1) as reader:
+        bgr = next(iter(reader)).copy()
+    with FrameReader(template, max_frames=1, pix_fmt="yuv420p") as reader:
+        i420 = next(iter(reader)).copy()
+    params = np.array([0.8, 0.2, 0.0, 0.0], np.float32)
+    landmarks = track.landmarks[0]
+    drawn_bgr = render_mouth(bgr, landmarks, params)
+    drawn_i420 = render_mouth_i420(i420.copy(), landmarks, params)
+    changed = drawn_i420 != i420
+    height = bgr.shape[0]
+    rows = np.nonzero(changed[:height].any(axis=1))[0]
+    # Untouched luma rows (above the lower face) are bit-identical; something was drawn.
+    assert len(rows) > 0 and rows.min() > landmarks[168, 1]
+    via_i420 = cv2.cvtColor(drawn_i420, cv2.COLOR_YUV2BGR_I420).astype(np.int16)
+    mouth_box = (slice(int(landmarks[0, 1]) - 10, int(landmarks[17, 1]) + 10),
+                 slice(int(landmarks[61, 0]) - 10, int(landmarks[291, 0]) + 10))
+    # Same drawing either way, up to the colour conversions' rounding.
+    assert np.abs(via_i420[mouth_box] - drawn_bgr[mouth_box]).mean() < 4

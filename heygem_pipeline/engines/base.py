@@ -31,7 +31,7 @@ class RenderItem:
     """One output frame to produce: its index in the output (and so in the audio), the template frame, the face."""
 
     index: int
-    frame: np.ndarray  # BGR uint8 (H, W, 3)
+    frame: np.ndarray  # uint8, in the engine's frame_format: BGR (H, W, 3) or I420 (H*3/2, W)
     face: FaceFrame
 
 
@@ -56,6 +56,9 @@ class LipSyncEngine(ABC):
 
     name: ClassVar[str]
     wants_gpu: ClassVar[bool] = False
+    # The frames the renderer hands over and expects back: "bgr24" (H, W, 3) or "yuv420p" (OpenCV I420,
+    # (H*3/2, W)). An engine that changes a small region saves two full-frame colour conversions with yuv420p.
+    frame_format: ClassVar[str] = "bgr24"
 
     def load(self) -> None:  # noqa: B027 - optional hook, most weights-free engines need nothing
         """Load models once; called before the first render, safe to call again."""

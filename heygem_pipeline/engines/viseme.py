@@ -7,13 +7,14 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 
 from heygem_pipeline.engines.base import LipSyncEngine, RenderItem, ScriptFeatures
-from heygem_pipeline.mouth import render_mouth
+from heygem_pipeline.mouth import render_mouth, render_mouth_i420
 from heygem_pipeline.visemes import mouth_at, mouth_track
 
 
 class VisemeEngine(LipSyncEngine):
     name = "viseme"
     wants_gpu = False
+    frame_format = "yuv420p"  # only the lower face changes: convert that box, not whole frames
 
     def render(self, items: Iterable[RenderItem], script: ScriptFeatures, fps: float) -> Iterator[np.ndarray]:
         track = script.visemes
@@ -24,5 +25,7 @@ class VisemeEngine(LipSyncEngine):
                 yield item.frame  # no face known for this template frame: leave it as it is
                 continue
             params = mouth_at(track, item.index, fps)
-            # The renderer hands each decoded frame over once, so drawing into it saves a frame copy.
-            yield render_mouth(item.frame, item.face.landmarks, params, inplace=item.frame.flags.writeable)
+            if item.frame.ndim == 2:  # I420 from the renderer: drawn in place
+                yield render_mouth_i420(item.frame, item.face.landmarks, params)
+            else:
+                yield render_mouth(item.frame, item.face.landmarks, params)
