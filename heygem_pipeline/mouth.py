@@ -31,7 +31,7 @@ MOUTH_LEFT, MOUTH_RIGHT = 61, 291
 SKIN_SAMPLES = (1, 4, 5, 50, 280, 101, 330, 205, 425)  # nose bridge and cheeks
 UPPER_LIP_TOP, LOWER_LIP_BOTTOM = 0, 17
 
-MAP_STEP = 2  # the backward map is computed every MAP_STEP pixels and interpolated
+MAP_STEP = 3  # the backward map is computed every MAP_STEP pixels and interpolated
 MAX_OPEN = 0.11  # widest lip gap ("ah"), as a share of face height
 UPPER_SHARE = 0.3  # share of the opening made by the upper lip rising; the jaw and lower lip make the rest
 
@@ -162,6 +162,8 @@ class MouthWarp:
     # Step 1, neutralize: template → closed template (q). Inverse: closed → template (for backward sampling).
     def neutral_to_template(self, u: np.ndarray, v: np.ndarray, upper: np.ndarray) -> np.ndarray:
         _, gap = self.g.template_gap(u)
+        if not gap.any():  # the template's mouth is already closed here: nothing to undo
+            return v
         half_gap = gap / 2
         p = v.copy()
         for _ in range(3):  # fixed point: the fade depends on the template position itself
