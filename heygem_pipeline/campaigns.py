@@ -29,6 +29,7 @@ import io
 import json
 import logging
 import os
+import shutil
 import tempfile
 import time
 import uuid
@@ -45,6 +46,7 @@ from fsspec.implementations.local import LocalFileSystem
 from heygem_pipeline.audio import SCRIPT_EXTENSIONS
 from heygem_pipeline.avatar import AVATAR_EXTENSIONS
 from heygem_pipeline.errors import HeygemError, InputError
+from heygem_pipeline.media import atomic_output
 from heygem_pipeline.naming import is_hidden, safe_id, stem_and_ext
 
 log = logging.getLogger(__name__)
@@ -186,14 +188,8 @@ class Bucket:
 
     def write_bytes(self, rel: str, data: bytes) -> None:
         if self.is_local:
-            dest = self.local_path(rel)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dest.with_name(PurePosixPath(self._temp_rel(rel)).name)
-            try:
+            with atomic_output(self.local_path(rel)) as tmp:
                 tmp.write_bytes(data)
-                os.replace(tmp, dest)
-            finally:
-                tmp.unlink(missing_ok=True)
             return
         tmp_rel = self._temp_rel(rel)
         self.fs.pipe_file(self.path(tmp_rel), data)
@@ -209,15 +205,8 @@ class Bucket:
             dest = self.local_path(rel)
             if dest.resolve() == local.resolve():
                 return
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dest.with_name(PurePosixPath(self._temp_rel(rel)).name)
-            try:
-                with local.open("rb") as src, tmp.open("wb") as out:
-                    while chunk := src.read(1 << 20):
-                        out.write(chunk)
-                os.replace(tmp, dest)
-            finally:
-                tmp.unlink(missing_ok=True)
+            with atomic_output(dest) as tmp:
+                shutil.copyfile(local, tmp)
             return
         tmp_rel = self._temp_rel(rel)
         self.fs.put_file(str(local), self.path(tmp_rel))
@@ -241,7 +230,6 @@ class Bucket:
                 except OSError:  # another file system, or links not allowed: copy the bytes
                     self.upload(src, dest_rel)
                     return
-                os.chmod(tmp, 0o644)  # temp-file writers create 0600 files; deliverables are for others to read
                 os.replace(tmp, dest)
             finally:
                 tmp.unlink(missing_ok=True)

@@ -177,6 +177,10 @@ def atomic_output(dest: str | os.PathLike[str]) -> Iterator[Path]:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.stem[:40]}.", suffix=f".tmp{dest.suffix}", dir=dest.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    # mkstemp makes 0600 files; outputs are for others to read too, as any new file would be (umask applies).
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o666 & ~umask)
     try:
         yield tmp
         os.replace(tmp, dest)
