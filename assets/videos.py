@@ -36,10 +36,11 @@ class RenderConfig(Config):
     engine: str | None = Field(default=None, description="viseme or wav2lip (default: the engine resource's)")
     crf: int | None = Field(default=None, description="x264 quality (default: the ffmpeg resource's)")
     preset: str | None = Field(default=None, description="x264 preset (default: the ffmpeg resource's)")
+    checkpoint: str | None = Field(default=None, description="wav2lip .pth (default: the engine resource's)")
 
     def options(self, engine: LipSyncEngineResource, ffmpeg: FFmpegResource) -> RenderOptions:
         return RenderOptions(engine=self.engine or engine.engine, crf=ffmpeg.crf if self.crf is None else self.crf,
-                             preset=self.preset or ffmpeg.preset)
+                             preset=self.preset or ffmpeg.preset, checkpoint=self.checkpoint)
 
 
 @asset(partitions_def=pair_partitions, deps=[script_audio_spec, script_features_spec, avatar_video, face_track],
@@ -71,7 +72,7 @@ def lipsync_video(context: AssetExecutionContext, config: RenderConfig, bucket: 
             context.log.info(f"rendered {done}/{total} frames")
 
     with stage_failures(context, store, "render", error_key, render_token):
-        lip_sync = engine.get(options.engine)
+        lip_sync = engine.get(options.engine, checkpoint=options.checkpoint)
         with (store.local_folder(script_dir(store, script),
                                  inputs=(pipeline.SCRIPT_FEATURES, pipeline.SCRIPT_SOURCE)) as script_work,
               store.local_folder(avatar_dir(store, avatar),

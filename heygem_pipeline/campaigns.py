@@ -352,13 +352,20 @@ class RenderOptions:
     engine: str = "viseme"
     crf: int = 18
     preset: str = "veryfast"
+    checkpoint: str | None = None  # wav2lip weights; None: the engine resource's (HEYGEM_WAV2LIP_CHECKPOINT)
 
     @property
     def variant(self) -> str:
-        return safe_id(f"{self.engine}-crf{self.crf}-{self.preset}")
+        weights = ""
+        if self.engine == "wav2lip" and self.checkpoint:  # other weights, other videos
+            weights = "-" + hashlib.sha1(self.checkpoint.encode()).hexdigest()[:8]
+        return safe_id(f"{self.engine}{weights}-crf{self.crf}-{self.preset}")
 
     def as_config(self) -> dict[str, Any]:
-        return {"engine": self.engine, "crf": self.crf, "preset": self.preset}
+        config: dict[str, Any] = {"engine": self.engine, "crf": self.crf, "preset": self.preset}
+        if self.checkpoint:
+            config["checkpoint"] = self.checkpoint
+        return config
 
 
 def script_token(upload: BucketEntry, media: MediaOptions) -> str:
@@ -474,12 +481,14 @@ class Campaign:
     engine: str | None = None
     crf: int | None = None
     preset: str | None = None
+    checkpoint: str | None = None
     fingerprint: str = ""
 
     def render_options(self, defaults: RenderOptions) -> RenderOptions:
         return RenderOptions(engine=self.engine or defaults.engine,
                              crf=self.crf if self.crf is not None else defaults.crf,
-                             preset=self.preset or defaults.preset)
+                             preset=self.preset or defaults.preset,
+                             checkpoint=self.checkpoint or defaults.checkpoint)
 
     def select(self, uploads: Mapping[str, Upload], patterns: Sequence[str]) -> list[str]:
         return [key for key, upload in sorted(uploads.items()) if _matches(patterns, upload.name, key)]
@@ -501,7 +510,7 @@ def _matches(patterns: Sequence[str], name: str, key: str) -> bool:
     return any(fnmatch.fnmatchcase(n, p) for p in patterns for n in {name, stem, key} if n)
 
 
-CAMPAIGN_KEYS = {"scripts", "avatars", "engine", "crf", "preset", "output", "description", "name"}
+CAMPAIGN_KEYS = {"scripts", "avatars", "engine", "checkpoint", "crf", "preset", "output", "description", "name"}
 
 
 def _patterns(value: Any, field_name: str, source: str) -> tuple[str, ...]:
@@ -537,9 +546,13 @@ def parse_campaign(text: str | bytes, source: str, fingerprint: str = "") -> Cam
     if crf is not None and (not isinstance(crf, int) or not 0 <= crf <= 51):
         raise CampaignError(f"{source}: crf must be an integer from 0 to 51")
     preset = data.get("preset", output.get("preset"))
+    checkpoint = data.get("checkpoint")
+    if checkpoint is not None and not isinstance(checkpoint, str):
+        raise CampaignError(f"{source}: 'checkpoint:' must be the path of a wav2lip .pth file")
     return Campaign(key=safe_id(source), source=source, scripts=_patterns(data.get("scripts"), "scripts", source),
                     avatars=_patterns(data.get("avatars"), "avatars", source), engine=engine, crf=crf,
-                    preset=str(preset) if preset is not None else None, fingerprint=fingerprint)
+                    preset=str(preset) if preset is not None else None,
+                    checkpoint=os.path.expanduser(checkpoint) if checkpoint else None, fingerprint=fingerprint)
 
 
 def implicit_campaign() -> Campaign:

@@ -36,15 +36,18 @@ class LipSyncEngineResource(ConfigurableResource):
     device: str = Field(default="auto", description="auto (cuda when present), cuda or cpu")
     batch_size: int = Field(default=128, description="Frames per inference batch (wav2lip)")
 
-    def get(self, name: str | None = None) -> LipSyncEngine:
-        """The loaded engine ``name`` (default: the configured one), created and loaded once per process."""
+    def get(self, name: str | None = None, checkpoint: str | None = None) -> LipSyncEngine:
+        """The loaded engine ``name`` (default: the configured one), created and loaded once per process.
+
+        ``checkpoint`` (a campaign's ``checkpoint:``) overrides the configured wav2lip weights."""
         name = name or self.engine
         device = pick_device(self.device) if name != "viseme" else "cpu"
-        key = (name, self.wav2lip_checkpoint, device, self.batch_size)
+        checkpoint = checkpoint or self.wav2lip_checkpoint
+        key = (name, checkpoint, device, self.batch_size)
         with _LOCK:
             engine = _ENGINES.get(key)
             if engine is None:
-                engine = create_engine(name, checkpoint=self.wav2lip_checkpoint, device=device,
+                engine = create_engine(name, checkpoint=checkpoint, device=device,
                                        batch_size=self.batch_size)
                 engine.load()
                 _ENGINES[key] = engine

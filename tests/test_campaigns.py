@@ -313,3 +313,18 @@ def test_manifest_and_zip(tmp_path) -> None:
         assert sorted(archive.namelist()) == ["manifest.csv", "welcome__anna.mp4"]
         assert archive.getinfo("welcome__anna.mp4").compress_type == zipfile.ZIP_STORED
     assert os.stat(tmp_path / "bucket/outputs/default/welcome__anna.mp4").st_mode & 0o044  # readable by others
+
+
+def test_campaign_checkpoint_selects_the_wav2lip_weights() -> None:
+    text = "scripts: ['*']\navatars: ['*']\nengine: wav2lip\ncheckpoint: ~/weights/wav2lip_gan.pth\n"
+    campaign = parse_campaign(text, "launch.yaml")
+    defaults = RenderOptions()
+    options = campaign.render_options(defaults)
+    assert options.engine == "wav2lip" and options.checkpoint is not None
+    assert options.checkpoint.endswith("weights/wav2lip_gan.pth") and not options.checkpoint.startswith("~")
+    assert options.as_config()["checkpoint"] == options.checkpoint
+    # Other weights render other videos: the variant (output folder) differs.
+    plain = RenderOptions(engine="wav2lip")
+    assert options.variant != plain.variant and "checkpoint" not in plain.as_config()
+    with pytest.raises(CampaignError, match=r"launch\.yaml"):
+        parse_campaign("engine: wav2lip\ncheckpoint: [1, 2]\n", "launch.yaml")
