@@ -201,6 +201,36 @@ def frame_shape(width: int, height: int, pix_fmt: str = "bgr24") -> tuple[int, .
     return (height, width, 3)
 
 
+def i420_size(frame: np.ndarray) -> tuple[int, int]:
+    """(width, height) of the picture in an OpenCV I420 array (H*3/2, W)."""
+    return frame.shape[1], frame.shape[0] * 2 // 3
+
+
+def i420_planes(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Views of the Y, U and V planes of an I420 frame (contiguous: Y, then U, then V, each row-major)."""
+    width, height = i420_size(frame)
+    flat = frame.reshape(-1)
+    size, quarter = width * height, width * height // 4
+    return (flat[:size].reshape(height, width),
+            flat[size: size + quarter].reshape(height // 2, width // 2),
+            flat[size + quarter:].reshape(height // 2, width // 2))
+
+
+def i420_box(frame: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """A box of an I420 frame as its own I420 array, and the box itself (grown to even edges, clipped).
+
+    Lets a consumer convert just the region it looks at (``cv2.cvtColor(box, cv2.COLOR_YUV2BGR_I420)``).
+    """
+    width, height = i420_size(frame)
+    x0, y0 = max(x0, 0) // 2 * 2, max(y0, 0) // 2 * 2
+    x1, y1 = min((x1 + 1) // 2 * 2, width), min((y1 + 1) // 2 * 2, height)
+    luma, chroma_u, chroma_v = i420_planes(frame)
+    box_w, box_h = max(x1 - x0, 0), max(y1 - y0, 0)
+    box = np.concatenate([luma[y0:y1, x0:x1].reshape(-1), chroma_u[y0 // 2:y1 // 2, x0 // 2:x1 // 2].reshape(-1),
+                          chroma_v[y0 // 2:y1 // 2, x0 // 2:x1 // 2].reshape(-1)]).reshape(box_h * 3 // 2, box_w)
+    return box, (x0, y0, x1, y1)
+
+
 class FrameReader:
     """Decode a video as a stream of BGR ``uint8`` frames (H, W, 3), a few frames buffered.
 

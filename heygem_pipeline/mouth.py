@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from heygem_pipeline.media import i420_box, i420_planes, i420_size
+
 UPPER_INNER = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308)
 LOWER_INNER = (78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308)
 OUTER_LIP = (61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291, 375, 321, 405, 314, 17, 84, 181, 91, 146)
@@ -300,15 +302,6 @@ def _support_box(warp: MouthWarp, width: int, height: int) -> tuple[int, int, in
     return x0, y0, x1, y1
 
 
-def _i420_planes(frame: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Views of the Y, U and V planes of an I420 frame (contiguous: Y, then U, then V, each row-major)."""
-    flat = frame.reshape(-1)
-    size, quarter = width * height, width * height // 4
-    return (flat[:size].reshape(height, width),
-            flat[size: size + quarter].reshape(height // 2, width // 2),
-            flat[size + quarter:].reshape(height // 2, width // 2))
-
-
 def render_mouth_i420(frame: np.ndarray, landmarks: np.ndarray, params: np.ndarray) -> np.ndarray:
     """``render_mouth`` on an OpenCV I420 frame (H*3/2, W), in place.
 
@@ -316,7 +309,7 @@ def render_mouth_i420(frame: np.ndarray, landmarks: np.ndarray, params: np.ndarr
     within it, only luma pixels (and chroma blocks) that the drawing changed are written, so the rest of the
     frame stays bit-identical to the decoded template.
     """
-    height, width = frame.shape[0] * 2 // 3, frame.shape[1]
+    width, height = i420_size(frame)
     geometry = face_geometry(landmarks)
     if geometry.height < 20 or geometry.half_width < 3:
         return frame
@@ -327,27 +320,20 @@ def render_mouth_i420(frame: np.ndarray, landmarks: np.ndarray, params: np.ndarr
     y0 = min(y0, int(np.floor(samples[:, 1].min())) - 1)
     x1 = max(x1, int(np.ceil(samples[:, 0].max())) + 2)
     y1 = max(y1, int(np.ceil(samples[:, 1].max())) + 2)
-    # Even box: one chroma sample covers 2x2 pixels.
-    x0, y0 = max(x0, 0) // 2 * 2, max(y0, 0) // 2 * 2
-    x1, y1 = min((x1 + 1) // 2 * 2, width), min((y1 + 1) // 2 * 2, height)
+    box, (x0, y0, x1, y1) = i420_box(frame, x0, y0, x1, y1)  # even edges: a chroma sample covers 2x2 pixels
     if x1 - x0 < 4 or y1 - y0 < 4:
         return frame
-    luma, chroma_u, chroma_v = _i420_planes(frame, width, height)
-    cx0, cy0, cx1, cy1 = x0 // 2, y0 // 2, x1 // 2, y1 // 2
-    box_w, box_h = x1 - x0, y1 - y0
-    box = np.concatenate([luma[y0:y1, x0:x1].reshape(-1), chroma_u[cy0:cy1, cx0:cx1].reshape(-1),
-                          chroma_v[cy0:cy1, cx0:cx1].reshape(-1)]).reshape(box_h * 3 // 2, box_w)
     bgr = cv2.cvtColor(box, cv2.COLOR_YUV2BGR_I420)
     drawn = render_mouth(bgr, landmarks - np.array([x0, y0, 0], dtype=landmarks.dtype), params)
     changed = np.any(drawn != bgr, axis=-1)
     if not changed.any():
         return frame
-    back = cv2.cvtColor(drawn, cv2.COLOR_BGR2YUV_I420)
-    back_y, back_u, back_v = _i420_planes(back, box_w, box_h)
+    back_y, back_u, back_v = i420_planes(cv2.cvtColor(drawn, cv2.COLOR_BGR2YUV_I420))
+    luma, chroma_u, chroma_v = i420_planes(frame)
     np.copyto(luma[y0:y1, x0:x1], back_y, where=changed)
-    block_changed = changed.reshape(box_h // 2, 2, box_w // 2, 2).any(axis=(1, 3))
-    np.copyto(chroma_u[cy0:cy1, cx0:cx1], back_u, where=block_changed)
-    np.copyto(chroma_v[cy0:cy1, cx0:cx1], back_v, where=block_changed)
+    block_changed = changed.reshape((y1 - y0) // 2, 2, (x1 - x0) // 2, 2).any(axis=(1, 3))
+    np.copyto(chroma_u[y0 // 2:y1 // 2, x0 // 2:x1 // 2], back_u, where=block_changed)
+    np.copyto(chroma_v[y0 // 2:y1 // 2, x0 // 2:x1 // 2], back_v, where=block_changed)
     return frame
 
 
