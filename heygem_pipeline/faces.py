@@ -9,12 +9,15 @@ a face — and, with several people in the picture, on the same one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -140,6 +143,25 @@ def _missing() -> FaceFrame:
                      confidence=0.0)
 
 
+@contextlib.contextmanager
+def quiet_native_stderr() -> Iterator[None]:
+    """Silence file descriptor 2 for a moment.
+
+    MediaPipe's C++ side writes start-up warnings ("Feedback manager requires…", "Using NORM_RECT…") straight to
+    stderr through absl, with no Python switch; they would bury the CLI's own output. Python errors still raise.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 class FaceTracker:
     """Follow one presenter's face through a stream of BGR frames, 478 landmarks per frame in frame pixels.
 
@@ -165,6 +187,13 @@ class FaceTracker:
         self.reacquire_after = reacquire_after
         self.max_crop_side = max_crop_side
         self.max_detect_side = max_detect_side
+        self._quiet_calls = 3  # MediaPipe's start-up warnings come with the first few calls; keep them off the CLI
+        self.detections_run = 0
+        with quiet_native_stderr():
+            self._make_models(mp, min_detection_confidence, min_tracking_confidence)
+            self.reset()  # runs the mesh once: its models initialise here
+
+    def _make_models(self, mp: Any, min_detection_confidence: float, min_tracking_confidence: float) -> None:
         self._detector = mp.solutions.face_detection.FaceDetection(
             model_selection=1, min_detection_confidence=min_detection_confidence)
         # static_image_mode=False: the mesh reuses its previous landmarks as the next region of interest instead of
@@ -173,8 +202,6 @@ class FaceTracker:
         self._mesh = mp.solutions.face_mesh.FaceMesh(
             static_image_mode=False, refine_landmarks=True, max_num_faces=1,
             min_detection_confidence=min_detection_confidence, min_tracking_confidence=min_tracking_confidence)
-        self.detections_run = 0
-        self.reset()
 
     # -- state
 
@@ -313,6 +340,13 @@ class FaceTracker:
 
     def process(self, frame: np.ndarray) -> FaceFrame:
         """Observe one BGR frame; landmarks are raw (not smoothed). ``found`` is False when no face is tracked."""
+        if self._quiet_calls > 0:
+            self._quiet_calls -= 1
+            with quiet_native_stderr():
+                return self._process(frame)
+        return self._process(frame)
+
+    def _process(self, frame: np.ndarray) -> FaceFrame:
         height, width = frame.shape[:2]
         detections: list[_Detection] | None = None
         if self._centre is None:
