@@ -17,18 +17,20 @@ pixels that actually moved are written, so there is no box edge and the rest of 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
+from heygem_pipeline.faces import CHIN, face_height
 from heygem_pipeline.media import i420_box, i420_planes, i420_size
 
 UPPER_INNER = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308)
 LOWER_INNER = (78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308)
 OUTER_LIP = (61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291, 375, 321, 405, 314, 17, 84, 181, 91, 146)
 LEFT_EYE_OUTER, RIGHT_EYE_OUTER = 33, 263
-FOREHEAD, CHIN, NOSE_BOTTOM = 10, 152, 2
+NOSE_BOTTOM = 2
 MOUTH_LEFT, MOUTH_RIGHT = 61, 291
 SKIN_SAMPLES = (1, 4, 5, 50, 280, 101, 330, 205, 425)  # nose bridge and cheeks
 UPPER_LIP_TOP, LOWER_LIP_BOTTOM = 0, 17
@@ -88,7 +90,7 @@ def face_geometry(landmarks: np.ndarray) -> FaceGeometry:
     x_axis /= np.linalg.norm(x_axis) + 1e-9
     y_axis = np.array([-x_axis[1], x_axis[0]])
     origin = (points[13] + points[14]) / 2  # centre of the inner lips
-    height = float(np.linalg.norm(points[FOREHEAD] - points[CHIN]))
+    height = float(face_height(landmarks))
 
     def v_of(index: int) -> float:
         return float((points[index] - origin) @ y_axis)
@@ -310,10 +312,9 @@ def render_mouth_i420(frame: np.ndarray, landmarks: np.ndarray, params: np.ndarr
     frame stays bit-identical to the decoded template.
     """
     width, height = i420_size(frame)
-    geometry = face_geometry(landmarks)
-    if geometry.height < 20 or geometry.half_width < 3:
+    warp = _mouth_warp(landmarks, params)
+    if warp is None:
         return frame
-    warp = MouthWarp(geometry, MouthShape.from_params(params, geometry))
     x0, y0, x1, y1 = _support_box(warp, width, height)
     samples = landmarks[list(SKIN_SAMPLES + OUTER_LIP), :2]
     x0 = min(x0, int(np.floor(samples[:, 0].min())) - 1)
@@ -324,7 +325,10 @@ def render_mouth_i420(frame: np.ndarray, landmarks: np.ndarray, params: np.ndarr
     if x1 - x0 < 4 or y1 - y0 < 4:
         return frame
     bgr = cv2.cvtColor(box, cv2.COLOR_YUV2BGR_I420)
-    drawn = render_mouth(bgr, landmarks - np.array([x0, y0, 0], dtype=landmarks.dtype), params)
+    # The same warp in the box's coordinates: only the origin moves.
+    offset = np.array([x0, y0], dtype=np.float64)
+    box_warp = MouthWarp(dataclasses.replace(warp.g, origin=warp.g.origin - offset), warp.shape)
+    drawn = _draw(bgr, landmarks - np.array([x0, y0, 0], dtype=landmarks.dtype), box_warp, inplace=False)
     changed = np.any(drawn != bgr, axis=-1)
     if not changed.any():
         return frame
@@ -340,10 +344,20 @@ def render_mouth_i420(frame: np.ndarray, landmarks: np.ndarray, params: np.ndarr
 def render_mouth(frame: np.ndarray, landmarks: np.ndarray, params: np.ndarray, *, inplace: bool = False
                  ) -> np.ndarray:
     """``frame`` with the mouth set to ``params`` (open, spread, round, press); a copy unless ``inplace``."""
+    warp = _mouth_warp(landmarks, params)
+    return frame if warp is None else _draw(frame, landmarks, warp, inplace)
+
+
+def _mouth_warp(landmarks: np.ndarray, params: np.ndarray) -> MouthWarp | None:
+    """The warp for one frame, or None for a face too small to draw on."""
     geometry = face_geometry(landmarks)
     if geometry.height < 20 or geometry.half_width < 3:
-        return frame
-    warp = MouthWarp(geometry, MouthShape.from_params(params, geometry))
+        return None
+    return MouthWarp(geometry, MouthShape.from_params(params, geometry))
+
+
+def _draw(frame: np.ndarray, landmarks: np.ndarray, warp: MouthWarp, inplace: bool) -> np.ndarray:
+    geometry = warp.g
     h, w = frame.shape[:2]
     x0, y0, x1, y1 = _support_box(warp, w, h)
     if x1 - x0 < 4 or y1 - y0 < 4:
