@@ -6,12 +6,9 @@ to the bucket (``<render>.quality.json``) so the campaign manifest can show them
 """
 
 # No `from __future__ import annotations`: Dagster reads the parameter annotations at definition time.
-import tempfile
 import warnings
 from collections.abc import Iterator
-from pathlib import Path
 
-import ffmpeg
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
@@ -29,7 +26,7 @@ from assets.videos import lipsync_video
 from heygem_pipeline import pipeline
 from heygem_pipeline.campaigns import CODE_VERSIONS, avatar_dir, quality_record_path, render_error_key
 from heygem_pipeline.faces import FaceTrack
-from heygem_pipeline.media import ff_path, probe, run_ffmpeg
+from heygem_pipeline.media import probe
 from heygem_pipeline.quality import measure_sync
 from resources.bucket import BucketResource
 
@@ -37,8 +34,6 @@ MAX_SYNC_OFFSET_FRAMES = 1
 # The offset is only meaningful when mouth and voice correlate at all: a mouth that never moves gives no lag.
 MIN_SYNC_CONFIDENCE = 0.1
 MIN_FACE_COVERAGE = 0.8
-CROP_MARGIN = 1.6  # crop side = this × the larger side of the box the face moves in
-CROP_SIDE = 256  # pixels of the measured crop
 
 SYNC_CHECK, DURATION_CHECK, FACE_CHECK = "av_sync_within_1_frame", "duration_matches_audio", "face_coverage"
 # Per-partition check results are a preview feature in Dagster 1.13; they are what makes a failed check show on
@@ -54,26 +49,6 @@ with warnings.catch_warnings():
         AssetCheckSpec(FACE_CHECK, asset=lipsync_video, partitions_def=pair_partitions,
                        description=f"The face is found in at least {MIN_FACE_COVERAGE:.0%} of the output frames."),
     ]
-
-
-def face_crop(video: Path, track: FaceTrack, dest: Path) -> Path:
-    """``video`` cropped to where the template's face moves (scaled to ``CROP_SIDE``), its audio copied as is;
-    ``video`` itself when no crop would be smaller."""
-    usable = track.usable()
-    if not usable.any():
-        return video
-    boxes = track.boxes[usable]
-    x0, y0, x1, y1 = boxes[:, 0].min(), boxes[:, 1].min(), boxes[:, 2].max(), boxes[:, 3].max()
-    side = int(max(x1 - x0, y1 - y0) * CROP_MARGIN) // 2 * 2
-    if side <= 0 or side * 2 > min(track.width, track.height) * 2 * 0.8:
-        return video
-    left = int(min(max(0.0, (x0 + x1 - side) / 2), track.width - side)) // 2 * 2
-    top = int(min(max(0.0, (y0 + y1 - side) / 2), track.height - side)) // 2 * 2
-    source = ffmpeg.input(ff_path(video))
-    picture = source.video.filter("crop", side, side, left, top).filter("scale", CROP_SIDE, CROP_SIDE)
-    run_ffmpeg(ffmpeg.output(picture, source.audio, ff_path(dest), vcodec="libx264", preset="ultrafast", crf=12,
-                             acodec="copy").overwrite_output(), "cropping the face for quality checks")
-    return dest
 
 
 def _latest_render(context: AssetCheckExecutionContext) -> dict:
@@ -98,10 +73,9 @@ def lipsync_quality_checks(context: AssetCheckExecutionContext, bucket: BucketRe
     error_key = render_error_key(variant, script, avatar)
     with stage_failures(context, store, "checks", error_key, record["render_id"]), \
             store.local_file(record["path"]) as video, \
-            store.local_file(f"{avatar_dir(store, avatar)}/{pipeline.AVATAR_TRACK}") as track_file, \
-            tempfile.TemporaryDirectory(prefix="heygem-check-") as tmp:
+            store.local_file(f"{avatar_dir(store, avatar)}/{pipeline.AVATAR_TRACK}") as track_file:
         info = probe(video)
-        report = measure_sync(face_crop(video, FaceTrack.load(track_file), Path(tmp) / "face.mp4"))
+        report = measure_sync(video, face_track=FaceTrack.load(track_file))
     fps = report.fps or float(record["fps"])
     frame = 1.0 / fps
     voice_s = float(record["duration_s"])

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import ffmpeg
 from dagster import Backoff, Failure, Jitter, MetadataValue, RetryPolicy
 
 from heygem_pipeline.campaigns import Bucket, clear_error, write_error
 from heygem_pipeline.errors import HeygemError, InputError
-from heygem_pipeline.media import ff_path, probe, run_ffmpeg
+from heygem_pipeline.media import thumbnail_jpeg
 
 # Transient faults (storage hiccups, an encoder or the GPU dying mid-run) are retried with exponential backoff:
 # 2 s, 4 s, 8 s (± jitter). Bad input is never retried (see `stage_failures`).
@@ -58,14 +56,8 @@ def stage_failures(context, bucket: Bucket, stage: str, key: str, token: str,
 
 
 def thumbnail_markdown(video: str | Path, width: int = 320) -> MetadataValue:
-    """A JPEG frame from 40 % into ``video`` as a markdown image with a data URI (the UI has no image type)."""
-    info = probe(video)
-    at = 0.4 * (info.duration or 0.0)
-    with tempfile.TemporaryDirectory(prefix="heygem-thumb-") as tmp:
-        jpeg = Path(tmp) / "thumb.jpg"
-        run_ffmpeg(ffmpeg.input(ff_path(video), ss=f"{at:.3f}").output(
-            ff_path(jpeg), vframes=1, vf=f"scale={width}:-2", **{"q:v": 5}).overwrite_output(), "making a thumbnail")
-        encoded = base64.b64encode(jpeg.read_bytes()).decode("ascii")
+    """A frame from 40 % into ``video`` as a markdown image with a data URI (the UI has no image type)."""
+    encoded = base64.b64encode(thumbnail_jpeg(video, width)).decode("ascii")
     return MetadataValue.md(f"![thumbnail](data:image/jpeg;base64,{encoded})")
 
 

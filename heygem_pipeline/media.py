@@ -189,6 +189,17 @@ def atomic_output(dest: str | os.PathLike[str]) -> Iterator[Path]:
             tmp.unlink()
 
 
+def thumbnail_jpeg(video: str | os.PathLike[str], width: int = 320, at: float = 0.4) -> bytes:
+    """A JPEG of the frame at ``at`` (share of the duration) of ``video``, ``width`` pixels wide."""
+    info = probe(video)
+    seek = at * (info.duration or 0.0)
+    with tempfile.TemporaryDirectory(prefix="heygem-thumb-") as tmp:
+        jpeg = Path(tmp) / "thumb.jpg"
+        run_ffmpeg(ffmpeg.input(ff_path(video), ss=f"{seek:.3f}").output(
+            ff_path(jpeg), vframes=1, vf=f"scale={width}:-2", **{"q:v": 5}).overwrite_output(), "making a thumbnail")
+        return jpeg.read_bytes()
+
+
 FRAME_SHAPES = ("bgr24", "yuv420p")
 
 

@@ -9,16 +9,20 @@ Nothing from the render is trusted: this reads the delivered file, as a viewer w
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import ffmpeg
 import numpy as np
 
 from heygem_pipeline.audio import ANALYSIS_RATE, decode_audio
-from heygem_pipeline.faces import FaceTracker, face_height
-from heygem_pipeline.media import FrameReader, probe
+from heygem_pipeline.faces import FaceTrack, FaceTracker, face_height
+from heygem_pipeline.media import FrameReader, ff_path, probe, run_ffmpeg
 
 MAX_LAG_FRAMES = 5
+CROP_MARGIN = 1.6  # measured crop side = this × the larger side of the box the template's face moves in
+CROP_SIDE = 256  # pixels of the measured crop: the face mesh sees 192 px anyway
 
 
 @dataclass(frozen=True)
@@ -87,8 +91,34 @@ def best_lag(aperture: np.ndarray, loudness: np.ndarray, max_lag: int = MAX_LAG_
     return best
 
 
-def measure_sync(video: str | os.PathLike[str]) -> SyncReport:
-    """Measure the A/V offset of a rendered video from its own picture and sound."""
+def face_crop(video: str | os.PathLike[str], track: FaceTrack, dest: str | os.PathLike[str]) -> Path:
+    """``video`` cropped to where the template's face moves (scaled to ``CROP_SIDE``), its audio copied as is;
+    ``video`` itself when no crop would be smaller. Measuring the crop costs a third less than the full frame."""
+    usable = track.usable()
+    if not usable.any():
+        return Path(video)
+    boxes = track.boxes[usable]
+    x0, y0, x1, y1 = boxes[:, 0].min(), boxes[:, 1].min(), boxes[:, 2].max(), boxes[:, 3].max()
+    side = int(max(x1 - x0, y1 - y0) * CROP_MARGIN) // 2 * 2
+    if side <= 0 or side * 2 > min(track.width, track.height) * 2 * 0.8:
+        return Path(video)
+    left = int(min(max(0.0, (x0 + x1 - side) / 2), track.width - side)) // 2 * 2
+    top = int(min(max(0.0, (y0 + y1 - side) / 2), track.height - side)) // 2 * 2
+    source = ffmpeg.input(ff_path(video))
+    picture = source.video.filter("crop", side, side, left, top).filter("scale", CROP_SIDE, CROP_SIDE)
+    run_ffmpeg(ffmpeg.output(picture, source.audio, ff_path(dest), vcodec="libx264", preset="ultrafast", crf=12,
+                             acodec="copy").overwrite_output(), "cropping the face for quality checks")
+    return Path(dest)
+
+
+def measure_sync(video: str | os.PathLike[str], face_track: FaceTrack | None = None) -> SyncReport:
+    """Measure the A/V offset of a rendered video from its own picture and sound.
+
+    With the avatar's ``face_track``, only the region where the face moves is measured (same result, cheaper).
+    """
+    if face_track is not None:
+        with tempfile.TemporaryDirectory(prefix="heygem-sync-") as tmp:
+            return measure_sync(face_crop(video, face_track, Path(tmp) / "face.mp4"))
     aperture, fps = mouth_apertures(video)
     samples = decode_audio(Path(video))
     loudness = frame_loudness(samples, len(aperture), fps)
