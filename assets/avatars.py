@@ -16,6 +16,7 @@ from heygem_pipeline.campaigns import (
     track_stamp_path,
     track_token,
 )
+from heygem_pipeline.media import thumbnail_jpeg
 from resources.bucket import BucketResource
 from resources.ffmpeg import FFmpegResource
 
@@ -35,7 +36,7 @@ def avatar_video(context: AssetExecutionContext, bucket: BucketResource, ffmpeg:
                 folder, outputs=(pipeline.AVATAR_TEMPLATE, pipeline.AVATAR_RECORD)) as work:
             intake = pipeline.prepare_avatar(local_upload, work, fps=media.fps, still_seconds=media.still_seconds,
                                              settings=ffmpeg.encode_settings())
-            thumbnail = thumbnail_markdown(work / pipeline.AVATAR_TEMPLATE)
+            thumbnail = thumbnail_markdown(thumbnail_jpeg(work / pipeline.AVATAR_TEMPLATE))
         store.write_json(avatar_stamp_path(store, key), stamp(token, source=upload.name))
     return MaterializeResult(metadata={
         "source": upload.name,

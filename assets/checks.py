@@ -26,7 +26,6 @@ from assets.videos import lipsync_video
 from heygem_pipeline import pipeline
 from heygem_pipeline.campaigns import CODE_VERSIONS, avatar_dir, quality_record_path, render_error_key
 from heygem_pipeline.faces import FaceTrack
-from heygem_pipeline.media import probe
 from heygem_pipeline.quality import measure_sync
 from resources.bucket import BucketResource
 
@@ -74,13 +73,12 @@ def lipsync_quality_checks(context: AssetCheckExecutionContext, bucket: BucketRe
     with stage_failures(context, store, "checks", error_key, record["render_id"]), \
             store.local_file(record["path"]) as video, \
             store.local_file(f"{avatar_dir(store, avatar)}/{pipeline.AVATAR_TRACK}") as track_file:
-        info = probe(video)
         report = measure_sync(video, face_track=FaceTrack.load(track_file))
     fps = report.fps or float(record["fps"])
     frame = 1.0 / fps
     voice_s = float(record["duration_s"])
     video_s = report.frames / fps
-    audio_s = info.audio.duration if info.audio and info.audio.duration else 0.0
+    audio_s = report.audio_duration_s
     sync_ok = abs(report.offset_frames) <= MAX_SYNC_OFFSET_FRAMES and report.confidence >= MIN_SYNC_CONFIDENCE
     # ≤ one frame, plus a millisecond of container rounding.
     duration_ok = abs(video_s - voice_s) <= frame + 1e-3 and abs(audio_s - voice_s) <= frame + 1e-3

@@ -5,13 +5,11 @@ from __future__ import annotations
 import base64
 import contextlib
 from collections.abc import Iterator
-from pathlib import Path
 
 from dagster import Backoff, Failure, Jitter, MetadataValue, RetryPolicy
 
 from heygem_pipeline.campaigns import Bucket, clear_error, write_error
 from heygem_pipeline.errors import HeygemError, InputError
-from heygem_pipeline.media import thumbnail_jpeg
 
 # Transient faults (storage hiccups, an encoder or the GPU dying mid-run) are retried with exponential backoff:
 # 2 s, 4 s, 8 s (± jitter). Bad input is never retried (see `stage_failures`).
@@ -55,9 +53,9 @@ def stage_failures(context, bucket: Bucket, stage: str, key: str, token: str,
     clear_error(bucket, stage, key)
 
 
-def thumbnail_markdown(video: str | Path, width: int = 320) -> MetadataValue:
-    """A frame from 40 % into ``video`` as a markdown image with a data URI (the UI has no image type)."""
-    encoded = base64.b64encode(thumbnail_jpeg(video, width)).decode("ascii")
+def thumbnail_markdown(jpeg: bytes) -> MetadataValue:
+    """A JPEG as a markdown image with a data URI (the UI has no image type)."""
+    encoded = base64.b64encode(jpeg).decode("ascii")
     return MetadataValue.md(f"![thumbnail](data:image/jpeg;base64,{encoded})")
 
 

@@ -187,7 +187,7 @@ class FaceTracker:
         self.reacquire_after = reacquire_after
         self.max_crop_side = max_crop_side
         self.max_detect_side = max_detect_side
-        self._quiet_calls = 3  # MediaPipe's start-up warnings come with the first few calls; keep them off the CLI
+        self._quiet_calls = 3  # MediaPipe's start-up warnings come with the first faces; keep them off the CLI
         self.detections_run = 0
         with quiet_native_stderr():
             self._make_models(mp, min_detection_confidence, min_tracking_confidence)
@@ -341,9 +341,11 @@ class FaceTracker:
     def process(self, frame: np.ndarray) -> FaceFrame:
         """Observe one BGR frame; landmarks are raw (not smoothed). ``found`` is False when no face is tracked."""
         if self._quiet_calls > 0:
-            self._quiet_calls -= 1
+            # The warnings come when the mesh's landmark model first runs, i.e. with the first faces found.
             with quiet_native_stderr():
-                return self._process(frame)
+                face = self._process(frame)
+            self._quiet_calls -= 1 if face.found else 0
+            return face
         return self._process(frame)
 
     def _process(self, frame: np.ndarray) -> FaceFrame:

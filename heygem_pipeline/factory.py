@@ -10,6 +10,7 @@ render behind it, which would only busy-wait), and preparation and quality check
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures as futures
 import contextlib
 import multiprocessing
@@ -56,13 +57,17 @@ class FactoryError(HeygemError):
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One Dagster run to execute: a job, a partition, and which part of the pair job (render or checks)."""
+    """One Dagster run to execute: a job, a partition, and which part of the pair job (render or checks).
+
+    Plain data, so the parent process plans runs without importing Dagster; the worker builds the run config.
+    """
 
     job: str
     partition: str  # for pairs: "script|avatar" in this order (see `_partition_key`)
-    run_config: dict[str, Any]
+    bucket_url: str
     tags: dict[str, str]
     part: str = "all"  # "all", "render" (the asset alone) or "checks" (the checks alone)
+    render: RenderOptions | None = None  # render runs: the campaign's options
 
 
 @dataclass(frozen=True)
@@ -151,17 +156,46 @@ def _worker_init(dagster_home: str, niceness: int) -> None:
         os.nice(niceness)
     # A worker interrupted by Ctrl-C would print a traceback per run; the parent handles the interrupt.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Registered first, so it runs last: once every other exit handler has run, leave without the interpreter's
+    # teardown of Dagster's and MediaPipe's modules (about a second per worker, at the end of every `heygem run`).
+    # Nothing is in flight by then: the runs are finished and their events stored.
+    atexit.register(_exit_now)
+
+
+def _exit_now() -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def warm_up() -> None:
     """Load Dagster, the definitions and the media stack once, while the parent is still scanning the bucket."""
-    from dagster import DagsterInstance
-
     from heygem_pipeline import quality  # noqa: F401 - imported for its side effect: MediaPipe loaded
     from heygem_pipeline.definitions import defs
 
     _WORKER.setdefault("defs", defs)
-    _WORKER.setdefault("instance", DagsterInstance.get())
+
+
+def _instance():
+    if "instance" not in _WORKER:
+        from dagster import DagsterInstance
+
+        _WORKER["instance"] = DagsterInstance.get()
+    return _WORKER["instance"]
+
+
+def prepare_instance(partitions: dict[str, list[str]]) -> str:
+    """Open (creating if needed) the instance in ``DAGSTER_HOME``, limit the ``gpu`` pool to one slot, and register
+    the dynamic partitions the bucket has (``{"script": [...], "avatar": [...], "campaign": [...]}``) that the
+    instance lacks. Returns the instance's folder. Runs in a worker, so the parent never imports Dagster."""
+    from heygem_pipeline.instance import init
+
+    instance = _WORKER["instance"] = init()
+    for name, keys in partitions.items():
+        new = sorted(set(keys) - set(instance.get_dynamic_partitions(name)))
+        if new:
+            instance.add_dynamic_partitions(name, new)
+    return str(instance.root_directory)
 
 
 def _partition_key(spec: RunSpec):
@@ -190,10 +224,12 @@ def execute_run(spec: RunSpec) -> RunOutcome:
     """Execute one run of the code location's job in this process, on the instance in ``DAGSTER_HOME``."""
     from dagster import AssetKey
 
+    from assets.jobs import run_config  # the same run config the sensor and the schedule send
+
     started = time.perf_counter()
     if "defs" not in _WORKER:
         warm_up()
-    defs, instance = _WORKER["defs"], _WORKER["instance"]
+    defs, instance = _WORKER["defs"], _instance()
     job = defs.resolve_job_def(spec.job)
     if spec.part != "all":
         video = AssetKey("lipsync_video")
@@ -201,7 +237,8 @@ def execute_run(spec: RunSpec) -> RunOutcome:
         job = job.get_subset(asset_selection={video} if spec.part == "render" else set(),
                              asset_check_selection=set() if spec.part == "render" else checks)
     try:
-        result = job.execute_in_process(run_config={**spec.run_config, **QUIET_LOGGERS}, instance=instance,
+        config = {**run_config(spec.bucket_url, spec.render), **QUIET_LOGGERS}
+        result = job.execute_in_process(run_config=config, instance=instance,
                                         partition_key=_partition_key(spec), tags=spec.tags, raise_on_error=False)
     except Exception as error:  # a run that could not even start (bad config, storage error)
         return RunOutcome(spec, "", False, (f"{type(error).__name__}: {error}",), time.perf_counter() - started)
@@ -223,10 +260,8 @@ class _Task:
 
 
 def _tasks(bucket: Bucket, work, campaigns: list[Campaign], run_tags: dict[str, str]) -> dict[str, _Task]:
-    from assets.jobs import run_config  # the same run config the sensor and the schedule send
-
     tasks: dict[str, _Task] = {}
-    base = run_config(bucket.url)
+    base = bucket.url
     needs_script, needs_avatar = set(work.scripts), set(work.avatars)
 
     def add(task: _Task) -> None:
@@ -245,10 +280,9 @@ def _tasks(bucket: Bucket, work, campaigns: list[Campaign], run_tags: dict[str, 
     for pair in work.renders:
         deps = {d for d in (f"script:{pair.script}", f"avatar:{pair.avatar}") if d in tasks}
         partition = f"{pair.script}|{pair.avatar}"
-        config = run_config(bucket.url, pair.options)
         tags = {**run_tags, "heygem/variant": pair.variant}
         render_id = f"render:{pair.variant}:{partition}"
-        add(_Task(render_id, RunSpec("pair_job", partition, config, tags, "render"), "render", deps,
+        add(_Task(render_id, RunSpec("pair_job", partition, base, tags, "render", pair.options), "render", deps,
                   ((pair.script, pair.avatar),)))
         # A checks-only run has no render step, so its config carries no render options.
         add(_Task(f"checks:{pair.variant}:{partition}", RunSpec("pair_job", partition, base, tags, "checks"),
@@ -381,13 +415,6 @@ def _select_campaigns(scan: BucketScan, campaign: str | None) -> list[Campaign]:
     raise FactoryError(f"no campaign {campaign!r} in the bucket (campaigns: {available})")
 
 
-def _register_partitions(instance, scan: BucketScan) -> None:
-    for name, keys in (("script", scan.scripts), ("avatar", scan.avatars), ("campaign", scan.campaigns)):
-        new = sorted(set(keys) - set(instance.get_dynamic_partitions(name)))
-        if new:
-            instance.add_dynamic_partitions(name, new)
-
-
 def _print_progress(done: int, total: int, message: str) -> None:
     print(f"[{done}/{total} pairs] {message}", file=sys.stderr, flush=True)
 
@@ -399,27 +426,31 @@ def run_factory(bucket: str, campaign: str | None = None, progress: ProgressFn |
 
     ``workers``: run processes (default: 2, or 1 on a single core; 0 runs everything in this process).
     """
-    from heygem_pipeline.instance import init
+    from heygem_pipeline.instance import dagster_home, prepare_home
 
     started = time.perf_counter()
     progress = progress or (lambda done, total, message: None)
     settings = Settings.from_env()
     store = Bucket(bucket, work_prefix=settings.work_prefix)
-    instance = init()
-    home = str(instance.root_directory)
+    home = str(prepare_home(dagster_home()))
     workers = (min(2, os.cpu_count() or 1) if workers is None else workers)
     if store.is_process_local:  # memory:// is only visible to this process
         workers = 0
     with contextlib.ExitStack() as stack:
+        # The workers start loading Dagster and the models at once, while this process scans the bucket.
         pools = stack.enter_context(_lanes(workers, home)) if workers > 0 else {}
-        return _run(store, campaign, progress, instance, home, settings, pools, started)
+        return _run(store, campaign, progress, home, settings, pools, started)
 
 
-def _run(store: Bucket, campaign: str | None, progress: ProgressFn, instance, home: str, settings: Settings,
+def _run(store: Bucket, campaign: str | None, progress: ProgressFn, home: str, settings: Settings,
          pools: dict[str, futures.ProcessPoolExecutor], started: float) -> FactoryReport:
     scan = scan_bucket(store)
     selected = _select_campaigns(scan, campaign)
-    _register_partitions(instance, scan)
+    partitions = {"script": list(scan.scripts), "avatar": list(scan.avatars), "campaign": list(scan.campaigns)}
+    if pools:
+        home = next(iter(pools.values())).submit(prepare_instance, partitions).result()
+    else:
+        home = prepare_instance(partitions)
     media = MediaOptions(fps=settings.fps, still_seconds=settings.still_seconds, voice=settings.voice)
     defaults = RenderOptions(engine=settings.engine, crf=settings.crf, preset=settings.preset)
     work = plan_work(FactoryState(store, scan, media, defaults), selected, retry_failed=True)

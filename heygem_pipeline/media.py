@@ -200,6 +200,19 @@ def thumbnail_jpeg(video: str | os.PathLike[str], width: int = 320, at: float = 
         return jpeg.read_bytes()
 
 
+def frame_jpeg(frame: np.ndarray, pix_fmt: str = "bgr24", width: int = 320, quality: int = 85) -> bytes:
+    """A JPEG of one decoded or rendered frame (BGR, or OpenCV I420 with ``pix_fmt="yuv420p"``), ``width`` wide."""
+    import cv2  # only previews need it here
+
+    bgr = cv2.cvtColor(frame, cv2.COLOR_YUV2BGR_I420) if pix_fmt == "yuv420p" else frame
+    height = max(2, round(bgr.shape[0] * width / bgr.shape[1] / 2) * 2)
+    small = cv2.resize(bgr, (width, height), interpolation=cv2.INTER_AREA)
+    ok, data = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise RuntimeError("could not encode a JPEG preview")
+    return data.tobytes()
+
+
 FRAME_SHAPES = ("bgr24", "yuv420p")
 
 
@@ -251,8 +264,13 @@ class FrameReader:
 
     def __init__(self, path: str | os.PathLike[str], width: int | None = None, height: int | None = None,
                  prefetch: int = 8, start_frame: int = 0, max_frames: int | None = None,
-                 fps: float | None = None, pix_fmt: str = "bgr24") -> None:
+                 fps: float | None = None, pix_fmt: str = "bgr24",
+                 crop: tuple[int, int, int, int] | None = None, scale_to: tuple[int, int] | None = None) -> None:
         """``start_frame``/``max_frames`` read a window of a constant-frame-rate video (``fps`` required).
+
+        ``crop=(left, top, width, height)`` (in the video's pixels) and ``scale_to=(width, height)`` are applied by
+        ffmpeg, so a consumer that needs one region sees only that region's bytes; ``width``/``height`` are then
+        the frames' size after both.
 
         ``pix_fmt="yuv420p"`` yields OpenCV I420 arrays (H*3/2, W) instead of BGR (H, W, 3): no colour conversion
         in ffmpeg and half the bytes through the pipe, for consumers that touch only part of each frame.
@@ -272,6 +290,13 @@ class FrameReader:
             if info.video.rotation in (90, 270):
                 # ffmpeg autorotates while decoding, so a quarter-turned video arrives with width and height swapped.
                 width, height = height, width
+        self.filters: list[tuple[str, tuple[int, ...]]] = []
+        if crop is not None:
+            self.filters.append(("crop", (crop[2], crop[3], crop[0], crop[1])))
+            width, height = crop[2], crop[3]
+        if scale_to is not None:
+            self.filters.append(("scale", scale_to))
+            width, height = scale_to
         self.width, self.height = width, height
         self._shape = frame_shape(width, height, pix_fmt)
         self._frame_bytes = int(np.prod(self._shape))
@@ -294,9 +319,13 @@ class FrameReader:
         output_options: dict[str, object] = {"format": "rawvideo", "pix_fmt": self.pix_fmt, "vsync": "passthrough"}
         if self.max_frames is not None:
             output_options["frames:v"] = self.max_frames
+        picture = ffmpeg.input(ff_path(self.path), **input_options)
+        if self.filters:
+            picture = picture["v:0"]
+            for name, values in self.filters:
+                picture = picture.filter(name, *values)
         args = (
-            ffmpeg.input(ff_path(self.path), **input_options)
-            .output("pipe:", **output_options)
+            picture.output("pipe:", **output_options)
             .global_args(*FFMPEG_GLOBAL_ARGS)
             .compile()
         )

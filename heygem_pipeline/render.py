@@ -18,10 +18,11 @@ import numpy as np
 from heygem_pipeline.audio import frame_count
 from heygem_pipeline.engines.base import LipSyncEngine, RenderItem, ScriptFeatures
 from heygem_pipeline.faces import FaceTrack
-from heygem_pipeline.media import EncodeSettings, FrameReader, FrameWriter
+from heygem_pipeline.media import EncodeSettings, FrameReader, FrameWriter, frame_jpeg
 
 Progress = Callable[[int, int], None]
 BACKWARD_BLOCK = 24  # frames held in memory to play a stretch of template backwards
+PREVIEW_AT = 0.4  # share of the video where the preview frame is taken
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class RenderResult:
     height: int
     duration_s: float  # duration of the audio the video covers
     render_seconds: float
+    preview_jpeg: bytes = b""  # the frame 40 % in, as rendered (a thumbnail without decoding the output again)
 
     @property
     def render_fps(self) -> float:
@@ -96,10 +98,13 @@ def render_video(features: ScriptFeatures, audio_source: str | os.PathLike[str],
     order = pingpong_indices(n_out, len(track))
     frames = template_frames(Path(template), order, track.width, track.height, fps, engine.frame_format)
     items = (RenderItem(index, frame, track.frame(int(order[index]))) for index, frame in enumerate(frames))
+    preview_index, preview = min(n_out - 1, int(n_out * PREVIEW_AT)), b""
     engine.load()
     with FrameWriter(dest, track.width, track.height, fps, audio=audio_source, settings=settings,
                      pix_fmt=engine.frame_format) as writer:
         for frame in engine.render(items, features, fps):
+            if writer.frames_written == preview_index:
+                preview = frame_jpeg(frame, engine.frame_format)
             writer.write(frame)
             if progress is not None:
                 progress(writer.frames_written, n_out)
@@ -107,4 +112,4 @@ def render_video(features: ScriptFeatures, audio_source: str | os.PathLike[str],
             raise RuntimeError(f"rendered {writer.frames_written} of {n_out} frames from {template}")
     return RenderResult(path=Path(dest), engine=engine.name, frames=n_out, fps=fps, width=track.width,
                         height=track.height, duration_s=features.duration,
-                        render_seconds=time.perf_counter() - started)
+                        render_seconds=time.perf_counter() - started, preview_jpeg=preview)

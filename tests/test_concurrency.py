@@ -23,9 +23,8 @@ pytestmark = pytest.mark.slow
 SIZE = {"width": 640, "height": 360}
 RENDER_ONE = """
 import json, sys
-from assets.jobs import run_config
 from heygem_pipeline.factory import RunSpec, execute_run
-outcome = execute_run(RunSpec("pair_job", sys.argv[1], run_config(sys.argv[2]), {"test": "concurrency"}, "render"))
+outcome = execute_run(RunSpec("pair_job", sys.argv[1], sys.argv[2], {"test": "concurrency"}, "render"))
 print(json.dumps({"run_id": outcome.run_id, "success": outcome.success, "errors": outcome.errors}))
 """
 

@@ -19,7 +19,7 @@ from heygem_pipeline.faces import FaceTrack
 from heygem_pipeline.media import FrameReader, probe
 from heygem_pipeline.mouth import render_mouth, render_mouth_i420
 from heygem_pipeline.quality import SyncReport, best_lag, measure_sync
-from heygem_pipeline.render import pingpong_indices, template_frames
+from heygem_pipeline.render import RenderResult, pingpong_indices, template_frames
 from heygem_pipeline.visemes import sample_track
 
 FPS = 25.0
@@ -59,10 +59,15 @@ def pause_script(work: Path) -> tuple[Path, list[tuple[float, float]]]:
 
 
 @pytest.fixture(scope="module")
-def rendered(work: Path, avatar_dir: Path, pause_script: tuple[Path, list]) -> Path:
+def render_result(work: Path, avatar_dir: Path, pause_script: tuple[Path, list]) -> RenderResult:
     result = pipeline.render_pair(pause_script[0], avatar_dir, work / "pair.mp4", create_engine("viseme"))
     assert result.path.exists()
-    return result.path
+    return result
+
+
+@pytest.fixture(scope="module")
+def rendered(render_result: RenderResult) -> Path:
+    return render_result.path
 
 
 @pytest.fixture(scope="module")
@@ -211,3 +216,38 @@ def test_i420_drawing_matches_bgr_and_leaves_the_rest_bit_identical(avatar_dir: 
                  slice(int(landmarks[61, 0]) - 10, int(landmarks[291, 0]) + 10))
     # Same drawing either way, up to the colour conversions' rounding.
     assert np.abs(via_i420[mouth_box] - drawn_bgr[mouth_box]).mean() < 4
+
+
+def test_preview_is_a_frame_of_the_render(render_result: RenderResult) -> None:
+    preview = cv2.imdecode(np.frombuffer(render_result.preview_jpeg, np.uint8), cv2.IMREAD_COLOR)
+    assert preview is not None and preview.shape[1] == 320
+    assert abs(preview.shape[0] / preview.shape[1] - render_result.height / render_result.width) < 0.01
+    # The frame 40 % in, as encoded (up to JPEG and H.264 loss).
+    index = int(render_result.frames * 0.4)
+    with FrameReader(render_result.path, start_frame=index, max_frames=1, fps=render_result.fps) as reader:
+        frame = next(iter(reader))
+    small = cv2.resize(frame, (preview.shape[1], preview.shape[0]), interpolation=cv2.INTER_AREA)
+    assert np.abs(small.astype(np.int16) - preview).mean() < 4
+
+
+def test_frame_reader_crops_and_scales_in_ffmpeg(avatar_dir: Path) -> None:
+    template = avatar_dir / pipeline.AVATAR_TEMPLATE
+    with FrameReader(template, max_frames=1) as reader:
+        full = next(iter(reader)).copy()
+    with FrameReader(template, max_frames=1, crop=(100, 40, 160, 120)) as reader:
+        assert (reader.width, reader.height) == (160, 120)
+        crop = next(iter(reader)).copy()
+    assert crop.shape == (120, 160, 3)
+    assert np.abs(crop.astype(np.int16) - full[40:160, 100:260]).mean() < 1
+    with FrameReader(template, max_frames=1, crop=(100, 40, 160, 120), scale_to=(80, 60)) as reader:
+        assert next(iter(reader)).shape == (60, 80, 3)
+
+
+def test_sync_measured_on_the_face_region_agrees_with_the_full_frame(rendered: Path, sync: SyncReport,
+                                                                     avatar_dir: Path) -> None:
+    track = FaceTrack.load(avatar_dir / pipeline.AVATAR_TRACK)
+    cropped = measure_sync(rendered, face_track=track)
+    assert cropped.offset_frames == sync.offset_frames and cropped.frames == sync.frames
+    assert abs(cropped.confidence - sync.confidence) < 0.1
+    assert cropped.face_coverage == pytest.approx(sync.face_coverage, abs=0.02)
+    assert cropped.audio_duration_s == pytest.approx(sync.audio_duration_s)
