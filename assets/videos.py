@@ -30,6 +30,8 @@ from resources.bucket import BucketResource
 from resources.engine import LipSyncEngineResource
 from resources.ffmpeg import FFmpegResource
 
+PROGRESS_LOG_SECONDS = 15.0
+
 
 class RenderConfig(Config):
     """Per-run render options; a campaign's run passes its own, a run from the UI gets the resources' defaults."""
@@ -65,12 +67,15 @@ def lipsync_video(context: AssetExecutionContext, config: RenderConfig, bucket: 
     render_token = f"{inputs_token}|{options.variant}|render-v{CODE_VERSIONS['render']}"
     video_rel = render_path(store, options.variant, script, avatar)
     started = time.perf_counter()
-    last_logged = [0]
+    last_logged = [started]
 
     def progress(done: int, total: int) -> None:
-        if total and done * 4 // total > last_logged[0]:
-            last_logged[0] = done * 4 // total
-            context.log.info(f"rendered {done}/{total} frames")
+        # Every log line is an event in the instance's storage: one per PROGRESS_LOG_SECONDS is enough to follow
+        # a long render in the UI, and short renders log nothing but their result.
+        now = time.perf_counter()
+        if now - last_logged[0] >= PROGRESS_LOG_SECONDS and done < total:
+            last_logged[0] = now
+            context.log.info(f"rendered {done}/{total} frames ({now - started:.0f} s)")
 
     with stage_failures(context, store, "render", error_key, render_token):
         lip_sync = engine.get(options.engine, checkpoint=options.checkpoint)

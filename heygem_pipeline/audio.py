@@ -68,10 +68,10 @@ _SUPPORTED_HINT = "upload a " + "/".join(sorted(AUDIO_EXTENSIONS)) + " voice tra
 # Decoding
 
 
-def _decode(path: str | os.PathLike[str]) -> tuple[np.ndarray, list[str], MediaInfo]:
+def _decode(path: str | os.PathLike[str], info: MediaInfo | None = None) -> tuple[np.ndarray, list[str], MediaInfo]:
     """Decode the first audio stream to 16 kHz mono float32; also return warnings about damage, and the probe."""
     path = Path(path)
-    info = probe(path)  # EmptyFileError / NotMediaError
+    info = info or probe(path)  # EmptyFileError / NotMediaError
     if info.audio is None:
         if info.video is not None and (info.video.codec == "ansi" or info.format_name == "tty"):
             # ffprobe reads some plain-text files as ANSI art: that is text, not a video without sound.
@@ -116,12 +116,13 @@ def _decode(path: str | os.PathLike[str]) -> tuple[np.ndarray, list[str], MediaI
     return samples, warnings, info
 
 
-def decode_audio(path: str | os.PathLike[str]) -> np.ndarray:
+def decode_audio(path: str | os.PathLike[str], info: MediaInfo | None = None) -> np.ndarray:
     """The first audio stream of any media file as 16 kHz mono float32, silence kept (timing must match the source).
 
-    Raises EmptyFileError, NotMediaError, NoAudioStreamError, or TooShortError (< 1 s decodable).
+    ``info``: the file's probe, when the caller has it. Raises EmptyFileError, NotMediaError, NoAudioStreamError,
+    or TooShortError (< 1 s decodable).
     """
-    return _decode(path)[0]
+    return _decode(path, info)[0]
 
 
 # --------------------------------------------------------------------------------------------------------------
