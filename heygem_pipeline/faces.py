@@ -14,6 +14,7 @@ import json
 import math
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ import numpy as np
 
 from heygem_pipeline.engines.base import FaceFrame
 from heygem_pipeline.errors import HeygemError, NoFaceError, TooShortError
-from heygem_pipeline.media import FrameReader, atomic_output, probe
+from heygem_pipeline.media import FrameReader, atomic_output, i420_box, i420_size, probe
 
 LANDMARK_COUNT = 478
 FOREHEAD, CHIN = 10, 152  # landmark 10 → 152 is the face height, the scale for everything face-relative
@@ -143,6 +144,10 @@ def _missing() -> FaceFrame:
                      confidence=0.0)
 
 
+_QUIET_LOCK = threading.Lock()
+_QUIET_STATE = {"depth": 0, "saved": -1}
+
+
 @contextlib.contextmanager
 def quiet_native_stderr() -> Iterator[None]:
     """Silence file descriptor 2 for a moment.
@@ -150,20 +155,41 @@ def quiet_native_stderr() -> Iterator[None]:
     MediaPipe's C++ side writes start-up warnings ("Feedback manager requires…", "Using NORM_RECT…") straight to
     stderr through absl, with no Python switch; they would bury the CLI's own output. Python errors still raise.
     """
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
+    with _QUIET_LOCK:  # two trackers may start at once (track_faces' halves): the first in restores stderr last
+        if _QUIET_STATE["depth"] == 0:
+            sys.stderr.flush()
+            _QUIET_STATE["saved"] = os.dup(2)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 2)
+            os.close(devnull)
+        _QUIET_STATE["depth"] += 1
     try:
-        os.dup2(devnull, 2)
         yield
     finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+        with _QUIET_LOCK:
+            _QUIET_STATE["depth"] -= 1
+            if _QUIET_STATE["depth"] == 0:
+                os.dup2(_QUIET_STATE["saved"], 2)
+                os.close(_QUIET_STATE["saved"])
+
+
+def _frame_size(frame: np.ndarray) -> tuple[int, int]:
+    """(width, height) of a BGR (H, W, 3) or OpenCV I420 (H*3/2, W) frame."""
+    return i420_size(frame) if frame.ndim == 2 else (frame.shape[1], frame.shape[0])
+
+
+def _rgb(frame: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+    """RGB copy of the box [x0, x1) × [y0, y1) of a BGR or I420 frame (only the box is converted)."""
+    if frame.ndim == 2:
+        box, (bx0, by0, _, _) = i420_box(frame, x0, y0, x1, y1)  # grown to even edges
+        return cv2.cvtColor(box, cv2.COLOR_YUV2RGB_I420)[y0 - by0: y1 - by0, x0 - bx0: x1 - bx0]
+    return cv2.cvtColor(frame[y0:y1, x0:x1], cv2.COLOR_BGR2RGB)
 
 
 class FaceTracker:
-    """Follow one presenter's face through a stream of BGR frames, 478 landmarks per frame in frame pixels.
+    """Follow one presenter's face through a stream of frames (BGR, or OpenCV I420 arrays as ``FrameReader``
+    yields with ``pix_fmt="yuv420p"``: only the regions the models look at are converted), 478 landmarks per frame
+    in frame pixels.
 
     Per frame: without a track (start, or lost) the full-range detector finds faces — at the start the largest,
     most central one is chosen, later only one near where the tracked face was, so the track never hops to another
@@ -232,11 +258,12 @@ class FaceTracker:
     def _detect(self, frame: np.ndarray) -> list[_Detection]:
         self.detections_run += 1
         self._since_detect = 0
-        height, width = frame.shape[:2]
+        width, height = _frame_size(frame)
         scale = min(1.0, self.max_detect_side / max(height, width))  # the model sees 192 px anyway; convert less
-        small = frame if scale == 1.0 else cv2.resize(frame, (round(width * scale), round(height * scale)),
-                                                      interpolation=cv2.INTER_AREA)
-        result = self._detector.process(cv2.cvtColor(small, cv2.COLOR_BGR2RGB))
+        rgb = _rgb(frame, 0, 0, width, height)
+        small = rgb if scale == 1.0 else cv2.resize(rgb, (round(width * scale), round(height * scale)),
+                                                    interpolation=cv2.INTER_AREA)
+        result = self._detector.process(np.ascontiguousarray(small))
         found = []
         for detection in result.detections or []:
             rel = detection.location_data.relative_bounding_box
@@ -296,21 +323,20 @@ class FaceTracker:
     def _mesh_at(self, frame: np.ndarray) -> np.ndarray | None:
         """Run the mesh on the square crop around the track; landmarks in frame pixels or None."""
         assert self._centre is not None
-        height, width = frame.shape[:2]
+        width, height = _frame_size(frame)
         size = max(8, round(self._side * self.crop_scale))
         x0, y0 = round(self._centre[0] - size / 2), round(self._centre[1] - size / 2)
         xa, ya, xb, yb = max(0, x0), max(0, y0), min(width, x0 + size), min(height, y0 + size)
         if xb - xa < size // 4 or yb - ya < size // 4:
             return None  # the crop has left the picture
-        patch = frame[ya:yb, xa:xb]
+        patch = _rgb(frame, xa, ya, xb, yb)
         if (xa, ya, xb, yb) != (x0, y0, x0 + size, y0 + size):
             # Pad instead of shifting so the face stays centred in the crop near the picture's edges.
             patch = cv2.copyMakeBorder(patch, ya - y0, y0 + size - yb, xa - x0, x0 + size - xb, cv2.BORDER_CONSTANT,
                                        value=(0, 0, 0))
         if size > self.max_crop_side:  # the landmark model sees 192–256 px; smaller crops convert faster
             patch = cv2.resize(patch, (self.max_crop_side, self.max_crop_side), interpolation=cv2.INTER_AREA)
-        rgb = np.ascontiguousarray(cv2.cvtColor(patch, cv2.COLOR_BGR2RGB))  # MediaPipe needs C-contiguous RGB
-        result = self._mesh.process(rgb)
+        result = self._mesh.process(np.ascontiguousarray(patch))  # MediaPipe needs C-contiguous RGB
         if not result.multi_face_landmarks:
             return None
         points = result.multi_face_landmarks[0].landmark
@@ -339,7 +365,7 @@ class FaceTracker:
     # -- per frame
 
     def process(self, frame: np.ndarray) -> FaceFrame:
-        """Observe one BGR frame; landmarks are raw (not smoothed). ``found`` is False when no face is tracked."""
+        """Observe one BGR or I420 frame; raw (not smoothed) landmarks. ``found`` is False when no face is tracked."""
         if self._quiet_calls > 0:
             # The warnings come when the mesh's landmark model first runs, i.e. with the first faces found.
             with quiet_native_stderr():
@@ -349,7 +375,7 @@ class FaceTracker:
         return self._process(frame)
 
     def _process(self, frame: np.ndarray) -> FaceFrame:
-        height, width = frame.shape[:2]
+        width, height = _frame_size(frame)
         detections: list[_Detection] | None = None
         if self._centre is None:
             detections = self._detect(frame)
@@ -587,13 +613,70 @@ def _fill(track_found: np.ndarray, landmarks: np.ndarray, confidence: np.ndarray
     return interpolated
 
 
+PARALLEL_MIN_FRAMES = 250  # shorter videos are tracked in one pass: a second tracker's start-up would not pay off
+
+
+@dataclass
+class _Observations:
+    """Raw per-frame tracker output for a stretch of a video."""
+
+    found: list[bool] = field(default_factory=list)
+    confidence: list[float] = field(default_factory=list)
+    landmarks: list[np.ndarray] = field(default_factory=list)
+    size: tuple[int, int] = (0, 0)  # (width, height) of the frames
+
+    def first_box(self) -> np.ndarray | None:
+        return next((_landmark_box(lm) for ok, lm in zip(self.found, self.landmarks, strict=True) if ok), None)
+
+    def last_box(self) -> np.ndarray | None:
+        return next((_landmark_box(self.landmarks[i]) for i in range(len(self.found) - 1, -1, -1)
+                     if self.found[i]), None)
+
+    def extend(self, other: _Observations) -> None:
+        self.found += other.found
+        self.confidence += other.confidence
+        self.landmarks += other.landmarks
+
+
+def _observe(video_path: Path, tracker: FaceTracker, fps: float, start: int, count: int | None,
+             on_frame: Callable[[], None], stop: threading.Event | None = None) -> _Observations:
+    """Run ``tracker`` over ``count`` frames from ``start`` (to the end when None), decoded as I420 (the tracker
+    converts only what its models see)."""
+    seen = _Observations()
+    missing = np.zeros((LANDMARK_COUNT, 3), np.float32)
+    with FrameReader(video_path, start_frame=start, max_frames=count, fps=fps, pix_fmt="yuv420p") as reader:
+        seen.size = (reader.width, reader.height)
+        for frame in reader:
+            if stop is not None and stop.is_set():
+                break
+            face = tracker.process(frame)
+            seen.found.append(face.found)
+            seen.confidence.append(face.confidence)
+            seen.landmarks.append(face.landmarks.astype(np.float32) if face.found else missing)
+            on_frame()
+    return seen
+
+
+def _same_face(before: np.ndarray | None, after: np.ndarray | None) -> bool:
+    """Whether two boxes on either side of a split point are the same face (as the tracker's own matching says)."""
+    if before is None or after is None:
+        return False
+    return FaceTracker._match([_Detection(after, 1.0)], before) is not None
+
+
 def track_faces(video_path: str | os.PathLike[str], *, max_gap_frames: int = 12, min_coverage: float = 0.5,
-                progress: ProgressCallback | None = None, tracker: FaceTracker | None = None) -> FaceTrack:
+                progress: ProgressCallback | None = None, tracker: FaceTracker | None = None,
+                parallel: bool | None = None) -> FaceTrack:
     """Track the presenter's face through a video (streamed, never held in memory) into a ``FaceTrack``.
 
     Raw landmarks are smoothed over time (forward-backward One-Euro, per run of found frames), gaps up to
     ``max_gap_frames`` are interpolated, longer ones flagged in the summary. Raises ``NoFaceError`` when the face
     is found in fewer than ``min_coverage`` of the frames. Pass a ``tracker`` to reuse loaded models (it is reset).
+
+    ``parallel`` (default: with two or more cores and at least ``PARALLEL_MIN_FRAMES`` frames): the second half is
+    tracked at the same time by a second tracker in a thread (MediaPipe runs without the GIL). Where the halves
+    meet, both must see the same face; if not (another person, a face lost at the split), the second half is
+    tracked again by the first tracker, continuing where it stopped, so the result never hops between faces.
     """
     video_path = Path(video_path)
     info = probe(video_path)
@@ -602,28 +685,54 @@ def track_faces(video_path: str | os.PathLike[str], *, max_gap_frames: int = 12,
     total = info.video.frame_count
     fps = info.video.fps or 25.0
     report_every = max(1, round(fps))
+    if parallel is None:
+        parallel = (os.cpu_count() or 1) >= 2 and total >= PARALLEL_MIN_FRAMES
+    split = total // 2 if parallel and total >= 2 else 0
 
+    done = [0]
+
+    def counted() -> None:  # both halves count; only this thread reports (callbacks need not be thread-safe)
+        done[0] += 1
+        if progress is not None and done[0] % report_every == 0 and threading.current_thread() is main:
+            progress(done[0], total)
+
+    main = threading.current_thread()
     own_tracker = tracker is None
     tracker = tracker or FaceTracker()
     tracker.reset()
-    found: list[bool] = []
-    confidence: list[float] = []
-    landmarks: list[np.ndarray] = []
-    missing = np.zeros((LANDMARK_COUNT, 3), np.float32)
-    width = height = 0
+    second: dict[str, object] = {}
+    stop = threading.Event()
+
+    def track_second_half() -> None:
+        try:
+            with FaceTracker() as other:
+                second["seen"] = _observe(video_path, other, fps, split, None, counted, stop)
+        except BaseException as error:  # raised again in the calling thread
+            second["error"] = error
+
+    helper = threading.Thread(target=track_second_half, name="face-track-2nd-half", daemon=True) if split else None
     try:
-        with FrameReader(video_path) as reader:
-            width, height = reader.width, reader.height
-            for frame in reader:
-                face = tracker.process(frame)
-                found.append(face.found)
-                confidence.append(face.confidence)
-                landmarks.append(face.landmarks.astype(np.float32) if face.found else missing)
-                if progress is not None and len(found) % report_every == 0:
-                    progress(len(found), total)
+        if helper is not None:
+            helper.start()
+        seen = _observe(video_path, tracker, fps, 0, split or None, counted)
+        if helper is not None:
+            while helper.is_alive():
+                helper.join(timeout=0.5)
+                if progress is not None:
+                    progress(done[0], total)
+            if "error" in second:
+                raise second["error"]  # type: ignore[misc]
+            rest = second["seen"]
+            assert isinstance(rest, _Observations)
+            if not _same_face(seen.last_box(), rest.first_box()):
+                rest = _observe(video_path, tracker, fps, split, None, lambda: None)  # continue the first track
+            seen.extend(rest)
     finally:
+        stop.set()
         if own_tracker:
             tracker.close()
+    found, confidence, landmarks = seen.found, seen.confidence, seen.landmarks
+    width, height = seen.size
     n = len(found)
     if progress is not None:
         progress(n, total)
@@ -637,7 +746,7 @@ def track_faces(video_path: str | os.PathLike[str], *, max_gap_frames: int = 12,
         raise NoFaceError(video_path, f"a face was found in only {coverage:.0%} of {n} frames "
                                       f"(at least {min_coverage:.0%} needed)", NO_FACE_FIX)
     lm = np.stack(landmarks)
-    del landmarks  # the stacked copy is the one we keep
+    landmarks.clear()  # the stacked copy is the one we keep
 
     # Smooth in face-height units so the filter settings do not depend on resolution; in place, in float32,
     # so a long template costs its landmark table and one temporary copy, nothing more.
