@@ -238,29 +238,42 @@ def _skin_brightness(frame: np.ndarray, landmarks: np.ndarray) -> float:
 
 
 def _paint_cavity(roi: np.ndarray, x0: int, y0: int, warp: MouthWarp, lip_colour: np.ndarray,
-                  brightness: float) -> np.ndarray | None:
-    """Paint the mouth interior into ``roi`` (in place) where the target lips are parted; return its coverage."""
+                  brightness: float) -> tuple[np.ndarray, tuple[int, int]] | None:
+    """Paint the mouth interior into ``roi`` (uint8, in place) where the target lips are parted.
+
+    Returns the painted coverage (alpha) over the polygon's bounding box and that box's (x, y) offset in ``roi``;
+    all the work happens in that box, a few percent of the lower face.
+    """
     g = warp.g
     u, top, bottom = warp.lip_edges()
     if warp.shape.gap < 0.6:
         return None
     shift = 4  # fixed-point bits: sub-pixel polygon edges, so the lip line is anti-aliased
     scale = 1 << shift
-    to_roi = np.array([x0, y0], dtype=np.float64)
-
-    def polygon(v_top: np.ndarray, v_bottom: np.ndarray) -> np.ndarray:
-        ring = np.concatenate([g.to_image(u, v_top), g.to_image(u[::-1], v_bottom[::-1])])
-        return np.round((ring - to_roi) * scale).astype(np.int32)
-
+    cavity_ring = np.concatenate([g.to_image(u, top), g.to_image(u[::-1], bottom[::-1])])
     h, w = roi.shape[:2]
-    mask = np.zeros((h, w), dtype=np.uint8)
-    cv2.fillPoly(mask, [polygon(top, bottom)], 255, lineType=cv2.LINE_AA, shift=shift)
+    pad = 3  # blur and anti-aliasing reach this far outside the polygon
+    bx0 = max(int(np.floor(cavity_ring[:, 0].min())) - x0 - pad, 0)
+    by0 = max(int(np.floor(cavity_ring[:, 1].min())) - y0 - pad, 0)
+    bx1 = min(int(np.ceil(cavity_ring[:, 0].max())) - x0 + pad + 1, w)
+    by1 = min(int(np.ceil(cavity_ring[:, 1].max())) - y0 + pad + 1, h)
+    if bx1 <= bx0 or by1 <= by0:
+        return None
+    to_box = np.array([x0 + bx0, y0 + by0], dtype=np.float64)
+
+    def fixed_point(ring: np.ndarray) -> np.ndarray:
+        return np.round((ring - to_box) * scale).astype(np.int32)
+
+    bh, bw = by1 - by0, bx1 - bx0
+    mask = np.zeros((bh, bw), dtype=np.uint8)
+    cv2.fillPoly(mask, [fixed_point(cavity_ring)], 255, lineType=cv2.LINE_AA, shift=shift)
     if not mask.any():
         return None
     # Upper teeth: a band under the upper lip, thinner towards the corners, never more than the gap allows.
     teeth_height = np.minimum(0.32 * (bottom - top), 0.025 * g.height) * np.clip(1 - (u / g.half_width) ** 2, 0, 1)
+    teeth_ring = np.concatenate([g.to_image(u, top), g.to_image(u[::-1], (top + teeth_height)[::-1])])
     teeth = np.zeros_like(mask)
-    cv2.fillPoly(teeth, [polygon(top, top + teeth_height)], 255, lineType=cv2.LINE_AA, shift=shift)
+    cv2.fillPoly(teeth, [fixed_point(teeth_ring)], 255, lineType=cv2.LINE_AA, shift=shift)
 
     # Colours come from the face itself: a deep shade of the lips inside, teeth as bright as the skin allows.
     interior = np.clip(lip_colour * np.array([0.28, 0.28, 0.42], dtype=np.float32), 0, 255)
@@ -269,13 +282,13 @@ def _paint_cavity(roi: np.ndarray, x0: int, y0: int, warp: MouthWarp, lip_colour
     # Teeth sit behind the lips: never fully opaque, softer edges than the lip line.
     teeth_alpha = cv2.GaussianBlur(teeth, (3, 3), 0.8).astype(np.float32)[..., None] / 255 * alpha * 0.85
     # Shade: the interior darkens towards the throat, the teeth towards their lower edge.
-    ys = (np.arange(h, dtype=np.float32)[:, None, None] + y0)
+    ys = np.arange(by0 + y0, by1 + y0, dtype=np.float32)[:, None, None]
     centre_y = float(g.to_image(np.array([0.0]), np.array([(top.mean() + bottom.mean()) / 2]))[0, 1])
     depth = np.clip(1 - np.abs(ys - centre_y) / max(warp.shape.gap, 1.0), 0, 1) * 0.45
-    cavity = interior * (1 - depth)
-    colour = cavity * (1 - teeth_alpha) + tooth * teeth_alpha
-    roi[:] = np.clip(roi * (1 - alpha) + colour * alpha, 0, 255)
-    return alpha[..., 0]
+    colour = interior * (1 - depth) * (1 - teeth_alpha) + tooth * teeth_alpha
+    box = roi[by0:by1, bx0:bx1]
+    box[:] = np.clip(box * (1 - alpha) + colour * alpha + 0.5, 0, 255).astype(np.uint8)
+    return alpha[..., 0], (bx0, by0)
 
 
 def _mouth_box(warp: MouthWarp, x0: int, y0: int, x1: int, y1: int) -> tuple[int, int, int, int]:
@@ -382,20 +395,19 @@ def _draw(frame: np.ndarray, landmarks: np.ndarray, warp: MouthWarp, inplace: bo
         pu, pv = warp.inverse(u, v)[:2]
         exact = geometry.to_image(pu, pv) - np.stack([bx, by], axis=-1)
         shift[my0 - y0: my1 - y0, mx0 - x0: mx1 - x0] = exact
-    xs, ys = np.meshgrid(np.arange(x0, x1, dtype=np.float32), np.arange(y0, y1, dtype=np.float32))
-    map_x = xs + shift[..., 0]
-    map_y = ys + shift[..., 1]
-    warped = cv2.remap(frame, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+    map_x = shift[..., 0] + np.arange(x0, x1, dtype=np.float32)[None, :]
+    map_y = shift[..., 1] + np.arange(y0, y1, dtype=np.float32)[:, None]
+    warped = cv2.remap(frame, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
     brightness = _skin_brightness(frame, landmarks)
     painted = _paint_cavity(warped, x0, y0, warp, _lip_colour(frame, landmarks), brightness)
 
     # Write back only what moved (or was painted): everything else stays bit-identical to the template.
-    alpha = np.clip(np.hypot(shift[..., 0], shift[..., 1]) / 0.25, 0, 1)
+    alpha = np.clip(np.hypot(shift[..., 0], shift[..., 1]) * 4.0, 0, 1)  # full weight from a quarter pixel
     if painted is not None:
-        alpha = np.maximum(alpha, painted)
+        cover, (px, py) = painted
+        region = alpha[py:py + cover.shape[0], px:px + cover.shape[1]]
+        np.maximum(region, cover, out=region)
     out = frame if inplace else frame.copy()
-    original = frame[y0:y1, x0:x1].astype(np.float32)
-    alpha = alpha[..., None]
-    out[y0:y1, x0:x1] = np.clip(original * (1 - alpha) + warped * alpha + 0.5, 0, 255).astype(np.uint8)
+    out[y0:y1, x0:x1] = cv2.blendLinear(warped, frame[y0:y1, x0:x1], alpha, 1 - alpha)
     return out
