@@ -132,6 +132,14 @@ def sample_track(track: np.ndarray, n_frames: int, fps: float) -> np.ndarray:
 
 def mouth_at(track: np.ndarray, frame_index: int, fps: float) -> np.ndarray:
     """Mouth parameters (4,) for one output frame; the same sampling as ``sample_track``."""
-    time = _frame_times(np.array([frame_index]), fps)
-    index = np.arange(len(track))
-    return np.array([np.interp(time, index, track[:, k])[0] for k in range(track.shape[1])], dtype=np.float32)
+    # Linear interpolation between the two nearest 10 ms rows, held at the ends (as np.interp does), without
+    # np.interp's copy of whole columns: this runs once per rendered frame.
+    time = float(_frame_times(np.array([frame_index]), fps)[0])
+    last = len(track) - 1
+    if time <= 0 or last <= 0:
+        return track[0].astype(np.float32)
+    if time >= last:
+        return track[last].astype(np.float32)
+    row = int(time)
+    weight = time - row
+    return (track[row] * (1 - weight) + track[row + 1] * weight).astype(np.float32)

@@ -20,7 +20,7 @@ from heygem_pipeline.media import FrameReader, probe
 from heygem_pipeline.mouth import render_mouth, render_mouth_i420
 from heygem_pipeline.quality import SyncReport, best_lag, measure_sync
 from heygem_pipeline.render import RenderResult, pingpong_indices, template_frames
-from heygem_pipeline.visemes import sample_track
+from heygem_pipeline.visemes import mouth_at, sample_track
 
 FPS = 25.0
 PAUSE_S = 1.2
@@ -251,3 +251,10 @@ def test_sync_measured_on_the_face_region_agrees_with_the_full_frame(rendered: P
     assert abs(cropped.confidence - sync.confidence) < 0.1
     assert cropped.face_coverage == pytest.approx(sync.face_coverage, abs=0.02)
     assert cropped.audio_duration_s == pytest.approx(sync.audio_duration_s)
+
+
+def test_mouth_at_samples_the_track_like_sample_track() -> None:
+    track = np.random.default_rng(5).random((1003, 4)).astype(np.float32)  # 10 s at 100 Hz
+    frames = 300  # 12 s at 25 fps: the last frames lie past the track's end and hold its last row
+    every = np.stack([mouth_at(track, index, FPS) for index in range(frames)])
+    np.testing.assert_allclose(every, sample_track(track, frames, FPS), atol=1e-6)
