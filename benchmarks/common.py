@@ -58,9 +58,16 @@ def timed(function: Callable[[], object]) -> tuple[float, object]:
 
 def child_peak_rss_mb(code: str) -> tuple[float, dict]:
     """Run ``code`` in a fresh Python; return its peak RSS (MiB, itself and its children) and its JSON output."""
+    # The peak comes from /proc (VmHWM: this program's own high-water mark). ru_maxrss is not usable for it: Linux
+    # keeps it across fork and exec, so a child started by a big benchmark process reports the parent's size.
     wrapper = (
         "import json, resource, sys\n" + code + "\n"
         "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "try:\n"
+        "    status = open('/proc/self/status').read().split('VmHWM:')[1]\n"
+        "    peak = int(status.split()[0])\n"
+        "except (OSError, IndexError, ValueError):\n"
+        "    pass\n"
         "kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss\n"
         "print(json.dumps({'self_kb': peak, 'children_kb': kids, 'result': globals().get('result')}))\n"
     )
