@@ -5,7 +5,7 @@ Everything is made offline: the demo presenter template (``demo_media``), an esp
 weights' values). Preparation (template, voice, face track, checkpoint) is not timed. The render runs in a fresh
 child process, so its peak RSS is the render's own, not the face tracker's or the checkpoint writer's.
 
-    .venv/bin/python benchmarks/bench_wav2lip.py [--seconds 30] [--width 1280 --height 720] [--device cuda]
+    .venv/bin/python -m benchmarks.bench_wav2lip [--seconds 30] [--width 1280 --height 720] [--device cuda]
         [--batch-size 128]
 """
 
@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from benchmarks.common import peak_rss_kib
 from heygem_pipeline.audio import frame_count, synthesize_speech
 from heygem_pipeline.demo_media import write_template_video
 from heygem_pipeline.pipeline import prepare_avatar, prepare_script, track_avatar
@@ -91,8 +92,8 @@ class _ChildMemory:
 
 
 def _peak_rss_mb(children_kib: int) -> dict[str, float]:
-    """Peak resident memory in MiB: this process (ru_maxrss, KiB on Linux) plus its children at their peak."""
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident memory in MiB: this process (its own high-water mark) plus its children at their peak."""
+    own = peak_rss_kib() / 1024
     return {
         "peak_rss_mb": round(own + children_kib / 1024, 1),
         "peak_rss_self_mb": round(own, 1),

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("HEYGEM_BENCH_CACHE", "data/bench"))
 
 LONG_TEXT = (
@@ -56,21 +58,28 @@ def timed(function: Callable[[], object]) -> tuple[float, object]:
     return time.perf_counter() - started, result
 
 
+def peak_rss_kib() -> int:
+    """This process's own peak resident memory in KiB.
+
+    Read from /proc (VmHWM) where there is one: ``ru_maxrss`` is not usable for it, because Linux keeps it across
+    fork and exec, so a process started by a big benchmark process would report the parent's size.
+    """
+    try:
+        status = Path("/proc/self/status").read_text()
+        return int(status.split("VmHWM:")[1].split()[0])
+    except (OSError, IndexError, ValueError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def child_peak_rss_mb(code: str) -> tuple[float, dict]:
-    """Run ``code`` in a fresh Python; return its peak RSS (MiB, itself and its children) and its JSON output."""
-    # The peak comes from /proc (VmHWM: this program's own high-water mark). ru_maxrss is not usable for it: Linux
-    # keeps it across fork and exec, so a child started by a big benchmark process reports the parent's size.
+    """Run ``code`` in a fresh Python; return its own peak RSS (MiB) and its JSON output."""
     wrapper = (
-        "import json, resource, sys\n" + code + "\n"
-        "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-        "try:\n"
-        "    status = open('/proc/self/status').read().split('VmHWM:')[1]\n"
-        "    peak = int(status.split()[0])\n"
-        "except (OSError, IndexError, ValueError):\n"
-        "    pass\n"
+        "import json, resource, sys\n"
+        "from benchmarks.common import peak_rss_kib\n" + code + "\n"
         "kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss\n"
-        "print(json.dumps({'self_kb': peak, 'children_kb': kids, 'result': globals().get('result')}))\n"
+        "print(json.dumps({'self_kb': peak_rss_kib(), 'children_kb': kids, 'result': globals().get('result')}))\n"
     )
-    output = subprocess.run([sys.executable, "-c", wrapper], capture_output=True, text=True, check=True).stdout
+    output = subprocess.run([sys.executable, "-c", wrapper], capture_output=True, text=True, check=True,
+                            cwd=REPO).stdout
     data = json.loads(output.strip().splitlines()[-1])
     return data["self_kb"] / 1024, data
