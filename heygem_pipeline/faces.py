@@ -689,14 +689,16 @@ def track_faces(video_path: str | os.PathLike[str], *, max_gap_frames: int = 12,
         parallel = (os.cpu_count() or 1) >= 2 and total >= PARALLEL_MIN_FRAMES
     split = total // 2 if parallel and total >= 2 else 0
 
-    done = [0]
+    done = [0, 0]  # frames seen by each half; each thread counts its own
 
-    def counted() -> None:  # both halves count; only this thread reports (callbacks need not be thread-safe)
+    def first_counted() -> None:  # only this thread reports: progress callbacks need not be thread-safe
         done[0] += 1
-        if progress is not None and done[0] % report_every == 0 and threading.current_thread() is main:
-            progress(done[0], total)
+        if progress is not None and done[0] % report_every == 0:
+            progress(sum(done), total)
 
-    main = threading.current_thread()
+    def second_counted() -> None:
+        done[1] += 1
+
     own_tracker = tracker is None
     tracker = tracker or FaceTracker()
     tracker.reset()
@@ -706,7 +708,7 @@ def track_faces(video_path: str | os.PathLike[str], *, max_gap_frames: int = 12,
     def track_second_half() -> None:
         try:
             with FaceTracker() as other:
-                second["seen"] = _observe(video_path, other, fps, split, None, counted, stop)
+                second["seen"] = _observe(video_path, other, fps, split, None, second_counted, stop)
         except BaseException as error:  # raised again in the calling thread
             second["error"] = error
 
@@ -714,12 +716,12 @@ def track_faces(video_path: str | os.PathLike[str], *, max_gap_frames: int = 12,
     try:
         if helper is not None:
             helper.start()
-        seen = _observe(video_path, tracker, fps, 0, split or None, counted)
+        seen = _observe(video_path, tracker, fps, 0, split or None, first_counted)
         if helper is not None:
             while helper.is_alive():
                 helper.join(timeout=0.5)
                 if progress is not None:
-                    progress(done[0], total)
+                    progress(sum(done), total)
             if "error" in second:
                 raise second["error"]  # type: ignore[misc]
             rest = second["seen"]
