@@ -119,8 +119,9 @@ def best_lag(aperture: np.ndarray, loudness: np.ndarray, max_lag: int = MAX_LAG_
 
 def face_region(track: FaceTrack) -> tuple[int, int, int] | None:
     """The square ``(left, top, side)`` the template's face moves in, with margin; None when it would not be
-    much smaller than the frame. Measuring that region, scaled to ``CROP_SIDE``, gives the same apertures as the
-    full frame at a fraction of the cost (less to convert and copy, a smaller image for the detector)."""
+    much smaller than the frame. Measuring that region (scaled down to ``CROP_SIDE`` when larger) gives the same
+    apertures as the full frame at a fraction of the cost (less to convert and copy, a smaller image for the
+    detector); ffmpeg crops it while decoding."""
     usable = track.usable()
     if not usable.any():
         return None
