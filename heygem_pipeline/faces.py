@@ -173,6 +173,49 @@ def quiet_native_stderr() -> Iterator[None]:
                 os.close(_QUIET_STATE["saved"])
 
 
+# Lines MediaPipe's native side writes to stderr on start-up (absl and TFLite, no Python switch to silence them).
+MEDIAPIPE_NOISE = ("inference_feedback_manager.cc", "landmark_projection_calculator.cc",
+                   "All log messages before absl::InitializeLog()", "Created TensorFlow Lite XNNPACK delegate")
+
+
+def filter_native_stderr(noise: tuple[str, ...] = MEDIAPIPE_NOISE) -> Callable[[], None]:
+    """For the rest of this process, drop stderr lines containing any of ``noise``; everything else passes.
+    Returns a function that passes on what is still in the pipe; call it before leaving with ``os._exit``.
+
+    For long-lived worker processes: there MediaPipe's graph threads may log after ``quiet_native_stderr``'s
+    window has closed (they start asynchronously, later still on a busy machine). File descriptor 2 becomes a pipe
+    that a thread reads line by line and copies to the original stderr.
+    """
+    original = os.dup(2)
+    read_end, write_end = os.pipe()
+    sys.stderr.flush()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    marks = tuple(mark.encode() for mark in noise)
+
+    def pump() -> None:
+        with os.fdopen(read_end, "rb", buffering=0) as lines, os.fdopen(original, "wb", buffering=0) as out:
+            pending = b""
+            while chunk := lines.read(65536):
+                pending += chunk
+                *complete, pending = pending.split(b"\n")
+                kept = [line for line in complete if not any(mark in line for mark in marks)]
+                if kept:
+                    out.write(b"\n".join(kept) + b"\n")
+            if pending and not any(mark in pending for mark in marks):
+                out.write(pending)
+
+    thread = threading.Thread(target=pump, name="stderr-filter", daemon=True)
+    thread.start()
+
+    def finish() -> None:
+        sys.stderr.flush()
+        os.close(2)  # the pump's end of file
+        thread.join(timeout=2)
+
+    return finish
+
+
 def _frame_size(frame: np.ndarray) -> tuple[int, int]:
     """(width, height) of a BGR (H, W, 3) or OpenCV I420 (H*3/2, W) frame."""
     return i420_size(frame) if frame.ndim == 2 else (frame.shape[1], frame.shape[0])

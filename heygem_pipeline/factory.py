@@ -156,6 +156,9 @@ def _worker_init(dagster_home: str, niceness: int) -> None:
         os.nice(niceness)
     # A worker interrupted by Ctrl-C would print a traceback per run; the parent handles the interrupt.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from heygem_pipeline.faces import filter_native_stderr
+
+    _WORKER["stderr_done"] = filter_native_stderr()  # MediaPipe's start-up chatter would mix into the progress
     # Registered first, so it runs last: once every other exit handler has run, leave without the interpreter's
     # teardown of Dagster's and MediaPipe's modules (about a second per worker, at the end of every `heygem run`).
     # Nothing is in flight by then: the runs are finished and their events stored.
@@ -164,7 +167,7 @@ def _worker_init(dagster_home: str, niceness: int) -> None:
 
 def _exit_now() -> None:
     sys.stdout.flush()
-    sys.stderr.flush()
+    _WORKER["stderr_done"]()
     os._exit(0)
 
 

@@ -204,3 +204,21 @@ def test_one_euro_reduces_jitter_without_lag() -> None:
     both = smooth_sequence(step, FPS, min_cutoff=1.0, beta=0.1)  # the offline (forward-backward) variant
     assert np.abs(both[:48] - 10.0).mean() < 0.3 and np.abs(both[52:] - 30.0).mean() < 0.3
     assert both[10:45].std() < 0.5 * step[10:45].std()
+
+
+def test_worker_stderr_filter_drops_mediapipe_noise_only() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import os\n"
+        "from heygem_pipeline.faces import filter_native_stderr\n"
+        "finish = filter_native_stderr()\n"
+        "os.write(2, b'W0000 00:00:1 123 inference_feedback_manager.cc:114] Feedback manager requires a model\\n')\n"
+        "os.write(2, b'a real problem\\nand its second line\\n')\n"
+        "os.write(2, b'INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\\nno newline at the end')\n"
+        "finish()\n"
+        "os._exit(0)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True)
+    assert result.stderr.decode() == "a real problem\nand its second line\nno newline at the end"
