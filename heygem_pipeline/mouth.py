@@ -381,20 +381,21 @@ def _draw(frame: np.ndarray, landmarks: np.ndarray, warp: MouthWarp, inplace: bo
     width, height = x1 - x0, y1 - y0
     coarse_x = np.arange(x0, x1 + MAP_STEP, MAP_STEP, dtype=np.float64)
     coarse_y = np.arange(y0, y1 + MAP_STEP, MAP_STEP, dtype=np.float64)
-    cx, cy = np.meshgrid(coarse_x, coarse_y)
-    u, v = geometry.to_face(np.stack([cx, cy], axis=-1))
-    pu, pv = warp.inverse(u, v)[:2]
-    shift = (geometry.to_image(pu, pv) - np.stack([cx, cy], axis=-1)).astype(np.float32)
-    shift = cv2.resize(shift, (len(coarse_x) * MAP_STEP, len(coarse_y) * MAP_STEP),
-                       interpolation=cv2.INTER_LINEAR)[:height, :width]
+    coarse = np.stack(np.meshgrid(coarse_x, coarse_y), axis=-1)
     # Around the lips the map folds (the template's gap collapses, the new one opens): exact, per pixel.
     mx0, my0, mx1, my1 = _mouth_box(warp, x0, y0, x1, y1)
-    if mx1 > mx0 and my1 > my0:
-        bx, by = np.meshgrid(np.arange(mx0, mx1, dtype=np.float64), np.arange(my0, my1, dtype=np.float64))
-        u, v = geometry.to_face(np.stack([bx, by], axis=-1))
-        pu, pv = warp.inverse(u, v)[:2]
-        exact = geometry.to_image(pu, pv) - np.stack([bx, by], axis=-1)
-        shift[my0 - y0: my1 - y0, mx0 - x0: mx1 - x0] = exact
+    exact = np.stack(np.meshgrid(np.arange(mx0, mx1, dtype=np.float64), np.arange(my0, my1, dtype=np.float64)),
+                     axis=-1) if mx1 > mx0 and my1 > my0 else np.zeros((0, 0, 2))
+    # Both sets of points go through the warp in one call: at these sizes the fixed cost per call dominates.
+    points = np.concatenate([coarse.reshape(-1, 2), exact.reshape(-1, 2)])
+    pu, pv = warp.inverse(*geometry.to_face(points))[:2]
+    moved = geometry.to_image(pu, pv) - points
+    split = coarse.shape[0] * coarse.shape[1]
+    shift = moved[:split].reshape(coarse.shape).astype(np.float32)
+    shift = cv2.resize(shift, (len(coarse_x) * MAP_STEP, len(coarse_y) * MAP_STEP),
+                       interpolation=cv2.INTER_LINEAR)[:height, :width]
+    if exact.size:
+        shift[my0 - y0: my1 - y0, mx0 - x0: mx1 - x0] = moved[split:].reshape(exact.shape)
     map_x = shift[..., 0] + np.arange(x0, x1, dtype=np.float32)[None, :]
     map_y = shift[..., 1] + np.arange(y0, y1, dtype=np.float32)[:, None]
     warped = cv2.remap(frame, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
