@@ -25,7 +25,6 @@ from heygem_pipeline.campaigns import (
     script_stamp_path,
     track_stamp_path,
 )
-from heygem_pipeline.media import thumbnail_jpeg
 from resources.bucket import BucketResource
 from resources.engine import LipSyncEngineResource
 from resources.ffmpeg import FFmpegResource
@@ -88,7 +87,7 @@ def lipsync_video(context: AssetExecutionContext, config: RenderConfig, bucket: 
                                           settings=ffmpeg.encode_settings(options.crf, options.preset),
                                           progress=progress)
             size = result.path.stat().st_size
-            thumbnail = thumbnail_markdown(result.preview_jpeg or thumbnail_jpeg(result.path))
+            thumbnail = thumbnail_markdown(result.preview_jpeg)
         record = {
             "script": script, "avatar": avatar, "script_source": script_stamp.get("source"),
             "avatar_source": video_stamp.get("source"), "variant": options.variant, "engine": result.engine,

@@ -189,15 +189,21 @@ def atomic_output(dest: str | os.PathLike[str]) -> Iterator[Path]:
             tmp.unlink()
 
 
-def thumbnail_jpeg(video: str | os.PathLike[str], width: int = 320, at: float = 0.4) -> bytes:
+PREVIEW_AT = 0.4  # share of a video where its preview frame is taken
+
+
+def thumbnail_jpeg(video: str | os.PathLike[str], width: int = 320, at: float = PREVIEW_AT) -> bytes:
     """A JPEG of the frame at ``at`` (share of the duration) of ``video``, ``width`` pixels wide."""
     info = probe(video)
-    seek = at * (info.duration or 0.0)
-    with tempfile.TemporaryDirectory(prefix="heygem-thumb-") as tmp:
-        jpeg = Path(tmp) / "thumb.jpg"
-        run_ffmpeg(ffmpeg.input(ff_path(video), ss=f"{seek:.3f}").output(
-            ff_path(jpeg), vframes=1, vf=f"scale={width}:-2", **{"q:v": 5}).overwrite_output(), "making a thumbnail")
-        return jpeg.read_bytes()
+    if info.video is None:
+        raise NotMediaError(Path(video), "has no video stream", "upload a video or image")
+    fps = info.video.fps or 25.0
+    frames = info.video.frame_count or max(1, round((info.duration or 0.0) * fps))
+    with FrameReader(video, start_frame=min(frames - 1, int(frames * at)), max_frames=1, fps=fps) as reader:
+        frame = next(iter(reader), None)
+    if frame is None:
+        raise NotMediaError(Path(video), "has no frame to show", "upload the video again")
+    return frame_jpeg(frame, width=width)
 
 
 def frame_jpeg(frame: np.ndarray, pix_fmt: str = "bgr24", width: int = 320, quality: int = 85) -> bytes:

@@ -18,11 +18,10 @@ import numpy as np
 from heygem_pipeline.audio import frame_count
 from heygem_pipeline.engines.base import LipSyncEngine, RenderItem, ScriptFeatures
 from heygem_pipeline.faces import FaceTrack
-from heygem_pipeline.media import EncodeSettings, FrameReader, FrameWriter, frame_jpeg
+from heygem_pipeline.media import PREVIEW_AT, EncodeSettings, FrameReader, FrameWriter, frame_jpeg
 
 Progress = Callable[[int, int], None]
 BACKWARD_BLOCK = 24  # frames held in memory to play a stretch of template backwards
-PREVIEW_AT = 0.4  # share of the video where the preview frame is taken
 
 
 @dataclass(frozen=True)
