@@ -656,6 +656,19 @@ def _fill(track_found: np.ndarray, landmarks: np.ndarray, confidence: np.ndarray
     return interpolated
 
 
+_THREAD_TRACKERS = threading.local()
+
+
+def thread_tracker() -> FaceTracker:
+    """This thread's face tracker, created on first use and kept (reset here): loading MediaPipe's models costs
+    ~0.7 s, more than tracking or measuring a short clip, so a worker that handles many loads them once."""
+    tracker = getattr(_THREAD_TRACKERS, "tracker", None)
+    if tracker is None:
+        tracker = _THREAD_TRACKERS.tracker = FaceTracker()
+    tracker.reset()
+    return tracker
+
+
 PARALLEL_MIN_FRAMES = 250  # shorter videos are tracked in one pass: a second tracker's start-up would not pay off
 
 
@@ -714,7 +727,7 @@ def track_faces(video_path: str | os.PathLike[str], *, max_gap_frames: int = 12,
 
     Raw landmarks are smoothed over time (forward-backward One-Euro, per run of found frames), gaps up to
     ``max_gap_frames`` are interpolated, longer ones flagged in the summary. Raises ``NoFaceError`` when the face
-    is found in fewer than ``min_coverage`` of the frames. Pass a ``tracker`` to reuse loaded models (it is reset).
+    is found in fewer than ``min_coverage`` of the frames. Uses ``tracker`` (reset first) or this thread's.
 
     ``parallel`` (default: with two or more cores and at least ``PARALLEL_MIN_FRAMES`` frames): the second half is
     tracked at the same time by a second tracker in a thread (MediaPipe runs without the GIL). Where the halves
@@ -742,8 +755,7 @@ def track_faces(video_path: str | os.PathLike[str], *, max_gap_frames: int = 12,
     def second_counted() -> None:
         done[1] += 1
 
-    own_tracker = tracker is None
-    tracker = tracker or FaceTracker()
+    tracker = tracker or thread_tracker()
     tracker.reset()
     second: dict[str, object] = {}
     stop = threading.Event()
@@ -774,8 +786,6 @@ def track_faces(video_path: str | os.PathLike[str], *, max_gap_frames: int = 12,
             seen.extend(rest)
     finally:
         stop.set()
-        if own_tracker:
-            tracker.close()
     found, confidence, landmarks = seen.found, seen.confidence, seen.landmarks
     width, height = seen.size
     n = len(found)

@@ -9,14 +9,13 @@ Nothing from the render is trusted: this reads the delivered file, as a viewer w
 from __future__ import annotations
 
 import os
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from heygem_pipeline.audio import ANALYSIS_RATE, decode_audio
-from heygem_pipeline.faces import FaceTrack, FaceTracker, face_height
+from heygem_pipeline.faces import FaceTrack, face_height, thread_tracker
 from heygem_pipeline.media import FrameReader, MediaInfo, probe
 
 MAX_LAG_FRAMES = 5
@@ -40,18 +39,6 @@ class SyncReport:
                 "output_face_coverage": round(self.face_coverage, 3)}
 
 
-_TRACKERS = threading.local()
-
-
-def _tracker() -> FaceTracker:
-    """This thread's face tracker, created once: loading MediaPipe's models costs ~0.8 s, a check measures in ~1 s."""
-    tracker = getattr(_TRACKERS, "tracker", None)
-    if tracker is None:
-        tracker = _TRACKERS.tracker = FaceTracker()
-    tracker.reset()
-    return tracker
-
-
 def mouth_apertures(video: str | os.PathLike[str], region: tuple[int, int, int] | None = None,
                     info: MediaInfo | None = None) -> tuple[np.ndarray, float]:
     """Inner-lip gap / face height for every frame of ``video`` (nan where no face), and the video's fps.
@@ -71,7 +58,7 @@ def mouth_apertures(video: str | os.PathLike[str], region: tuple[int, int, int] 
         if side > CROP_SIDE:
             size["scale_to"] = (CROP_SIDE, CROP_SIDE)
     values: list[float] = []
-    tracker = _tracker()
+    tracker = thread_tracker()
     with FrameReader(video, **size) as reader:
         for frame in reader:
             face = tracker.process(frame)
