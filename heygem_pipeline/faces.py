@@ -184,7 +184,8 @@ def filter_native_stderr(noise: tuple[str, ...] = MEDIAPIPE_NOISE) -> Callable[[
 
     For long-lived worker processes: there MediaPipe's graph threads may log after ``quiet_native_stderr``'s
     window has closed (they start asynchronously, later still on a busy machine). File descriptor 2 becomes a pipe
-    that a thread reads line by line and copies to the original stderr.
+    that a thread reads line by line and copies to the original stderr. Not for the interactive CLI: its stderr
+    would stop being a terminal, and the progress bars would lose their live line.
     """
     original = os.dup(2)
     read_end, write_end = os.pipe()
