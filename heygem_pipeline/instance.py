@@ -22,6 +22,9 @@ REPO_DAGSTER_YAML = Path(__file__).resolve().parents[1] / "dagster.yaml"
 FALLBACK_DAGSTER_YAML = """\
 telemetry:
   enabled: false
+compute_logs:
+  module: heygem_pipeline.compute_logs
+  class: FileComputeLogManager
 concurrency:
   pools:
     default_limit: 1

@@ -1,0 +1,64 @@
+"""The instance `make setup` creates: the repository's dagster.yaml, one gpu slot, and step logs kept for the UI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from heygem_pipeline.compute_logs import FileComputeLogManager
+from heygem_pipeline.instance import GPU_POOL, init
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    return init(tmp_path)
+
+
+def test_gpu_pool_has_one_slot(instance) -> None:
+    limits = {pool.name: pool.limit for pool in instance.event_log_storage.get_pool_limits()}
+    assert limits[GPU_POOL] == 1
+
+
+# Run in a fresh interpreter: pytest's own capture replaces the streams whose file descriptors Dagster redirects.
+CAPTURE = """
+import json, os, subprocess, sys
+from pathlib import Path
+from heygem_pipeline.instance import init
+
+def children():
+    tasks = Path(f"/proc/{os.getpid()}/task").iterdir()
+    return {pid for task in tasks for pid in (task / "children").read_text().split()}
+
+manager = init().compute_log_manager
+log_key = ["some-run", "compute_logs", "abcdefgh"]
+before = children()
+with manager.capture_logs(log_key):
+    print("from python", flush=True)
+    os.write(2, b"from a native library\\n")  # what MediaPipe or ffmpeg write
+    subprocess.run([sys.executable, "-c", "import sys; sys.stderr.write('from a child process\\\\n')"], check=True)
+    helpers = sorted(children() - before)  # Dagster's own manager starts tail and watcher processes here
+data = manager.get_log_data(log_key)
+print(json.dumps({"class": type(manager).__name__, "helpers": helpers, "complete": manager.is_capture_complete(log_key),
+                  "stdout": data.stdout.decode(), "stderr": data.stderr.decode(),
+                  "folder": manager.get_log_metadata(log_key).stdout_location}))
+"""
+
+
+def test_step_output_is_captured_to_files_without_helper_processes(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-c", CAPTURE], env={**os.environ, "DAGSTER_HOME": str(tmp_path)},
+                            cwd=REPO, capture_output=True, text=True, check=True)
+    captured = json.loads(result.stdout.strip().splitlines()[-1])
+    assert captured["class"] == FileComputeLogManager.__name__
+    assert captured["helpers"] == []
+    assert captured["complete"]
+    assert captured["stdout"] == "from python\n"
+    assert captured["stderr"] == "from a native library\nfrom a child process\n"
+    assert Path(captured["folder"]).is_relative_to(tmp_path / "storage")
