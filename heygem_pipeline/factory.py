@@ -323,9 +323,10 @@ BACKLOG_TO_HELP = 2
 
 
 def _next_task(tasks: dict[str, _Task], lane: str) -> _Task | None:
-    """The next task for a lane. The ``render`` lane renders (one at a time: one GPU), else prepares what renders
-    need, else checks once no render is left; the ``background`` lane (lower CPU priority) never renders; the
-    ``any`` lane (a single worker or inline) does everything, renders first."""
+    """The next task for a lane. The ``render`` lane renders (one at a time: one GPU), else prepares the avatars
+    renders need, else checks once no render is left; the ``background`` lane (lower CPU priority) never renders
+    and is the only one to prepare scripts (the Mel code's imports cost ~1.8 s of CPU, paid once, not by both);
+    the ``any`` lane (a single worker or inline) does everything, renders first."""
     for task in tasks.values():
         if task.state == "waiting" and _doomed(tasks, task):
             task.state = "blocked"
@@ -334,13 +335,14 @@ def _next_task(tasks: dict[str, _Task], lane: str) -> _Task | None:
     if lane == "background":
         ready = [t for t in ready if t.kind != "render"]
     elif lane == "render":
+        ready = [t for t in ready if t.kind != "script"]
         if any(t.kind == "render" and t.state == "running" for t in tasks.values()):
             ready = [t for t in ready if t.kind != "render"]
         checks = [t for t in ready if t.kind == "checks"]
         if len(checks) >= BACKLOG_TO_HELP:  # the background lane is falling behind: help it once
             return checks[0]
         if any(t.kind == "render" and t.state == "waiting" for t in tasks.values()):
-            ready = [t for t in ready if t.kind in ("render", "script", "avatar")]
+            ready = [t for t in ready if t.kind in ("render", "avatar")]
     ready.sort(key=lambda t: ORDER[t.kind])
     return ready[0] if ready else None
 
