@@ -54,12 +54,13 @@ def mouth_apertures(video: str | os.PathLike[str], region: tuple[int, int, int] 
         size = {}  # the reader works out the turned size itself
     if region is not None:
         left, top, side = region
-        size = {"crop": (left, top, side, side)}
+        size["crop"] = (left, top, side, side)  # with the size above, so the reader need not probe again
         if side > CROP_SIDE:
             size["scale_to"] = (CROP_SIDE, CROP_SIDE)
     values: list[float] = []
     tracker = thread_tracker()
-    with FrameReader(video, **size) as reader:
+    # One decoder thread: checks run beside renders and preparation, where total CPU time is what counts.
+    with FrameReader(video, threads=1, **size) as reader:
         for frame in reader:
             face = tracker.process(frame)
             if not face.found:

@@ -243,6 +243,12 @@ def test_frame_reader_crops_and_scales_in_ffmpeg(avatar_dir: Path) -> None:
         assert next(iter(reader)).shape == (60, 80, 3)
 
 
+def test_frame_reader_with_one_decoder_thread_yields_the_same_frames(rendered: Path) -> None:
+    with FrameReader(rendered) as several, FrameReader(rendered, threads=1) as one:
+        pairs = list(zip((f.copy() for f in several), (f.copy() for f in one), strict=True))
+    assert len(pairs) > 10 and all(np.array_equal(a, b) for a, b in pairs)
+
+
 def test_sync_measured_on_the_face_region_agrees_with_the_full_frame(rendered: Path, sync: SyncReport,
                                                                      avatar_dir: Path) -> None:
     track = FaceTrack.load(avatar_dir / pipeline.AVATAR_TRACK)
