@@ -171,12 +171,16 @@ def _exit_now() -> None:
     os._exit(0)
 
 
-def warm_up() -> None:
-    """Load Dagster, the definitions and the media stack once, while the parent is still scanning the bucket."""
+def warm_up(open_instance: bool = False) -> None:
+    """Load Dagster, the definitions and the media stack once, while the parent is still scanning the bucket;
+    with ``open_instance`` (an instance that exists already), open it too, beside the worker that registers the
+    partitions instead of after it."""
     from heygem_pipeline import quality  # noqa: F401 - imported for its side effect: MediaPipe loaded
     from heygem_pipeline.definitions import defs
 
     _WORKER.setdefault("defs", defs)
+    if open_instance:
+        _instance()
 
 
 def _instance():
@@ -193,7 +197,7 @@ def prepare_instance(partitions: dict[str, list[str]]) -> str:
     instance lacks. Returns the instance's folder. Runs in a worker, so the parent never imports Dagster."""
     from heygem_pipeline.instance import init
 
-    instance = _WORKER["instance"] = init()
+    instance = _WORKER["instance"] = init(instance=_WORKER.get("instance"))
     for name, keys in partitions.items():
         new = sorted(set(keys) - set(instance.get_dynamic_partitions(name)))
         if new:
@@ -363,14 +367,17 @@ def _execute_inline(tasks: dict[str, _Task], on_finish: Callable[[_Task], None])
 def _lanes(workers: int, dagster_home: str):
     """One process per lane, each warming up at once. Two workers: a ``render`` lane at normal priority (renders are
     the critical path) and a ``background`` lane at lower priority for preparation, checks and deliverables."""
+    from heygem_pipeline.instance import is_created
+
     context = multiprocessing.get_context("spawn")  # forking a process that holds Dagster's threads is unsafe
     names = ["render", "background"] if workers >= 2 else ["any"]
     pools = {name: futures.ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_worker_init,
                                                initargs=(dagster_home, 10 if name == "background" else 0))
              for name in names}
     try:
+        opened = is_created(Path(dagster_home))
         for pool in pools.values():
-            pool.submit(warm_up)
+            pool.submit(warm_up, opened)
         yield pools
     except KeyboardInterrupt:
         print("interrupted: letting the runs in progress finish (their state stays right in Dagster)…",

@@ -61,13 +61,22 @@ def prepare_home(home: Path | None = None) -> Path:
     return home
 
 
-def init(home: Path | None = None):  # -> DagsterInstance (dagster imported lazily: the CLI's --help stays fast)
-    """Open (creating if needed) the instance in ``home`` and make sure the ``gpu`` pool has one slot."""
+def is_created(home: Path) -> bool:
+    """Whether the instance in ``home`` has its storage already: then several processes may open it at once
+    (creating it is not safe to race: each would create the same SQLite schemas)."""
+    return (home / "dagster.yaml").exists() and (home / "history" / "runs.db").exists()
+
+
+def init(home: Path | None = None, instance=None):  # -> DagsterInstance (dagster imported lazily: --help stays fast)
+    """Open (creating if needed) the instance in ``home`` and make sure the ``gpu`` pool has one slot.
+
+    ``instance``: one this process has already opened on ``home``, to use instead of opening another.
+    """
     from dagster import DagsterInstance
 
     home = prepare_home(home)
     os.environ["DAGSTER_HOME"] = str(home)
-    instance = DagsterInstance.get()
+    instance = instance or DagsterInstance.get()
     storage = instance.event_log_storage
     if storage.supports_global_concurrency_limits:
         limits = {pool.name: pool.limit for pool in storage.get_pool_limits()}
