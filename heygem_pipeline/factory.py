@@ -172,10 +172,10 @@ def _exit_now() -> None:
 
 
 def warm_up(open_instance: bool = False) -> None:
-    """Load Dagster, the definitions and the media stack once, while the parent is still scanning the bucket;
-    with ``open_instance`` (an instance that exists already), open it too, beside the worker that registers the
-    partitions instead of after it."""
-    from heygem_pipeline import quality  # noqa: F401 - imported for its side effect: MediaPipe loaded
+    """Load Dagster, the definitions and the media stack (OpenCV, SciPy; MediaPipe loads with the first face
+    tracker) once, while the parent is still scanning the bucket; with ``open_instance`` (an instance that exists
+    already), open it too, beside the worker that registers the partitions instead of after it."""
+    from heygem_pipeline import quality  # noqa: F401 - imported for its side effect: the media stack loaded
     from heygem_pipeline.definitions import defs
 
     _WORKER.setdefault("defs", defs)
