@@ -23,8 +23,11 @@ FALLBACK_DAGSTER_YAML = """\
 telemetry:
   enabled: false
 compute_logs:
-  module: heygem_pipeline.compute_logs
+  module: heygem_pipeline.instance_storage
   class: FileComputeLogManager
+event_log_storage:
+  module: heygem_pipeline.instance_storage
+  class: SharedIndexSqliteEventLogStorage
 concurrency:
   pools:
     default_limit: 1

@@ -1,4 +1,5 @@
-"""The instance `make setup` creates: the repository's dagster.yaml, one gpu slot, and step logs kept for the UI."""
+"""The instance `make setup` creates: the repository's dagster.yaml, one gpu slot, step logs kept for the UI, and an
+event index that keeps one connection per process yet shares its writes with every other process at once."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from heygem_pipeline.compute_logs import FileComputeLogManager
 from heygem_pipeline.instance import GPU_POOL, init
+from heygem_pipeline.instance_storage import FileComputeLogManager, SharedIndexSqliteEventLogStorage
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,6 +26,26 @@ def instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 def test_gpu_pool_has_one_slot(instance) -> None:
     limits = {pool.name: pool.limit for pool in instance.event_log_storage.get_pool_limits()}
     assert limits[GPU_POOL] == 1
+
+
+def _in_another_process(home: Path, code: str) -> str:
+    prelude = "from dagster import DagsterInstance; instance = DagsterInstance.get(); "
+    result = subprocess.run([sys.executable, "-c", prelude + code], env={**os.environ, "DAGSTER_HOME": str(home)},
+                            cwd=REPO, capture_output=True, text=True, check=True)
+    return result.stdout.strip()
+
+
+def test_event_index_keeps_one_connection_and_shares_writes_across_processes(instance, tmp_path: Path) -> None:
+    storage = instance.event_log_storage
+    assert isinstance(storage, SharedIndexSqliteEventLogStorage)
+    with storage.index_connection() as first:
+        connection = first.connection.dbapi_connection
+    with storage.index_connection() as second:
+        assert second.connection.dbapi_connection is connection
+    instance.add_dynamic_partitions("script", ["launch"])
+    assert _in_another_process(tmp_path, "print(instance.get_dynamic_partitions('script'))") == "['launch']"
+    _in_another_process(tmp_path, "instance.add_dynamic_partitions('avatar', ['anna'])")
+    assert instance.get_dynamic_partitions("avatar") == ["anna"]
 
 
 # Run in a fresh interpreter: pytest's own capture replaces the streams whose file descriptors Dagster redirects.

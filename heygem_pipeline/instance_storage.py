@@ -1,0 +1,123 @@
+"""How this project's Dagster instance keeps step logs and events: Dagster's local storage, minus two costs.
+
+Both classes are configured in ``dagster.yaml`` and imported only when Dagster loads the instance (the engine never
+imports them). On these small jobs Dagster's own bookkeeping is a large share of a run, and two parts of it were
+pure overhead:
+
+- ``FileComputeLogManager``: Dagster's ``LocalComputeLogManager`` captures each step's stdout/stderr to files and
+  also mirrors them back to the process's own streams, which costs four processes per run (``tail -F`` for each
+  stream and a Python watcher for each tail: ~0.1 s of CPU a run, as much as a short check). Nobody reads that copy
+  here: a run launched by the daemon has no terminal, and ``heygem run`` prints its own progress and failures. This
+  manager writes the same files, in the same place and layout (the UI's stdout/stderr tabs read them as before),
+  and mirrors nothing.
+- ``SharedIndexSqliteEventLogStorage``: Dagster's ``SqliteEventLogStorage`` opens a new SQLAlchemy engine and
+  connection for every access to its cross-run index database (partition lookups, asset records, pool slots,
+  asset events): about a hundred a run. This storage keeps one connection to the index per process and uses it
+  under the storage's own lock, exactly where Dagster would have opened a fresh one. Per-run event databases are
+  untouched: the UI follows a running run by watching its file for changes, which needs each write to end its
+  connection as Dagster's storage does.
+
+Both default their folders to where Dagster's defaults put them in ``$DAGSTER_HOME`` (a yaml file cannot build
+those paths itself).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Generator, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from dagster import Field, StringSource
+from dagster._core.execution.compute_logs import redirect_to_file
+from dagster._core.storage.compute_log_manager import CapturedLogContext, ComputeIOType
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import INDEX_SHARD_NAME, SqliteEventLogStorage
+from dagster._core.storage.local_compute_log_manager import IO_TYPE_EXTENSION, LocalComputeLogManager
+from dagster._core.storage.sql import create_engine
+from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
+from dagster._serdes import ConfigurableClassData
+from dagster._utils import ensure_file, touch_file
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.pool import StaticPool
+
+
+def _home_folder(*parts: str) -> str:
+    return os.path.join(os.environ["DAGSTER_HOME"], *parts)
+
+
+class FileComputeLogManager(LocalComputeLogManager):
+    """``LocalComputeLogManager`` without the mirroring of captured output back to the terminal.
+
+    ``base_dir`` defaults to ``$DAGSTER_HOME/storage``, as for Dagster's default manager.
+    """
+
+    @classmethod
+    def config_type(cls) -> dict[str, Field]:
+        return {**super().config_type(), "base_dir": Field(StringSource, is_required=False)}
+
+    @classmethod
+    def from_config_value(cls, inst_data: ConfigurableClassData | None,
+                          config_value: Mapping[str, Any]) -> FileComputeLogManager:
+        config = {"base_dir": _home_folder("storage"), **config_value}
+        return cls(inst_data=inst_data, **config)  # the parent builds its own class, not ``cls``
+
+    @contextmanager
+    def capture_logs(self, log_key: Sequence[str]) -> Generator[CapturedLogContext, None, None]:
+        stdout_path = self.get_captured_local_path(log_key, IO_TYPE_EXTENSION[ComputeIOType.STDOUT])
+        stderr_path = self.get_captured_local_path(log_key, IO_TYPE_EXTENSION[ComputeIOType.STDERR])
+        ensure_file(stdout_path)
+        ensure_file(stderr_path)
+        # File-descriptor level, like Dagster's own capture: output of ffmpeg and native libraries is kept too.
+        with redirect_to_file(sys.stdout, stdout_path), redirect_to_file(sys.stderr, stderr_path):
+            yield CapturedLogContext(log_key)
+        touch_file(self.complete_artifact_path(log_key))  # tells the UI the capture is complete
+
+
+class SharedIndexSqliteEventLogStorage(SqliteEventLogStorage):
+    """``SqliteEventLogStorage`` with one connection to the index database per process instead of one per access.
+
+    ``base_dir`` defaults to ``$DAGSTER_HOME/history/runs``, as for Dagster's default storage.
+    """
+
+    def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None) -> None:
+        self._index_engine: Engine | None = None  # before Dagster's constructor, which reads the index already
+        self._index_pid = os.getpid()
+        super().__init__(base_dir, inst_data=inst_data)
+
+    @classmethod
+    def config_type(cls) -> dict[str, Field]:
+        return {"base_dir": Field(StringSource, is_required=False)}
+
+    @classmethod
+    def from_config_value(cls, inst_data: ConfigurableClassData | None,  # type: ignore[override]
+                          config_value: Mapping[str, Any]) -> SharedIndexSqliteEventLogStorage:
+        config = {"base_dir": _home_folder("history", "runs"), **config_value}
+        return cls(inst_data=inst_data, **config)  # the parent builds its own class, not ``cls``
+
+    def index_connection(self) -> Any:
+        return self._index_connection()
+
+    @contextmanager
+    def _index_connection(self) -> Iterator[Connection]:
+        engine = self._shared_index_engine()
+        # Under the lock Dagster's storage holds around each of its own connections.
+        with self._db_lock, engine.connect() as connection, connection.begin():
+            yield connection
+
+    def _shared_index_engine(self) -> Engine:
+        if self._index_engine is None or self._index_pid != os.getpid():  # a forked child gets its own
+            with self._connect(INDEX_SHARD_NAME):  # Dagster's path once: creates or checks the database
+                pass
+            # One connection, used under the storage's lock by whichever thread holds it (the webserver's threads).
+            self._index_engine = create_engine(self.conn_string_for_shard(INDEX_SHARD_NAME), poolclass=StaticPool,
+                                               connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS,
+                                                             "check_same_thread": False})
+            self._index_pid = os.getpid()
+        return self._index_engine
+
+    def dispose(self) -> None:
+        if self._index_engine is not None and self._index_pid == os.getpid():
+            self._index_engine.dispose()
+        self._index_engine = None
+        super().dispose()
