@@ -43,7 +43,10 @@ from sqlalchemy.pool import StaticPool
 
 
 def _home_folder(*parts: str) -> str:
-    return os.path.join(os.environ["DAGSTER_HOME"], *parts)
+    home = os.environ.get("DAGSTER_HOME")
+    if not home:
+        raise RuntimeError("DAGSTER_HOME is not set: set it to the instance's folder, or give base_dir in dagster.yaml")
+    return os.path.join(home, *parts)
 
 
 class FileComputeLogManager(LocalComputeLogManager):
