@@ -25,6 +25,7 @@ class Settings:
     voice: str = "en-us"
     crf: int = 18
     preset: str = "veryfast"
+    ffmpeg_threads: int | None = None  # None: ffmpeg's choice
     wav2lip_checkpoint: str | None = None
     wav2lip_batch_size: int = 128
     timezone: str = "UTC"
@@ -41,6 +42,7 @@ class Settings:
             voice=_env("HEYGEM_VOICE", cls.voice),
             crf=int(_env("HEYGEM_CRF", str(cls.crf))),
             preset=_env("HEYGEM_PRESET", cls.preset),
+            ffmpeg_threads=int(_env("HEYGEM_FFMPEG_THREADS", "0")) or None,
             wav2lip_checkpoint=os.environ.get("HEYGEM_WAV2LIP_CHECKPOINT") or None,
             wav2lip_batch_size=int(_env("HEYGEM_WAV2LIP_BATCH", str(cls.wav2lip_batch_size))),
             timezone=_env("HEYGEM_TIMEZONE", cls.timezone),
@@ -52,4 +54,4 @@ def encode_settings(settings: Settings):  # -> media.EncodeSettings (imported la
     """The H.264 settings for outputs, from the global settings."""
     from heygem_pipeline.media import EncodeSettings
 
-    return EncodeSettings(crf=settings.crf, preset=settings.preset)
+    return EncodeSettings(crf=settings.crf, preset=settings.preset, threads=settings.ffmpeg_threads)

@@ -150,8 +150,10 @@ class FactoryReport:
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(dagster_home: str, niceness: int) -> None:
+def _worker_init(dagster_home: str, niceness: int, ffmpeg_threads: int | None) -> None:
     os.environ["DAGSTER_HOME"] = dagster_home
+    if ffmpeg_threads and not os.environ.get("HEYGEM_FFMPEG_THREADS"):  # the user's own setting wins
+        os.environ["HEYGEM_FFMPEG_THREADS"] = str(ffmpeg_threads)
     if niceness:
         os.nice(niceness)
     # A worker interrupted by Ctrl-C would print a traceback per run; the parent handles the interrupt.
@@ -371,8 +373,11 @@ def _lanes(workers: int, dagster_home: str):
 
     context = multiprocessing.get_context("spawn")  # forking a process that holds Dagster's threads is unsafe
     names = ["render", "background"] if workers >= 2 else ["any"]
+    # Each lane's ffmpeg processes get the lane's share of the cores: ffmpeg's default (~1.5 threads a core, for a
+    # process alone on the machine) would oversubscribe it when both lanes encode or decode at once.
+    threads = max(1, (os.cpu_count() or 1) // len(names)) if len(names) > 1 else None
     pools = {name: futures.ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_worker_init,
-                                               initargs=(dagster_home, 10 if name == "background" else 0))
+                                               initargs=(dagster_home, 10 if name == "background" else 0, threads))
              for name in names}
     try:
         opened = is_created(Path(dagster_home))

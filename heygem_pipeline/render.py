@@ -68,20 +68,20 @@ def _runs(order: np.ndarray) -> Iterator[tuple[int, int, int]]:
 
 
 def template_frames(template: Path, order: np.ndarray, width: int, height: int, fps: float,
-                    pix_fmt: str = "bgr24") -> Iterator[np.ndarray]:
+                    pix_fmt: str = "bgr24", threads: int | None = None) -> Iterator[np.ndarray]:
     """Stream the template's frames in ``order`` (forward runs decode straight through; backward runs decode
     short blocks and reverse them, so at most ``BACKWARD_BLOCK`` frames are ever held)."""
     for first, last, step in _runs(order):
         if step == 1:
             with FrameReader(template, width, height, start_frame=first, max_frames=last - first + 1,
-                             fps=fps, pix_fmt=pix_fmt) as reader:
+                             fps=fps, pix_fmt=pix_fmt, threads=threads) as reader:
                 yield from reader
             continue
         top = first
         while top >= last:
             bottom = max(last, top - BACKWARD_BLOCK + 1)
             with FrameReader(template, width, height, start_frame=bottom, max_frames=top - bottom + 1,
-                             fps=fps, pix_fmt=pix_fmt) as reader:
+                             fps=fps, pix_fmt=pix_fmt, threads=threads) as reader:
                 block = list(reader)
             yield from reversed(block)
             top = bottom - 1
@@ -95,7 +95,9 @@ def render_video(features: ScriptFeatures, audio_source: str | os.PathLike[str],
     fps = float(track.fps)
     n_out = frame_count(features.duration, fps)
     order = pingpong_indices(n_out, len(track))
-    frames = template_frames(Path(template), order, track.width, track.height, fps, engine.frame_format)
+    settings = settings or EncodeSettings()
+    frames = template_frames(Path(template), order, track.width, track.height, fps, engine.frame_format,
+                             threads=settings.threads)
     items = (RenderItem(index, frame, track.frame(int(order[index]))) for index, frame in enumerate(frames))
     preview_index, preview = min(n_out - 1, int(n_out * PREVIEW_AT)), b""
     engine.load()

@@ -15,12 +15,15 @@ class FFmpegResource(ConfigurableResource):
     crf: int = Field(default=18, description="x264 quality of outputs (lower is better)")
     preset: str = Field(default="veryfast", description="x264 speed preset")
     voice: str = Field(default="en-us", description="espeak-ng voice for .txt scripts")
+    threads: int | None = Field(default=None, description="Threads of each ffmpeg process (default: ffmpeg's "
+                                "choice); `heygem run` gives each of its two lanes its share of the cores")
 
     def media_options(self) -> MediaOptions:
         return MediaOptions(fps=self.fps, still_seconds=self.still_seconds, voice=self.voice)
 
     def encode_settings(self, crf: int | None = None, preset: str | None = None) -> EncodeSettings:
-        return EncodeSettings(crf=self.crf if crf is None else crf, preset=preset or self.preset)
+        return EncodeSettings(crf=self.crf if crf is None else crf, preset=preset or self.preset,
+                              threads=self.threads)
 
     def render_defaults(self, engine: str) -> RenderOptions:
         return RenderOptions(engine=engine, crf=self.crf, preset=self.preset)

@@ -11,6 +11,7 @@ from avatar_factory import make_template_video
 from media_factory import make_speech
 
 from heygem_pipeline.cli import build_parser
+from heygem_pipeline.config import Settings, encode_settings
 from heygem_pipeline.media import probe
 
 SUBCOMMANDS = ("demo", "run", "render", "ui")
@@ -36,6 +37,17 @@ def test_each_subcommand_has_help(name: str) -> None:
 def test_parser_defaults_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     args = build_parser().parse_args(["render", "--audio", "a.wav", "--avatar", "b.mp4", "-o", "c.mp4"])
     assert args.engine is None and args.fps is None  # filled from HEYGEM_ENGINE / HEYGEM_FPS by main()
+
+
+def test_ffmpeg_threads_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from resources import build_resources
+
+    monkeypatch.delenv("HEYGEM_FFMPEG_THREADS", raising=False)
+    assert Settings.from_env().ffmpeg_threads is None and encode_settings(Settings.from_env()).threads is None
+    monkeypatch.setenv("HEYGEM_FFMPEG_THREADS", "2")
+    settings = Settings.from_env()
+    assert encode_settings(settings).threads == 2
+    assert build_resources(settings)["ffmpeg"].encode_settings().threads == 2
 
 
 def test_render_a_raw_pair(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from heygem_pipeline.audio import decode_audio, frame_count
 from heygem_pipeline.engines.base import RenderItem
 from heygem_pipeline.engines.registry import create_engine
 from heygem_pipeline.faces import FaceTrack
-from heygem_pipeline.media import FrameReader, probe
+from heygem_pipeline.media import EncodeSettings, FrameReader, probe
 from heygem_pipeline.mouth import render_mouth, render_mouth_i420
 from heygem_pipeline.quality import SyncReport, best_lag, measure_sync
 from heygem_pipeline.render import RenderResult, pingpong_indices, template_frames
@@ -241,6 +241,17 @@ def test_frame_reader_crops_and_scales_in_ffmpeg(avatar_dir: Path) -> None:
     assert np.abs(crop.astype(np.int16) - full[40:160, 100:260]).mean() < 1
     with FrameReader(template, max_frames=1, crop=(100, 40, 160, 120), scale_to=(80, 60)) as reader:
         assert next(iter(reader)).shape == (60, 80, 3)
+
+
+def test_render_with_one_ffmpeg_thread_gives_the_same_video(work: Path, avatar_dir: Path,
+                                                           pause_script: tuple[Path, list],
+                                                           render_result: RenderResult) -> None:
+    # heygem run's lanes use fewer ffmpeg threads; the pictures must not change (x264 is thread-deterministic).
+    single = pipeline.render_pair(pause_script[0], avatar_dir, work / "pair_one_thread.mp4", create_engine("viseme"),
+                                  settings=EncodeSettings(threads=1))
+    with FrameReader(render_result.path) as default, FrameReader(single.path) as one:
+        pairs = list(zip((f.copy() for f in default), (f.copy() for f in one), strict=True))
+    assert len(pairs) == render_result.frames and all(np.array_equal(a, b) for a, b in pairs)
 
 
 def test_frame_reader_with_one_decoder_thread_yields_the_same_frames(rendered: Path) -> None:
