@@ -79,7 +79,7 @@ def _stage_counts(home: Path) -> dict[str, int]:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def run(keep: Path | None = None, repeats: int = 2) -> dict[str, object]:
+def run(keep: Path | None = None, repeats: int = 3) -> dict[str, object]:
     """Time both ways, alternating, ``repeats`` times each (the best of each counts: the machine may be shared);
     returns the figures (seconds, ratio, stage counts, verdict)."""
     root = Path(tempfile.mkdtemp(prefix="bench-factory-")) if keep is None else keep
@@ -123,7 +123,7 @@ def run(keep: Path | None = None, repeats: int = 2) -> dict[str, object]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--keep", type=Path, help="work in DIR and keep it (default: a temporary folder)")
-    parser.add_argument("--repeats", type=int, default=2, help="timings of each kind; the best counts (default 2)")
+    parser.add_argument("--repeats", type=int, default=3, help="timings of each kind; the best counts (default 3)")
     args = parser.parse_args(argv)
     figures = run(args.keep, args.repeats)
     print(json.dumps(figures, indent=2))
