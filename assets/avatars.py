@@ -16,7 +16,7 @@ from heygem_pipeline.campaigns import (
     track_stamp_path,
     track_token,
 )
-from heygem_pipeline.media import thumbnail_jpeg
+from heygem_pipeline.media import PREVIEW_AT, thumbnail_jpeg
 from resources.bucket import BucketResource
 from resources.ffmpeg import FFmpegResource
 
@@ -34,9 +34,13 @@ def avatar_video(context: AssetExecutionContext, bucket: BucketResource, ffmpeg:
     with stage_failures(context, store, "avatar", key, token, source=store.uri(upload.rel)):
         with store.local_file(upload.rel) as local_upload, store.local_folder(
                 folder, outputs=(pipeline.AVATAR_TEMPLATE, pipeline.AVATAR_RECORD)) as work:
+            settings = ffmpeg.encode_settings()
             intake = pipeline.prepare_avatar(local_upload, work, fps=media.fps, still_seconds=media.still_seconds,
-                                             settings=ffmpeg.encode_settings())
-            thumbnail = thumbnail_markdown(thumbnail_jpeg(work / pipeline.AVATAR_TEMPLATE))
+                                             settings=settings)
+            # A photo's clip shows the same picture throughout: its first frame decodes alone, without a seek.
+            thumbnail = thumbnail_markdown(thumbnail_jpeg(
+                work / pipeline.AVATAR_TEMPLATE, at=0.0 if intake.was_still else PREVIEW_AT,
+                frames=intake.frame_count, fps=intake.fps, threads=settings.threads))
         store.write_json(avatar_stamp_path(store, key), stamp(token, source=upload.name))
     return MaterializeResult(metadata={
         "source": upload.name,

@@ -192,14 +192,20 @@ def atomic_output(dest: str | os.PathLike[str]) -> Iterator[Path]:
 PREVIEW_AT = 0.4  # share of a video where its preview frame is taken
 
 
-def thumbnail_jpeg(video: str | os.PathLike[str], width: int = 320, at: float = PREVIEW_AT) -> bytes:
-    """A JPEG of the frame at ``at`` (share of the duration) of ``video``, ``width`` pixels wide."""
-    info = probe(video)
-    if info.video is None:
-        raise NotMediaError(Path(video), "has no video stream", "upload a video or image")
-    fps = info.video.fps or 25.0
-    frames = info.video.frame_count or max(1, round((info.duration or 0.0) * fps))
-    with FrameReader(video, start_frame=min(frames - 1, int(frames * at)), max_frames=1, fps=fps) as reader:
+def thumbnail_jpeg(video: str | os.PathLike[str], width: int = 320, at: float = PREVIEW_AT, *,
+                   frames: int | None = None, fps: float | None = None, threads: int | None = None) -> bytes:
+    """A JPEG of the frame at ``at`` (share of the duration) of ``video``, ``width`` pixels wide.
+
+    ``frames`` and ``fps``: the video's, when the caller knows them (no probe then); ``threads``: see FrameReader.
+    """
+    if frames is None or fps is None:
+        info = probe(video)
+        if info.video is None:
+            raise NotMediaError(Path(video), "has no video stream", "upload a video or image")
+        fps = info.video.fps or 25.0
+        frames = info.video.frame_count or max(1, round((info.duration or 0.0) * fps))
+    with FrameReader(video, start_frame=min(frames - 1, int(frames * at)), max_frames=1, fps=fps,
+                     threads=threads) as reader:
         frame = next(iter(reader), None)
     if frame is None:
         raise NotMediaError(Path(video), "has no frame to show", "upload the video again")

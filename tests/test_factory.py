@@ -111,6 +111,8 @@ def test_full_graph_renders_checks_and_delivers(first_run: FactoryReport, bucket
                 "avatar_source", "path"):
         assert key in metadata
     assert metadata["thumbnail"].value.startswith("![thumbnail](data:image/jpeg;base64,")
+    for avatar in materializations(instance, "avatar_video"):  # clips and the photo's still clip alike
+        assert avatar.asset_materialization.metadata["thumbnail"].value.startswith("![thumbnail](data:image/jpeg")
     checks = events(instance, first_run, DagsterEventType.ASSET_CHECK_EVALUATION)
     assert len(checks) == 9
     assert all(e.dagster_event.event_specific_data.passed for e in checks)

@@ -16,7 +16,7 @@ from heygem_pipeline.audio import decode_audio, frame_count
 from heygem_pipeline.engines.base import RenderItem
 from heygem_pipeline.engines.registry import create_engine
 from heygem_pipeline.faces import FaceTrack
-from heygem_pipeline.media import EncodeSettings, FrameReader, probe
+from heygem_pipeline.media import EncodeSettings, FrameReader, probe, thumbnail_jpeg
 from heygem_pipeline.mouth import render_mouth, render_mouth_i420
 from heygem_pipeline.quality import SyncReport, best_lag, measure_sync
 from heygem_pipeline.render import RenderResult, pingpong_indices, template_frames
@@ -252,6 +252,12 @@ def test_render_with_one_ffmpeg_thread_gives_the_same_video(work: Path, avatar_d
     with FrameReader(render_result.path) as default, FrameReader(single.path) as one:
         pairs = list(zip((f.copy() for f in default), (f.copy() for f in one), strict=True))
     assert len(pairs) == render_result.frames and all(np.array_equal(a, b) for a, b in pairs)
+
+
+def test_thumbnail_without_a_probe_is_the_same_picture(render_result: RenderResult) -> None:
+    probed = thumbnail_jpeg(render_result.path)
+    assert probed[:2] == b"\xff\xd8"  # a JPEG
+    assert thumbnail_jpeg(render_result.path, frames=render_result.frames, fps=render_result.fps, threads=1) == probed
 
 
 def test_frame_reader_with_one_decoder_thread_yields_the_same_frames(rendered: Path) -> None:
