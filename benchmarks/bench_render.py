@@ -25,9 +25,8 @@ def _baseline(template_mp4: Path, audio: Path, frames: int, dest: Path, settings
     """What any renderer must at least do: decode the template frames, encode H.264 at the same settings, mux."""
     video = ffmpeg.input(ff_path(template_mp4), stream_loop=-1).video
     sound = ffmpeg.input(ff_path(audio)).audio
-    run_ffmpeg(ffmpeg.output(video, sound, ff_path(dest), vcodec="libx264", crf=settings.crf, preset=settings.preset,
-                             pix_fmt="yuv420p", acodec="aac", audio_bitrate=settings.audio_bitrate,
-                             movflags="+faststart", **{"frames:v": frames}).overwrite_output(), "baseline encode")
+    run_ffmpeg(ffmpeg.output(video, sound, ff_path(dest), acodec="aac", audio_bitrate=settings.audio_bitrate,
+                             **settings.video_options(), **{"frames:v": frames}).overwrite_output(), "baseline encode")
 
 
 _RSS_CODE = """

@@ -176,14 +176,10 @@ def normalize_avatar(source: str | os.PathLike[str], dest_mp4: str | os.PathLike
         stream = stream.crop(0, 0, out_w, out_h)  # odd size: drop the last row/column rather than resample
     stream = stream.filter("format", "yuv420p")
     extra: dict[str, object] = {"frames:v": max(1, round(still_seconds * fps))} if still else {}
-    if settings.threads is not None:
-        extra["threads"] = settings.threads
 
     with atomic_output(dest) as tmp:
-        command = ffmpeg.output(
-            stream, ff_path(tmp), f="mp4", vcodec="libx264", crf=settings.crf, preset=settings.preset,
-            pix_fmt="yuv420p", movflags="+faststart", map_metadata=-1, an=None, **extra,
-        ).overwrite_output()
+        command = ffmpeg.output(stream, ff_path(tmp), f="mp4", map_metadata=-1, an=None,
+                                **settings.video_options(), **extra).overwrite_output()
         try:
             run_ffmpeg(command, f"normalizing avatar {source}")
         except RuntimeError as error:

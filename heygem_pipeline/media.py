@@ -435,6 +435,14 @@ class EncodeSettings:
     # lanes) use fewer: less CPU per frame and the same output (x264's result does not depend on its threads).
     threads: int | None = None
 
+    def video_options(self) -> dict[str, object]:
+        """ffmpeg output options that encode H.264 yuv420p MP4 (``+faststart``) at these settings."""
+        options: dict[str, object] = {"vcodec": "libx264", "crf": self.crf, "preset": self.preset,
+                                      "pix_fmt": "yuv420p", "movflags": "+faststart"}
+        if self.threads is not None:
+            options["threads"] = self.threads
+        return options
+
 
 class FrameWriter:
     """Encode a stream of BGR frames to H.264 yuv420p MP4 (``+faststart``), optionally muxing an audio file.
@@ -465,10 +473,7 @@ class FrameWriter:
         tmp = self._atomic.__enter__()
         video = ffmpeg.input("pipe:", format="rawvideo", pix_fmt=self.pix_fmt, s=f"{self.width}x{self.height}",
                              framerate=self.fps)
-        common = dict(vcodec="libx264", crf=self.settings.crf, preset=self.settings.preset, pix_fmt="yuv420p",
-                      movflags="+faststart", r=self.fps)
-        if self.settings.threads is not None:
-            common["threads"] = self.settings.threads
+        common = {**self.settings.video_options(), "r": self.fps}
         if self.audio is not None:
             audio = ffmpeg.input(ff_path(self.audio)).audio
             out = ffmpeg.output(video, audio, ff_path(tmp), acodec="aac", audio_bitrate=self.settings.audio_bitrate,
