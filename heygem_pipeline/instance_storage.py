@@ -42,11 +42,16 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import StaticPool
 
 
-def _home_folder(*parts: str) -> str:
-    home = os.environ.get("DAGSTER_HOME")
-    if not home:
-        raise RuntimeError("DAGSTER_HOME is not set: set it to the instance's folder, or give base_dir in dagster.yaml")
-    return os.path.join(home, *parts)
+def _with_base_dir(config_value: Mapping[str, Any], *default: str) -> dict[str, Any]:
+    """``config_value`` with ``base_dir`` defaulting to ``$DAGSTER_HOME/<default…>``."""
+    config = dict(config_value)
+    if "base_dir" not in config:
+        home = os.environ.get("DAGSTER_HOME")
+        if not home:
+            raise RuntimeError("DAGSTER_HOME is not set: set it to the instance's folder, or give base_dir in "
+                               "dagster.yaml")
+        config["base_dir"] = os.path.join(home, *default)
+    return config
 
 
 class FileComputeLogManager(LocalComputeLogManager):
@@ -62,8 +67,8 @@ class FileComputeLogManager(LocalComputeLogManager):
     @classmethod
     def from_config_value(cls, inst_data: ConfigurableClassData | None,
                           config_value: Mapping[str, Any]) -> FileComputeLogManager:
-        config = {"base_dir": _home_folder("storage"), **config_value}
-        return cls(inst_data=inst_data, **config)  # the parent builds its own class, not ``cls``
+        # Dagster's parent class builds itself here, not ``cls``.
+        return cls(inst_data=inst_data, **_with_base_dir(config_value, "storage"))
 
     @contextmanager
     def capture_logs(self, log_key: Sequence[str]) -> Generator[CapturedLogContext, None, None]:
@@ -95,14 +100,11 @@ class SharedIndexSqliteEventLogStorage(SqliteEventLogStorage):
     @classmethod
     def from_config_value(cls, inst_data: ConfigurableClassData | None,  # type: ignore[override]
                           config_value: Mapping[str, Any]) -> SharedIndexSqliteEventLogStorage:
-        config = {"base_dir": _home_folder("history", "runs"), **config_value}
-        return cls(inst_data=inst_data, **config)  # the parent builds its own class, not ``cls``
-
-    def index_connection(self) -> Any:
-        return self._index_connection()
+        # Dagster's parent class builds itself here, not ``cls``.
+        return cls(inst_data=inst_data, **_with_base_dir(config_value, "history", "runs"))
 
     @contextmanager
-    def _index_connection(self) -> Iterator[Connection]:
+    def index_connection(self) -> Iterator[Connection]:  # type: ignore[override]
         engine = self._shared_index_engine()
         # Under the lock Dagster's storage holds around each of its own connections.
         with self._db_lock, engine.connect() as connection, connection.begin():

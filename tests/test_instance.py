@@ -48,6 +48,20 @@ def test_event_index_keeps_one_connection_and_shares_writes_across_processes(ins
     assert instance.get_dynamic_partitions("avatar") == ["anna"]
 
 
+def test_storage_folders_default_to_dagster_home_unless_given(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    assert FileComputeLogManager.from_config_value(None, {})._base_dir == str(tmp_path / "home" / "storage")
+    monkeypatch.delenv("DAGSTER_HOME")
+    given = FileComputeLogManager.from_config_value(None, {"base_dir": str(tmp_path / "logs")})
+    assert given._base_dir == str(tmp_path / "logs")
+    storage = SharedIndexSqliteEventLogStorage.from_config_value(None, {"base_dir": str(tmp_path / "events")})
+    assert (tmp_path / "events" / "index.db").exists()
+    storage.dispose()
+    with pytest.raises(RuntimeError, match="DAGSTER_HOME is not set"):
+        FileComputeLogManager.from_config_value(None, {})
+
+
 # Run in a fresh interpreter: pytest's own capture replaces the streams whose file descriptors Dagster redirects.
 CAPTURE = """
 import json, os, subprocess, sys
