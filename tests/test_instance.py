@@ -1,15 +1,18 @@
-"""The instance `make setup` creates: the repository's dagster.yaml, one gpu slot, step logs kept for the UI, and an
-event index that keeps one connection per process yet shares its writes with every other process at once."""
+"""The instance `make setup` creates: the repository's dagster.yaml, one gpu slot, step logs kept for the UI, an
+event index that keeps one connection per process yet shares its writes with every other process at once, and run
+databases made as Dagster makes them."""
 
 from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 
 from heygem_pipeline.instance import GPU_POOL, init
 from heygem_pipeline.instance_storage import FileComputeLogManager, SharedIndexSqliteEventLogStorage
@@ -46,6 +49,38 @@ def test_event_index_keeps_one_connection_and_shares_writes_across_processes(ins
     assert _in_another_process(tmp_path, "print(instance.get_dynamic_partitions('script'))") == "['launch']"
     _in_another_process(tmp_path, "instance.add_dynamic_partitions('avatar', ['anna'])")
     assert instance.get_dynamic_partitions("avatar") == ["anna"]
+
+
+def _database_layout(path: Path) -> tuple:
+    with sqlite3.connect(path) as db:
+        return (sorted(db.execute("SELECT type, name, tbl_name, sql FROM sqlite_master").fetchall()),
+                db.execute("PRAGMA journal_mode").fetchall(), db.execute("SELECT * FROM alembic_version").fetchall())
+
+
+def test_a_new_run_database_is_the_one_dagster_makes_and_an_existing_one_is_kept(tmp_path: Path) -> None:
+    dagster_storage = SqliteEventLogStorage(str(tmp_path / "dagster"))
+    with dagster_storage.run_connection("run-a"):
+        pass
+    storage = SharedIndexSqliteEventLogStorage(str(tmp_path / "ours"))
+    for run_id in ("run-a", "run-b"):  # the second from this process's copy of an empty database
+        with storage.run_connection(run_id):
+            pass
+    expected = _database_layout(tmp_path / "dagster" / "run-a.db")
+    assert expected[1] == [("wal",)] and len(expected[2]) == 1
+    assert _database_layout(tmp_path / "ours" / "run-a.db") == expected
+    assert _database_layout(tmp_path / "ours" / "run-b.db") == expected
+    assert sorted(storage.get_all_run_ids()) == ["run-a", "run-b"]  # no temporary file left beside them
+
+    dagster_storage.dispose()
+
+    # A run database another process made first (here: with an event in it) is used, never replaced.
+    other_process = SqliteEventLogStorage(str(tmp_path / "ours"))
+    with other_process.run_connection("run-c") as connection:
+        connection.exec_driver_sql("INSERT INTO event_logs (run_id, event) VALUES ('run-c', '{}')")
+    other_process.dispose()
+    with storage.run_connection("run-c") as connection:
+        assert connection.exec_driver_sql("SELECT run_id FROM event_logs").fetchall() == [("run-c",)]
+    storage.dispose()
 
 
 def test_storage_folders_default_to_dagster_home_unless_given(tmp_path: Path,
