@@ -31,7 +31,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Generator, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from dagster import Field, StringSource
@@ -158,14 +158,15 @@ class SharedIndexSqliteEventLogStorage(SqliteEventLogStorage):
                     self._empty_run_db = file.read()
         # Written beside it, then linked into place: never a half-written database, never one replaced.
         temporary = f"{path}.{os.getpid()}-{threading.get_ident()}.new"
-        with open(temporary, "wb") as file:
-            file.write(self._empty_run_db)
         try:
+            with open(temporary, "wb") as file:
+                file.write(self._empty_run_db)
             os.link(temporary, path)
-        except FileExistsError:
+        except OSError:  # another process made it first, or a filesystem without hard links: Dagster's way then
             return False
         finally:
-            os.unlink(temporary)
+            with suppress(FileNotFoundError):
+                os.unlink(temporary)
         return True
 
     def dispose(self) -> None:

@@ -57,29 +57,38 @@ def _database_layout(path: Path) -> tuple:
                 db.execute("PRAGMA journal_mode").fetchall(), db.execute("SELECT * FROM alembic_version").fetchall())
 
 
-def test_a_new_run_database_is_the_one_dagster_makes_and_an_existing_one_is_kept(tmp_path: Path) -> None:
+def _no_hard_links(*args: object) -> None:
+    raise PermissionError("this filesystem has no hard links")
+
+
+def test_a_new_run_database_is_the_one_dagster_makes_and_an_existing_one_is_kept(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     dagster_storage = SqliteEventLogStorage(str(tmp_path / "dagster"))
     with dagster_storage.run_connection("run-a"):
         pass
-    storage = SharedIndexSqliteEventLogStorage(str(tmp_path / "ours"))
-    for run_id in ("run-a", "run-b"):  # the second from this process's copy of an empty database
-        with storage.run_connection(run_id):
-            pass
+    dagster_storage.dispose()
     expected = _database_layout(tmp_path / "dagster" / "run-a.db")
     assert expected[1] == [("wal",)] and len(expected[2]) == 1
-    assert _database_layout(tmp_path / "ours" / "run-a.db") == expected
-    assert _database_layout(tmp_path / "ours" / "run-b.db") == expected
-    assert sorted(storage.get_all_run_ids()) == ["run-a", "run-b"]  # no temporary file left beside them
 
-    dagster_storage.dispose()
+    storage = SharedIndexSqliteEventLogStorage(str(tmp_path / "ours"))
+    for run_id in ("run-a", "run-b"):  # both copies of the empty database the first one made
+        with storage.run_connection(run_id):
+            pass
+    with monkeypatch.context() as patched:  # a filesystem without hard links: Dagster's own way
+        patched.setattr(os, "link", _no_hard_links)
+        with storage.run_connection("run-c"):
+            pass
+    for run_id in ("run-a", "run-b", "run-c"):
+        assert _database_layout(tmp_path / "ours" / f"{run_id}.db") == expected
+    assert not [name for name in os.listdir(tmp_path / "ours") if name.endswith(".new")]
 
     # A run database another process made first (here: with an event in it) is used, never replaced.
     other_process = SqliteEventLogStorage(str(tmp_path / "ours"))
-    with other_process.run_connection("run-c") as connection:
-        connection.exec_driver_sql("INSERT INTO event_logs (run_id, event) VALUES ('run-c', '{}')")
+    with other_process.run_connection("run-d") as connection:
+        connection.exec_driver_sql("INSERT INTO event_logs (run_id, event) VALUES ('run-d', '{}')")
     other_process.dispose()
-    with storage.run_connection("run-c") as connection:
-        assert connection.exec_driver_sql("SELECT run_id FROM event_logs").fetchall() == [("run-c",)]
+    with storage.run_connection("run-d") as connection:
+        assert connection.exec_driver_sql("SELECT run_id FROM event_logs").fetchall() == [("run-d",)]
     storage.dispose()
 
 
