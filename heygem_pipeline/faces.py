@@ -756,8 +756,10 @@ def track_faces(video_path: str | os.PathLike[str], *, max_gap_frames: int = 12,
     def second_counted() -> None:
         done[1] += 1
 
-    tracker = tracker or thread_tracker()
-    tracker.reset()
+    if tracker is None:
+        tracker = thread_tracker()  # reset there
+    else:
+        tracker.reset()
     second: dict[str, object] = {}
     stop = threading.Event()
 

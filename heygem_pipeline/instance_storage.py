@@ -145,7 +145,8 @@ class SharedIndexSqliteEventLogStorage(SqliteEventLogStorage):
             super()._initdb(engine, for_index_shard=for_index_shard)
 
     def _place_empty_run_db(self, path: str) -> bool:
-        """Put a copy of an empty run database at ``path``; False when another process put one there first."""
+        """Put a copy of an empty run database at ``path``; False when it could not (another process put one there
+        first, a filesystem without hard links, a full disk): Dagster then creates or checks it its own way."""
         if self._empty_run_db is None:
             with tempfile.TemporaryDirectory(prefix="heygem-run-db-") as folder:
                 empty = os.path.join(folder, "empty.db")
