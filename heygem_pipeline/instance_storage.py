@@ -1,4 +1,5 @@
-"""How this project's Dagster instance keeps step logs and events: Dagster's local storage, minus two costs.
+"""How this project's Dagster instance keeps step logs and events: Dagster's local storage, minus two costs and
+with pool slots claimed safely.
 
 Both classes are configured in ``dagster.yaml`` and imported only when Dagster loads the instance (the engine never
 imports them). On these small jobs Dagster's own bookkeeping is a large share of a run, and two parts of it were
@@ -18,7 +19,8 @@ pure overhead:
   write to end its connection as Dagster's storage does. Two smaller costs go too: each new run's database is a
   copy of an empty one this process made once the Dagster way (creating it costs ~40 ms of CPU a run, mostly
   alembic loading its migration scripts again to stamp it), and the index's tables are looked up once, not before
-  every asset event.
+  every asset event. One more change is for correctness, not cost: claims and releases of pool slots (``gpu``)
+  run one at a time across every process of the instance, under a file lock (see ``_pool_lock``).
 
 Both default their folders to where Dagster's defaults put them in ``$DAGSTER_HOME`` (a yaml file cannot build
 those paths itself).
@@ -26,6 +28,7 @@ those paths itself).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sys
 import tempfile
@@ -43,6 +46,7 @@ from dagster._core.storage.sql import create_engine
 from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
 from dagster._serdes import ConfigurableClassData
 from dagster._utils import ensure_file, touch_file
+from dagster._utils.concurrency import ConcurrencyClaimStatus
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool, StaticPool
 
@@ -89,7 +93,8 @@ class FileComputeLogManager(LocalComputeLogManager):
 
 class SharedIndexSqliteEventLogStorage(SqliteEventLogStorage):
     """``SqliteEventLogStorage`` with one connection to the index database per process instead of one per access,
-    new run databases copied from an empty one, and the index's tables looked up once.
+    new run databases copied from an empty one, the index's tables looked up once, and pool slots claimed under
+    a lock shared by every process.
 
     ``base_dir`` defaults to ``$DAGSTER_HOME/history/runs``, as for Dagster's default storage.
     """
@@ -100,6 +105,7 @@ class SharedIndexSqliteEventLogStorage(SqliteEventLogStorage):
         self._index_pid = os.getpid()
         self._index_tables: set[str] = set()
         self._empty_run_db: bytes | None = None
+        self._pool_lock_held = threading.local()
         super().__init__(base_dir, inst_data=inst_data)
 
     @classmethod
@@ -169,6 +175,57 @@ class SharedIndexSqliteEventLogStorage(SqliteEventLogStorage):
             with suppress(FileNotFoundError):
                 os.unlink(temporary)
         return True
+
+    # Pool slots. Dagster's SQL storage claims a slot in steps (is a slot unassigned? then queue the step as
+    # assigned; is a slot free? then take it), each in its own transaction. Postgres rows locked ``FOR UPDATE``
+    # keep that safe; SQLite ignores the clause, so two processes claiming at once could both be assigned and both
+    # take the one ``gpu`` slot, and a step queued while another freed the slot could wait unassigned with the slot
+    # free. Each claim, release and change of slots runs whole under one lock shared by every process of the
+    # instance instead.
+
+    @contextmanager
+    def _pool_lock(self) -> Iterator[None]:
+        if getattr(self._pool_lock_held, "value", False):  # a release assigns pending steps: already held
+            yield
+            return
+        # Opened for each use: flock belongs to the open file, so this process's threads exclude each other too;
+        # the kernel lets go of it when a process dies holding it.
+        with open(os.path.join(self._base_dir, "pools.lock"), "a") as lock_file:
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+            self._pool_lock_held.value = True
+            try:
+                yield
+            finally:
+                self._pool_lock_held.value = False
+
+    def claim_concurrency_slot(self, concurrency_key: str, run_id: str, step_key: str,
+                               priority: int | None = None) -> ConcurrencyClaimStatus:
+        with self._pool_lock():
+            return super().claim_concurrency_slot(concurrency_key, run_id, step_key, priority)
+
+    def free_concurrency_slots_for_run(self, run_id: str) -> None:
+        with self._pool_lock():
+            super().free_concurrency_slots_for_run(run_id)
+
+    def free_concurrency_slot_for_step(self, run_id: str, step_key: str) -> None:
+        with self._pool_lock():
+            super().free_concurrency_slot_for_step(run_id, step_key)
+
+    def assign_pending_steps(self, concurrency_keys: Sequence[str]) -> None:
+        with self._pool_lock():
+            super().assign_pending_steps(concurrency_keys)
+
+    def set_concurrency_slots(self, concurrency_key: str, num: int) -> None:
+        with self._pool_lock():
+            super().set_concurrency_slots(concurrency_key, num)
+
+    def delete_concurrency_limit(self, concurrency_key: str) -> None:
+        with self._pool_lock():
+            super().delete_concurrency_limit(concurrency_key)
+
+    def initialize_concurrency_limit_to_default(self, concurrency_key: str) -> bool:
+        with self._pool_lock():
+            return super().initialize_concurrency_limit_to_default(concurrency_key)
 
     def dispose(self) -> None:
         if self._index_engine is not None and self._index_pid == os.getpid():

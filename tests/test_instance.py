@@ -4,11 +4,14 @@ databases made as Dagster makes them."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -49,6 +52,43 @@ def test_event_index_keeps_one_connection_and_shares_writes_across_processes(ins
     assert _in_another_process(tmp_path, "print(instance.get_dynamic_partitions('script'))") == "['launch']"
     _in_another_process(tmp_path, "instance.add_dynamic_partitions('avatar', ['anna'])")
     assert instance.get_dynamic_partitions("avatar") == ["anna"]
+
+
+def test_steps_claiming_the_one_gpu_slot_at_once_hold_it_one_at_a_time(instance) -> None:
+    # Four claimants, each with a storage of its own (its own connection and lock, as separate run processes
+    # have), all asking at the same moment, 25 times over. With Dagster's SQLite storage as it comes, about one
+    # hand-over in five let two of them hold the slot together.
+    base_dir = instance.event_log_storage._base_dir
+    holds: list[tuple[float, float]] = []
+    never_claimed: list[str] = []
+    all_ask = threading.Barrier(4)
+
+    def claimant(index: int) -> None:
+        storage = SharedIndexSqliteEventLogStorage(base_dir)
+        for attempt in range(25):
+            run_id = f"run-{index}-{attempt}"
+            all_ask.wait()
+            deadline = time.monotonic() + 30
+            while not storage.claim_concurrency_slot(GPU_POOL, run_id, "lipsync_video").is_claimed:
+                if time.monotonic() > deadline:  # queued but never given a free slot
+                    never_claimed.append(run_id)
+                    return
+                time.sleep(0.002)
+            start = time.time()
+            time.sleep(0.003)
+            holds.append((start, time.time()))
+            storage.free_concurrency_slot_for_step(run_id, "lipsync_video")
+
+    claimants = [threading.Thread(target=claimant, args=(index,)) for index in range(4)]
+    for thread in claimants:
+        thread.start()
+    for thread in claimants:
+        thread.join()
+    assert never_claimed == []
+    holds.sort()
+    assert len(holds) == 100
+    overlapping = [(a, b) for a, b in itertools.pairwise(holds) if b[0] < a[1]]
+    assert overlapping == [], f"{len(overlapping)} of 99 hand-overs let two steps hold the one slot"
 
 
 def _database_layout(path: Path) -> tuple:
