@@ -24,9 +24,12 @@ $(STAMP): pyproject.toml | $(PY)
 	@scripts/quiet.sh $(PY) -m pip install --disable-pip-version-check -q -e '.[dev]'
 	@touch $@
 
-# The persistent Dagster instance: the repository's dagster.yaml plus the `gpu` pool limited to 1.
+# The persistent Dagster instance: the repository's dagster.yaml plus the `gpu` pool limited to 1. A newer
+# dagster.yaml from the repository replaces the instance's; one that differs is kept beside it first.
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml $(STAMP)
 	@mkdir -p $(DAGSTER_HOME)
+	@if [ -f $@ ] && ! cmp -s dagster.yaml $@; then cp $@ $@.bak && \
+		echo "$@: now the repository's dagster.yaml; the one it had is kept as $@.bak"; fi
 	@cp dagster.yaml $@
 	@scripts/quiet.sh $(PY) -m heygem_pipeline.instance init
 
