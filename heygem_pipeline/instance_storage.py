@@ -1,5 +1,5 @@
 """How this project's Dagster instance keeps step logs and events: Dagster's local storage, minus two costs and
-with pool slots claimed safely.
+two races between processes.
 
 Both classes are configured in ``dagster.yaml`` and imported only when Dagster loads the instance (the engine never
 imports them). On these small jobs Dagster's own bookkeeping is a large share of a run, and two parts of it were
@@ -19,8 +19,9 @@ pure overhead:
   write to end its connection as Dagster's storage does. Two smaller costs go too: each new run's database is a
   copy of an empty one this process made once the Dagster way (creating it costs ~40 ms of CPU a run, mostly
   alembic loading its migration scripts again to stamp it), and the index's tables are looked up once, not before
-  every asset event. One more change is for correctness, not cost: claims and releases of pool slots (``gpu``)
-  run one at a time across every process of the instance, under a file lock (see ``_pool_lock``).
+  every asset event. Two more changes are for correctness, not cost: claims and releases of pool slots (``gpu``)
+  run one at a time across every process of the instance, under a file lock (see ``_pool_lock``), and two
+  processes registering the same new partition at once no longer make one of them fail.
 
 Both default their folders to where Dagster's defaults put them in ``$DAGSTER_HOME`` (a yaml file cannot build
 those paths itself).
@@ -40,6 +41,7 @@ from typing import Any
 from dagster import Field, StringSource
 from dagster._core.execution.compute_logs import redirect_to_file
 from dagster._core.storage.compute_log_manager import CapturedLogContext, ComputeIOType
+from dagster._core.storage.event_log.schema import DynamicPartitionsTable
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import INDEX_SHARD_NAME, SqliteEventLogStorage
 from dagster._core.storage.local_compute_log_manager import IO_TYPE_EXTENSION, LocalComputeLogManager
 from dagster._core.storage.sql import create_engine
@@ -93,8 +95,8 @@ class FileComputeLogManager(LocalComputeLogManager):
 
 class SharedIndexSqliteEventLogStorage(SqliteEventLogStorage):
     """``SqliteEventLogStorage`` with one connection to the index database per process instead of one per access,
-    new run databases copied from an empty one, the index's tables looked up once, and pool slots claimed under
-    a lock shared by every process.
+    new run databases copied from an empty one, the index's tables looked up once, pool slots claimed under a lock
+    shared by every process, and dynamic partitions added without racing other processes.
 
     ``base_dir`` defaults to ``$DAGSTER_HOME/history/runs``, as for Dagster's default storage.
     """
@@ -175,6 +177,16 @@ class SharedIndexSqliteEventLogStorage(SqliteEventLogStorage):
             with suppress(FileNotFoundError):
                 os.unlink(temporary)
         return True
+
+    def add_dynamic_partitions(self, partitions_def_name: str, partition_keys: Sequence[str]) -> None:
+        # Dagster reads which keys exist, then inserts the others: two processes adding the same new file at once
+        # (the bucket sensor and ``heygem run``) collide on the index's unique key and one of them fails. One
+        # statement that skips existing keys cannot collide.
+        self._check_partitions_table()
+        rows = [{"partitions_def_name": partitions_def_name, "partition": key} for key in dict.fromkeys(partition_keys)]
+        if rows:
+            with self.index_connection() as connection:
+                connection.execute(DynamicPartitionsTable.insert().prefix_with("OR IGNORE"), rows)
 
     # Pool slots. Dagster's SQL storage claims a slot in steps (is a slot unassigned? then queue the step as
     # assigned; is a slot free? then take it), each in its own transaction. Postgres rows locked ``FOR UPDATE``

@@ -91,6 +91,34 @@ def test_steps_claiming_the_one_gpu_slot_at_once_hold_it_one_at_a_time(instance)
     assert overlapping == [], f"{len(overlapping)} of 99 hand-overs let two steps hold the one slot"
 
 
+def test_processes_registering_the_same_new_files_at_once_all_succeed(instance) -> None:
+    # The bucket sensor and `heygem run` both register files that just arrived. Four storages of their own add
+    # the same three new keys at the same moment, 30 times over; Dagster's storage as it comes failed over half of
+    # those 120 calls on the unique index.
+    base_dir = instance.event_log_storage._base_dir
+    failures: list[str] = []
+    all_add = threading.Barrier(4)
+
+    def registrar() -> None:
+        storage = SharedIndexSqliteEventLogStorage(base_dir)
+        for batch in range(30):
+            all_add.wait()
+            try:
+                storage.add_dynamic_partitions("script", [f"voice-{batch}-{n}" for n in range(3)])
+            except Exception as error:  # every failure counts, whatever it is
+                failures.append(repr(error))
+
+    registrars = [threading.Thread(target=registrar) for _ in range(4)]
+    for thread in registrars:
+        thread.start()
+    for thread in registrars:
+        thread.join()
+    assert failures == []
+    assert instance.get_dynamic_partitions("script") == [f"voice-{b}-{n}" for b in range(30) for n in range(3)]
+    instance.add_dynamic_partitions("script", ["voice-0-0", "late", "late"])  # known keys kept, repeats once
+    assert instance.get_dynamic_partitions("script")[-2:] == ["voice-29-2", "late"]
+
+
 def _database_layout(path: Path) -> tuple:
     with sqlite3.connect(path) as db:
         return (sorted(db.execute("SELECT type, name, tbl_name, sql FROM sqlite_master").fetchall()),
