@@ -25,11 +25,12 @@ $(STAMP): pyproject.toml | $(PY)
 	@touch $@
 
 # The persistent Dagster instance: the repository's dagster.yaml plus the `gpu` pool limited to 1. A newer
-# dagster.yaml from the repository replaces the instance's; one that differs is kept beside it first.
+# dagster.yaml from the repository replaces the instance's; one that differs is kept beside it first, under a
+# name of its own (a later update must not replace a copy that holds the user's edits).
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml $(STAMP)
 	@mkdir -p $(DAGSTER_HOME)
-	@if [ -f $@ ] && ! cmp -s dagster.yaml $@; then cp $@ $@.bak && \
-		echo "$@: now the repository's dagster.yaml; the one it had is kept as $@.bak"; fi
+	@if [ -f $@ ] && ! cmp -s dagster.yaml $@; then kept=$@.$$(date +%Y%m%d-%H%M%S).bak && cp $@ $$kept && \
+		echo "$@: now the repository's dagster.yaml; the one it had is kept as $$kept"; fi
 	@cp dagster.yaml $@
 	@scripts/quiet.sh $(PY) -m heygem_pipeline.instance init
 
