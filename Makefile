@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup system-deps demo test ui bench lint clean
+.PHONY: setup system-deps demo test ui bench lint constraints clean
 
 setup: system-deps $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 
@@ -19,9 +19,10 @@ $(PY):
 	@scripts/quiet.sh $(PYTHON) -m venv $(VENV)
 
 # torch first, pinned: it takes the CPU wheel on these machines; unpinned, pip would pull GB of CUDA packages.
-$(STAMP): pyproject.toml | $(PY)
+# Everything else at the versions in constraints.txt (the tested set).
+$(STAMP): pyproject.toml constraints.txt | $(PY)
 	@scripts/quiet.sh $(PY) -m pip install --disable-pip-version-check -q torch==2.13.0
-	@scripts/quiet.sh $(PY) -m pip install --disable-pip-version-check -q -e '.[dev]'
+	@scripts/quiet.sh $(PY) -m pip install --disable-pip-version-check -q -c constraints.txt -e '.[dev]'
 	@touch $@
 
 # The persistent Dagster instance: the repository's dagster.yaml plus the `gpu` pool limited to 1. A newer
@@ -37,7 +38,7 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml $(STAMP)
 demo: setup
 	@$(VENV)/bin/heygem demo
 
-test: SYSTEM_DEPS = --with-chromium
+test: SYSTEM_DEPS = --for-tests
 test: setup
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/pytest -q
@@ -50,6 +51,11 @@ bench: setup
 
 lint: setup
 	@$(VENV)/bin/ruff check .
+
+# After changing dependencies in pyproject.toml: install them, then record the resulting set.
+constraints: $(STAMP)
+	@{ sed -n '1,2p' constraints.txt; $(PY) -m pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu$$/torch==\1/'; } \
+		> constraints.txt.new && mv constraints.txt.new constraints.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

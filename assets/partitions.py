@@ -14,6 +14,13 @@ def pair_partition_key(script: str, avatar: str) -> MultiPartitionKey:
     return MultiPartitionKey({"script": script, "avatar": avatar})
 
 
+def partition_tags(partition: str | MultiPartitionKey) -> dict[str, str]:
+    """The tags Dagster gives a run of ``partition`` (a pair's also name each dimension)."""
+    if isinstance(partition, MultiPartitionKey):
+        return dict(pair_partitions.get_tags_for_partition_key(partition))
+    return {"dagster/partition": partition}
+
+
 def pair_of(partition_key: object) -> tuple[str, str]:
     """(script, avatar) of a pair partition key, given as a MultiPartitionKey or as its string "avatar|script"."""
     by_dimension = getattr(partition_key, "keys_by_dimension", None)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from dagster import (
     DefaultSensorStatus,
+    MultiPartitionKey,
     RunRequest,
     SensorEvaluationContext,
     SensorResult,
@@ -20,16 +21,21 @@ from dagster import (
     sensor,
 )
 
-from assets.jobs import JOBS, in_flight, run_config, run_key
-from assets.partitions import avatar_partitions, campaign_partitions, pair_partition_key, script_partitions
+from assets.jobs import JOBS, in_flight, run_config, run_key, work_tags
+from assets.partitions import (
+    avatar_partitions,
+    campaign_partitions,
+    pair_partition_key,
+    script_partitions,
+)
 from heygem_pipeline.campaigns import (
     AVATARS_PREFIX,
     CAMPAIGNS_PREFIX,
     SCRIPTS_PREFIX,
     FactoryState,
+    RenderOptions,
     campaign_record_path,
     deliverables_digest,
-    pair_key_text,
     plan_work,
     scan_bucket,
     settled_since,
@@ -86,32 +92,33 @@ def bucket_sensor(context: SensorEvaluationContext, bucket: BucketResource, engi
     requests: list[RunRequest] = []
     requested: dict[str, str] = {}
 
-    def want(item: str, token: str, job: str, partition: str, request: RunRequest) -> None:
+    def want(item: str, token: str, job: str, partition: str | MultiPartitionKey, key_parts: tuple[str, ...],
+             render: RenderOptions | None = None, **extra_tags: str) -> None:
         requested[item] = token
-        if cursor.requested.get(item) == token or (job, partition) in running:
+        if cursor.requested.get(item) == token or (job, str(partition)) in running:
             return  # already asked for this exact input version (Dagster also dedupes the run key)
-        requests.append(request)
+        # The same work tags as `heygem run` gives its runs: each recognises and follows the other's runs.
+        tags = {"heygem/trigger": "sensor", **extra_tags, **work_tags(item, token)}
+        if job == "check_job":  # checks carry their partition as a tag (see check_job)
+            partition, tags = None, {**tags, "dagster/partition": str(partition)}
+        requests.append(RunRequest(job_name=job, partition_key=partition, run_key=run_key(*key_parts, token),
+                                   run_config=run_config(store.url, render), tags=tags))
 
-    tags = {"heygem/trigger": "sensor"}
     for script in work.scripts:
-        token = state.script_token(script)
-        want(f"script:{script}", token, "script_job", script, RunRequest(
-            job_name="script_job", partition_key=script, run_key=run_key("script", script, token),
-            run_config=run_config(store.url), tags=tags))
+        want(f"script:{script}", state.script_token(script), "script_job", script, ("script", script))
     for avatar in work.avatars:
-        token = state.avatar_token(avatar)
-        want(f"avatar:{avatar}", token, "avatar_job", avatar, RunRequest(
-            job_name="avatar_job", partition_key=avatar, run_key=run_key("avatar", avatar, token),
-            run_config=run_config(store.url), tags=tags))
+        want(f"avatar:{avatar}", state.avatar_token(avatar), "avatar_job", avatar, ("avatar", avatar))
     for pair in work.renders:
         if not pair.inputs_ready:
             continue  # a later tick, once script and avatar are prepared
         key = pair_partition_key(pair.script, pair.avatar)
-        want(f"pair:{pair.variant}:{pair.script}:{pair.avatar}", pair.render_token, "pair_job",
-             pair_key_text(pair.script, pair.avatar), RunRequest(
-                 job_name="pair_job", partition_key=key,
-                 run_key=run_key("pair", pair.variant, str(key), pair.render_token),
-                 run_config=run_config(store.url, pair.options), tags={**tags, "heygem/variant": pair.variant}))
+        want(f"render:{pair.variant}:{pair.script}|{pair.avatar}", pair.render_token, "pair_job", key,
+             ("pair", pair.variant, str(key)), pair.options, **{"heygem/variant": pair.variant})
+    for pair in work.checks:  # rendered, not measured yet
+        key = pair_partition_key(pair.script, pair.avatar)
+        want(f"checks:{pair.variant}:{pair.script}|{pair.avatar}", f"{pair.render_token}|checks", "check_job", key,
+             ("checks", pair.variant, str(key), str((pair.record or {}).get("render_id"))),
+             **{"heygem/variant": pair.variant})
     for key, campaign in work.campaigns.items():
         if not work.states[key] or not work.settled(key) or any(campaign.mentions(e) for e in scan.unsettled):
             continue  # deliverables wait for pairs, until every pair and every upload still arriving has settled
@@ -119,9 +126,7 @@ def bucket_sensor(context: SensorEvaluationContext, bucket: BucketResource, engi
         if (store.read_json(campaign_record_path(store, key)) or {}).get("digest") == digest:
             requested[f"campaign:{key}"] = digest
             continue
-        want(f"campaign:{key}", digest, "campaign_job", key, RunRequest(
-            job_name="campaign_job", partition_key=key, run_key=run_key("campaign", key, digest),
-            run_config=run_config(store.url), tags=tags))
+        want(f"campaign:{key}", digest, "campaign_job", key, ("campaign", key))
 
     cursor.requested = requested  # work no longer wanted is forgotten, so it is requested again if it returns
     if not requests and not adds:

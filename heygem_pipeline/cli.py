@@ -4,7 +4,8 @@ Subcommands:
   demo    build the demo bucket and run it through the factory
   run     run every pair of a bucket's campaigns through Dagster on the local instance
   render  render one voice onto one avatar, outside Dagster (quick trial)
-  ui      start the Dagster UI (webserver + daemon) on this workspace
+  ui      start the Dagster UI (webserver + daemon + workers) on this workspace
+  worker  a Celery worker that executes the runs Dagster launches (for hosts of a scaled-out instance)
 """
 
 from __future__ import annotations
@@ -95,9 +96,16 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _ui(args: argparse.Namespace) -> int:
-    from heygem_pipeline.factory import start_ui
+    from heygem_pipeline.ui import start_ui
 
     return start_ui(host=args.host, port=args.port)
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from heygem_pipeline.worker import run_worker
+
+    run_worker([q for q in args.queues.split(",") if q], args.concurrency, args.name, args.loglevel)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -136,12 +144,23 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--no-check", action="store_true", help="skip the A/V sync measurement")
     render.set_defaults(handler=_render)
 
-    ui = commands.add_parser("ui", help="start the Dagster UI (webserver + daemon) on this workspace",
-                             description="Start `dagster dev` on workspace.yaml with the persistent instance in "
-                             "$DAGSTER_HOME (default .dagster_home/).")
+    ui = commands.add_parser("ui", help="start the Dagster UI (webserver, daemon, workers) on this workspace",
+                             description="Start the Dagster webserver on the persistent instance in $DAGSTER_HOME "
+                             "(default .dagster_home/), with the daemon, broker and workers its runs need; "
+                             "`heygem run` started meanwhile uses them.")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=3000)
     ui.set_defaults(handler=_ui)
+
+    worker = commands.add_parser("worker", help="run a Celery worker for the instance in $DAGSTER_HOME",
+                                 description="Execute the runs Dagster launches on the given Celery queues: gpu "
+                                 "(renders; one worker per GPU, concurrency 1) or cpu (intake, checks, "
+                                 "deliverables). For the hosts of a scaled-out instance (README, Scaling out).")
+    worker.add_argument("--queues", default="gpu", help="comma-separated: gpu, cpu (default gpu)")
+    worker.add_argument("--concurrency", type=int, default=1, help="runs at once (default 1)")
+    worker.add_argument("--name", help="worker name (default <queues>-<pid>@<host>)")
+    worker.add_argument("--loglevel", default="WARNING")
+    worker.set_defaults(handler=_worker)
     return parser
 
 

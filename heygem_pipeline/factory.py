@@ -1,422 +1,295 @@
-"""The factory run behind ``heygem run``/``heygem demo``, and ``heygem ui``.
+"""``heygem run`` / ``heygem demo``: a client of the Dagster instance in ``DAGSTER_HOME``.
 
-``run_factory`` materializes what the chosen campaigns need through Dagster, on the persistent instance in
-``DAGSTER_HOME``: the same jobs, assets, checks and resources the UI, the sensor and the schedule run, so every run
-shows in the UI afterwards. What is fresh is not recomputed (stamps in the bucket say what each output was made
-from). Runs go to a small pool of worker processes: each keeps Dagster, the definitions and the loaded engine for
-its lifetime, renders take turns (the ``gpu`` pool has one slot, and the scheduler here never queues a second
-render behind it, which would only busy-wait), and preparation and quality checks run beside the render.
+It registers the bucket's uploads as partitions, submits the runs the chosen campaigns need to the instance's run
+queue, and follows them until every pair is delivered or failed. Dagster does the rest: the daemon dequeues each run,
+the Celery run launcher starts it on a warm worker (queue ``gpu`` renders, ``cpu`` does the rest), run monitoring
+fails a run whose worker died and run retries launch it again. The one ordering decided here is the simplest:
+a run is submitted once the runs it needs have succeeded (a pair's render after its script and avatar; its checks
+after the render; a campaign's deliverables after all its pairs). Dagster's own orderings (asset backfills,
+automation conditions) wait for daemon ticks of 30 s between stages: measured in the README.
+
+Runs of the same work are recognised by their tags (``heygem/item`` + ``heygem/token``) and created with run ids
+derived from them, so two clients on one bucket never run the same work twice: the second follows the first's run.
 """
 
 from __future__ import annotations
 
-import atexit
-import concurrent.futures as futures
-import contextlib
-import multiprocessing
-import os
-import signal
-import subprocess
 import sys
-import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from heygem_pipeline.campaigns import (
-    DELIVERABLE_STATUSES,
-    OK,
     Bucket,
     BucketScan,
     Campaign,
     FactoryState,
     MediaOptions,
-    PairState,
     RenderOptions,
-    Skipped,
-    outputs_dir,
+    Work,
+    deliverables_digest,
     plan_work,
     scan_bucket,
 )
 from heygem_pipeline.config import Settings
 from heygem_pipeline.errors import HeygemError
+from heygem_pipeline.report import FactoryReport, RunOutcome, build_report, print_report
 
 ProgressFn = Callable[[int, int, str], None]  # (pairs done, pairs total, what just happened)
 REPO_ROOT = Path(__file__).resolve().parents[1]
-QUIET_LOGGERS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+POLL_SECONDS = 0.25
+WAITING_NOTE_SECONDS = 15.0  # a progress line at least this often while nothing finishes
+RETRY_TAG_GRACE_SECONDS = 2.0  # Dagster tags a failed run "will retry" just after storing its failure
 
 
 class FactoryError(HeygemError):
-    """The run cannot start: unknown campaign, unreadable bucket."""
+    """The run cannot start: unknown campaign, unreadable bucket, no daemon for an instance with its own."""
 
 
-# ------------------------------------------------------------------------------------------------- results
+class Stage(Enum):
+    SCRIPT = "script"
+    AVATAR = "avatar"
+    RENDER = "render"
+    CHECKS = "checks"
+    CAMPAIGN = "campaign"
 
 
-@dataclass(frozen=True)
-class RunSpec:
-    """One Dagster run to execute: a job, a partition, and which part of the pair job (render or checks).
+class ItemState(Enum):
+    WAITING = "waiting"  # for the runs it needs
+    SUBMITTED = "submitted"  # its run is in the instance: queued, starting, started, or retried
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    BLOCKED = "blocked"  # a run it needs failed: it will not run
 
-    Plain data, so the parent process plans runs without importing Dagster; the worker builds the run config.
-    """
 
+@dataclass
+class WorkItem:
+    """One run's worth of work for the chosen campaigns, and the run that does it."""
+
+    key: str  # the heygem/item tag: "render:<variant>:<script>|<avatar>"
+    stage: Stage
     job: str
-    partition: str  # for pairs: "script|avatar" in this order (see `_partition_key`)
-    bucket_url: str
-    tags: dict[str, str]
-    part: str = "all"  # "all", "render" (the asset alone) or "checks" (the checks alone)
-    render: RenderOptions | None = None  # render runs: the campaign's options
-
-
-@dataclass(frozen=True)
-class RunOutcome:
-    spec: RunSpec
-    run_id: str
-    success: bool
-    errors: tuple[str, ...]
-    seconds: float
-
-
-@dataclass(frozen=True)
-class PairOutcome:
-    campaign: str
-    script: str  # original file names
-    avatar: str
-    status: str
-    output: str  # the delivered video's address, when there is one
-    error: str
-    duration_s: float | None = None
-    sync_offset_frames: int | None = None
-    checks_passed: bool | None = None
+    partition: str | tuple[str, str]  # a key, or (script, avatar) for pairs
+    token: str  # the inputs it is for ("" for campaigns: known once their pairs are done)
+    run_config: dict[str, Any]
+    deps: tuple[str, ...] = ()
+    pairs: tuple[tuple[str, str], ...] = ()  # the pairs it finishes (renders, checks)
+    state: ItemState = ItemState.WAITING
+    run_id: str = ""
+    runs: list[str] = field(default_factory=list)  # every run followed, retries included
+    errors: tuple[str, ...] = ()
+    submitted_at: float = 0.0
+    finished_at: float = 0.0
 
     @property
-    def ok(self) -> bool:
-        return self.status == OK
+    def finished(self) -> bool:
+        return self.state in (ItemState.SUCCEEDED, ItemState.FAILED, ItemState.BLOCKED)
 
 
-@dataclass(frozen=True)
-class CampaignOutcome:
-    campaign: str
-    folder: str
-    manifest_csv: str
-    manifest_parquet: str
-    zip: str
-    built: bool
-    error: str = ""
+def plan_items(state: FactoryState, work: Work, campaigns: list[Campaign]) -> dict[str, WorkItem]:
+    """The runs the campaigns need, each with the items it waits for."""
+    from assets.jobs import run_config
 
-
-@dataclass
-class FactoryReport:
-    bucket: str
-    dagster_home: str
-    campaigns: list[CampaignOutcome] = field(default_factory=list)
-    pairs: list[PairOutcome] = field(default_factory=list)
-    skipped: list[Skipped] = field(default_factory=list)
-    runs: list[RunOutcome] = field(default_factory=list)
-    seconds: float = 0.0
-
-    @property
-    def failures(self) -> list[PairOutcome]:
-        return [pair for pair in self.pairs if not pair.ok]
-
-    @property
-    def ok(self) -> bool:
-        return not self.failures and all(c.built for c in self.campaigns)
-
-    def summary_table(self) -> str:
-        header = ("campaign", "script", "avatar", "status", "seconds", "sync", "checks")
-        rows = [header]
-        for p in self.pairs:
-            rows.append((p.campaign, p.script, p.avatar, p.status,
-                         "" if p.duration_s is None else f"{p.duration_s:.1f}",
-                         "" if p.sync_offset_frames is None else f"{p.sync_offset_frames:+d}",
-                         {True: "passed", False: "FAILED", None: "-"}[p.checks_passed]))
-        widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
-        lines = ["  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in rows]
-        lines.insert(1, "  ".join("-" * w for w in widths))
-        return "\n".join(lines)
-
-    def failure_lines(self) -> list[str]:
-        lines = [f"{p.campaign}: {p.script} × {p.avatar}: {p.status}: {p.error or 'no reason recorded'}"
-                 for p in self.failures]
-        lines += [f"{c.campaign}: deliverables not built: {c.error}" for c in self.campaigns if not c.built]
-        return lines
-
-
-# -------------------------------------------------------------------------------------------- run workers
-
-_WORKER: dict[str, Any] = {}
-
-
-def _worker_init(dagster_home: str, niceness: int, ffmpeg_threads: int | None) -> None:
-    os.environ["DAGSTER_HOME"] = dagster_home
-    if ffmpeg_threads and not os.environ.get("HEYGEM_FFMPEG_THREADS"):  # the user's own setting wins
-        os.environ["HEYGEM_FFMPEG_THREADS"] = str(ffmpeg_threads)
-    if niceness:
-        os.nice(niceness)
-    # A worker interrupted by Ctrl-C would print a traceback per run; the parent handles the interrupt.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from heygem_pipeline.faces import filter_native_stderr
-
-    _WORKER["stderr_done"] = filter_native_stderr()  # MediaPipe's start-up chatter would mix into the progress
-    # Registered first, so it runs last: once every other exit handler has run, leave without the interpreter's
-    # teardown of Dagster's and MediaPipe's modules (about a second per worker, at the end of every `heygem run`).
-    # Nothing is in flight by then: the runs are finished and their events stored.
-    atexit.register(_exit_now)
-
-
-def _exit_now() -> None:
-    sys.stdout.flush()
-    _WORKER["stderr_done"]()
-    os._exit(0)
-
-
-def warm_up(open_instance: bool = False) -> None:
-    """Load Dagster, the definitions and the media stack (OpenCV, SciPy; MediaPipe loads with the first face
-    tracker) once, while the parent is still scanning the bucket; with ``open_instance`` (an instance that exists
-    already), open it too, beside the worker that registers the partitions instead of after it."""
-    from heygem_pipeline import quality  # noqa: F401 - imported for its side effect: the media stack loaded
-    from heygem_pipeline.definitions import defs
-
-    _WORKER.setdefault("defs", defs)
-    if open_instance:
-        _instance()
-
-
-def _instance():
-    if "instance" not in _WORKER:
-        from dagster import DagsterInstance
-
-        _WORKER["instance"] = DagsterInstance.get()
-    return _WORKER["instance"]
-
-
-def prepare_instance(partitions: dict[str, list[str]]) -> str:
-    """Open (creating if needed) the instance in ``DAGSTER_HOME``, limit the ``gpu`` pool to one slot, and register
-    the dynamic partitions the bucket has (``{"script": [...], "avatar": [...], "campaign": [...]}``) that the
-    instance lacks. Returns the instance's folder. Runs in a worker, so the parent never imports Dagster."""
-    from heygem_pipeline.instance import init
-
-    instance = _WORKER["instance"] = init(instance=_WORKER.get("instance"))
-    for name, keys in partitions.items():
-        new = sorted(set(keys) - set(instance.get_dynamic_partitions(name)))
-        if new:
-            instance.add_dynamic_partitions(name, new)
-    return str(instance.root_directory)
-
-
-def _partition_key(spec: RunSpec):
-    from dagster import MultiPartitionKey
-
-    if spec.job == "pair_job":
-        script, avatar = spec.partition.split("|")
-        return MultiPartitionKey({"script": script, "avatar": avatar})
-    return spec.partition
-
-
-def _failure_messages(result) -> tuple[str, ...]:
-    messages = []
-    for event in result.all_events:
-        if not event.is_step_failure:
+    store = state.bucket
+    items: dict[str, WorkItem] = {}
+    config = run_config(store.url)
+    # Intake in the order the renders need it (the run queue is first in, first out): the first render's script
+    # and avatar come first, so it can start while the rest is prepared.
+    wanted = [(stage, key) for pair in work.renders
+              for stage, key in ((Stage.SCRIPT, pair.script), (Stage.AVATAR, pair.avatar))]
+    wanted += [(Stage.SCRIPT, key) for key in work.scripts] + [(Stage.AVATAR, key) for key in work.avatars]
+    for stage, key in dict.fromkeys(wanted):
+        if key not in (work.scripts if stage is Stage.SCRIPT else work.avatars):
             continue
-        data = event.step_failure_data
-        if data.user_failure_data is not None and data.user_failure_data.description:
-            messages.append(f"{event.step_key}: {data.user_failure_data.description}")
-        elif data.error is not None:
-            messages.append(f"{event.step_key}: {data.error.message.strip().splitlines()[-1]}")
-    return tuple(messages)
-
-
-def execute_run(spec: RunSpec) -> RunOutcome:
-    """Execute one run of the code location's job in this process, on the instance in ``DAGSTER_HOME``."""
-    from dagster import AssetKey
-
-    from assets.jobs import run_config  # the same run config the sensor and the schedule send
-
-    started = time.perf_counter()
-    if "defs" not in _WORKER:
-        warm_up()
-    defs, instance = _WORKER["defs"], _instance()
-    job = defs.resolve_job_def(spec.job)
-    if spec.part != "all":
-        video = AssetKey("lipsync_video")
-        checks = {key for key in job.asset_layer.asset_graph.asset_check_keys if key.asset_key == video}
-        job = job.get_subset(asset_selection={video} if spec.part == "render" else set(),
-                             asset_check_selection=set() if spec.part == "render" else checks)
-    try:
-        config = {**run_config(spec.bucket_url, spec.render), **QUIET_LOGGERS}
-        result = job.execute_in_process(run_config=config, instance=instance,
-                                        partition_key=_partition_key(spec), tags=spec.tags, raise_on_error=False)
-    except Exception as error:  # a run that could not even start (bad config, storage error)
-        return RunOutcome(spec, "", False, (f"{type(error).__name__}: {error}",), time.perf_counter() - started)
-    return RunOutcome(spec, result.run_id, result.success, _failure_messages(result), time.perf_counter() - started)
-
-
-# ------------------------------------------------------------------------------------------------ planning
-
-
-@dataclass
-class _Task:
-    id: str
-    spec: RunSpec
-    kind: str  # script, avatar, render, checks, campaign
-    deps: set[str] = field(default_factory=set)
-    pairs: tuple[tuple[str, str], ...] = ()  # pairs this task finishes (render/checks) or depends on
-    state: str = "waiting"  # waiting, running, done, failed, blocked
-    outcome: RunOutcome | None = None
-
-
-def _tasks(bucket: Bucket, work, campaigns: list[Campaign], run_tags: dict[str, str]) -> dict[str, _Task]:
-    tasks: dict[str, _Task] = {}
-    base = bucket.url
-    needs_script, needs_avatar = set(work.scripts), set(work.avatars)
-
-    def add(task: _Task) -> None:
-        tasks.setdefault(task.id, task)
-
-    # Preparation in the order the renders need it, so the first render can start as early as possible.
+        token = state.script_token(key) if stage is Stage.SCRIPT else state.avatar_token(key)
+        items[f"{stage.value}:{key}"] = WorkItem(f"{stage.value}:{key}", stage, f"{stage.value}_job", key, token,
+                                                 config)
     for pair in work.renders:
-        if pair.script in needs_script:
-            add(_Task(f"script:{pair.script}", RunSpec("script_job", pair.script, base, run_tags), "script"))
-        if pair.avatar in needs_avatar:
-            add(_Task(f"avatar:{pair.avatar}", RunSpec("avatar_job", pair.avatar, base, run_tags), "avatar"))
-    for key in work.scripts:
-        add(_Task(f"script:{key}", RunSpec("script_job", key, base, run_tags), "script"))
-    for key in work.avatars:
-        add(_Task(f"avatar:{key}", RunSpec("avatar_job", key, base, run_tags), "avatar"))
-    for pair in work.renders:
-        deps = {d for d in (f"script:{pair.script}", f"avatar:{pair.avatar}") if d in tasks}
-        partition = f"{pair.script}|{pair.avatar}"
-        tags = {**run_tags, "heygem/variant": pair.variant}
-        render_id = f"render:{pair.variant}:{partition}"
-        add(_Task(render_id, RunSpec("pair_job", partition, base, tags, "render", pair.options), "render", deps,
-                  ((pair.script, pair.avatar),)))
-        # A checks-only run has no render step, so its config carries no render options.
-        add(_Task(f"checks:{pair.variant}:{partition}", RunSpec("pair_job", partition, base, tags, "checks"),
-                  "checks", {render_id}, ((pair.script, pair.avatar),)))
+        pair_id = f"{pair.variant}:{pair.script}|{pair.avatar}"
+        deps = tuple(d for d in (f"script:{pair.script}", f"avatar:{pair.avatar}") if d in items)
+        items[f"render:{pair_id}"] = WorkItem(
+            f"render:{pair_id}", Stage.RENDER, "pair_job", (pair.script, pair.avatar), pair.render_token,
+            run_config(store.url, pair.options), deps, ((pair.script, pair.avatar),))
+        items[f"checks:{pair_id}"] = WorkItem(
+            f"checks:{pair_id}", Stage.CHECKS, "check_job", (pair.script, pair.avatar),
+            f"{pair.render_token}|checks", config, (f"render:{pair_id}",), ((pair.script, pair.avatar),))
     for pair in work.checks:
-        partition = f"{pair.script}|{pair.avatar}"
-        add(_Task(f"checks:{pair.variant}:{partition}",
-                  RunSpec("pair_job", partition, base, run_tags, "checks"), "checks",
-                  set(), ((pair.script, pair.avatar),)))
-    pair_tasks = [t for t in tasks.values() if t.kind in ("render", "checks")]
+        pair_id = f"{pair.variant}:{pair.script}|{pair.avatar}"
+        items.setdefault(f"checks:{pair_id}", WorkItem(
+            f"checks:{pair_id}", Stage.CHECKS, "check_job", (pair.script, pair.avatar),
+            f"{pair.render_token}|checks", config, (), ((pair.script, pair.avatar),)))
+    pair_items = [i for i in items.values() if i.stage in (Stage.RENDER, Stage.CHECKS)]
     for campaign in campaigns:
         mine = {(s.script, s.avatar) for s in work.states[campaign.key]}
-        deps = {t.id for t in pair_tasks if set(t.pairs) & mine}
-        add(_Task(f"campaign:{campaign.key}", RunSpec("campaign_job", campaign.key, base, run_tags), "campaign",
-                  deps))
-    return tasks
+        deps = tuple(i.key for i in pair_items if set(i.pairs) & mine)
+        items[f"campaign:{campaign.key}"] = WorkItem(f"campaign:{campaign.key}", Stage.CAMPAIGN, "campaign_job",
+                                                     campaign.key, "", config, deps)
+    return items
 
 
-def _doomed(tasks: dict[str, _Task], task: _Task) -> bool:
-    """A waiting task one of whose inputs failed (directly or further up): it will never run."""
-    return task.kind != "campaign" and any(
-        tasks[d].state in ("failed", "blocked") or _doomed(tasks, tasks[d]) for d in task.deps)
+# -------------------------------------------------------------------------------------------------- the client
 
 
-def _pairs_done(tasks: dict[str, _Task], total: int) -> int:
-    unfinished = {pair for t in tasks.values() if t.state == "running" or (t.state == "waiting" and not
-                  _doomed(tasks, t)) for pair in t.pairs}
-    return total - len(unfinished)
+class Client:
+    """Submits the items' runs in dependency order and follows them in the instance until all are finished."""
 
+    def __init__(self, instance, submitter, items: dict[str, WorkItem], session_tags: dict[str, str],
+                 deliverables_token: Callable[[str], str], progress: ProgressFn, total_pairs: int) -> None:
+        self.instance, self.submitter, self.items = instance, submitter, items
+        self.session_tags, self.deliverables_token = session_tags, deliverables_token
+        self.progress, self.total_pairs = progress, total_pairs
+        self.started = time.monotonic()
+        self.last_note = self.started
+        self.retry_wait: dict[str, float] = {}
 
-ORDER = {"render": 0, "script": 1, "avatar": 1, "checks": 2, "campaign": 3}
-# With this many check runs ready and waiting for the background lane, the render lane takes one before its next
-# render: on a CPU-bound machine both lanes then finish at about the same time.
-BACKLOG_TO_HELP = 2
+    # -- submitting
 
+    def _submit(self, item: WorkItem) -> None:
+        from dagster import RunsFilter
 
-def _next_task(tasks: dict[str, _Task], lane: str) -> _Task | None:
-    """The next task for a lane. The ``render`` lane renders (one at a time: one GPU), else prepares the avatars
-    renders need, else checks once no render is left; the ``background`` lane (lower CPU priority) never renders
-    and is the only one to prepare scripts (the Mel code's imports cost ~1.8 s of CPU, paid once, not by both);
-    the ``any`` lane (a single worker or inline) does everything, renders first."""
-    for task in tasks.values():
-        if task.state == "waiting" and _doomed(tasks, task):
-            task.state = "blocked"
-    ready = [t for t in tasks.values() if t.state == "waiting"
-             and all(tasks[d].state in ("done", "failed", "blocked") for d in t.deps)]
-    if lane == "background":
-        ready = [t for t in ready if t.kind != "render"]
-    elif lane == "render":
-        ready = [t for t in ready if t.kind != "script"]
-        if any(t.kind == "render" and t.state == "running" for t in tasks.values()):
-            ready = [t for t in ready if t.kind != "render"]
-        checks = [t for t in ready if t.kind == "checks"]
-        if len(checks) >= BACKLOG_TO_HELP:  # the background lane is falling behind: help it once
-            return checks[0]
-        if any(t.kind == "render" and t.state == "waiting" for t in tasks.values()):
-            ready = [t for t in ready if t.kind in ("render", "avatar")]
-    ready.sort(key=lambda t: ORDER[t.kind])
-    return ready[0] if ready else None
+        from assets.jobs import work_tags
+        from assets.partitions import pair_partition_key
+        from heygem_pipeline.launch import work_run_id
 
+        if item.stage is Stage.CAMPAIGN:
+            item.token = self.deliverables_token(item.partition)  # type: ignore[arg-type]
+        tags = work_tags(item.key, item.token)
+        existing = self.instance.get_run_records(RunsFilter(tags=tags))
+        alive = [r for r in existing if not r.dagster_run.is_finished]
+        if alive:  # another client or the sensor is doing this work already: follow its run
+            self._follow(item, alive[0].dagster_run.run_id)
+            return
+        run_id = work_run_id(item.key, item.token, attempt=len(existing))
+        partition = pair_partition_key(*item.partition) if isinstance(item.partition, tuple) else item.partition
+        self.submitter.submit(item.job, partition, item.run_config, {**tags, **self.session_tags}, run_id)
+        self._follow(item, run_id)  # created here or, at the same moment, by another client: the same work
 
-def _finish(task: _Task, outcome: RunOutcome, on_finish: Callable[[_Task], None]) -> None:
-    task.outcome = outcome
-    task.state = "done" if outcome.success else "failed"
-    on_finish(task)
+    def _follow(self, item: WorkItem, run_id: str) -> None:
+        item.state, item.run_id, item.submitted_at = ItemState.SUBMITTED, run_id, time.monotonic()
+        item.runs.append(run_id)
 
+    def _submit_ready(self) -> None:
+        for item in self.items.values():
+            if item.state is not ItemState.WAITING:
+                continue
+            deps = [self.items[d] for d in item.deps]
+            if item.stage is not Stage.CAMPAIGN and any(d.state in (ItemState.FAILED, ItemState.BLOCKED)
+                                                        for d in deps):
+                item.state = ItemState.BLOCKED  # a campaign still delivers its other pairs and the failures
+                self._finished(item)
+            elif all(d.finished if item.stage is Stage.CAMPAIGN else d.state is ItemState.SUCCEEDED
+                     for d in deps):
+                self._submit(item)
 
-def _execute_inline(tasks: dict[str, _Task], on_finish: Callable[[_Task], None]) -> None:
-    while (task := _next_task(tasks, "any")) is not None:
-        task.state = "running"
-        _finish(task, execute_run(task.spec), on_finish)
+    # -- following
 
+    def _poll(self) -> None:
+        from dagster import DagsterRunStatus, RunsFilter
 
-@contextlib.contextmanager
-def _lanes(workers: int, dagster_home: str):
-    """One process per lane, each warming up at once. Two workers: a ``render`` lane at normal priority (renders are
-    the critical path) and a ``background`` lane at lower priority for preparation, checks and deliverables."""
-    from heygem_pipeline.instance import is_created
+        followed = {i.run_id: i for i in self.items.values() if i.state is ItemState.SUBMITTED}
+        if not followed:
+            return
+        for record in self.instance.get_run_records(RunsFilter(run_ids=list(followed))):
+            run, item = record.dagster_run, followed[record.dagster_run.run_id]
+            if not run.is_finished:
+                continue
+            if run.status is DagsterRunStatus.SUCCESS:
+                item.state = ItemState.SUCCEEDED
+            elif (retry := self._retry_of(run)) is not None:
+                if retry:
+                    self._follow(item, retry)
+                continue
+            else:
+                item.state, item.errors = ItemState.FAILED, failure_messages(self.instance, run)
+            self._finished(item)
 
-    context = multiprocessing.get_context("spawn")  # forking a process that holds Dagster's threads is unsafe
-    names = ["render", "background"] if workers >= 2 else ["any"]
-    # Each lane's ffmpeg processes get the lane's share of the cores: ffmpeg's default (~1.5 threads a core, for a
-    # process alone on the machine) would oversubscribe it when both lanes encode or decode at once.
-    threads = max(1, (os.cpu_count() or 1) // len(names)) if len(names) > 1 else None
-    pools = {name: futures.ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_worker_init,
-                                               initargs=(dagster_home, 10 if name == "background" else 0, threads))
-             for name in names}
-    try:
-        opened = is_created(Path(dagster_home))
-        for pool in pools.values():
-            pool.submit(warm_up, opened)
-        yield pools
-    except KeyboardInterrupt:
-        print("interrupted: letting the runs in progress finish (their state stays right in Dagster)…",
-              file=sys.stderr, flush=True)
-        raise
-    finally:
-        for pool in pools.values():
-            pool.shutdown(wait=True, cancel_futures=True)
+    def _retry_of(self, run) -> str | None:
+        """The run Dagster retries ``run`` with; "" while that retry is due but not created; None: no retry."""
+        from dagster._core.storage.tags import AUTO_RETRY_RUN_ID_TAG, WILL_RETRY_TAG
 
+        will_retry = run.tags.get(WILL_RETRY_TAG)
+        if will_retry is None:  # tagged just after the failure is stored: give it a moment
+            first_seen = self.retry_wait.setdefault(run.run_id, time.monotonic())
+            return "" if time.monotonic() - first_seen < RETRY_TAG_GRACE_SECONDS else None
+        if will_retry != "true":
+            return None
+        return run.tags.get(AUTO_RETRY_RUN_ID_TAG, "")
 
-def _execute_all(tasks: dict[str, _Task], pools: dict[str, futures.ProcessPoolExecutor],
-                 on_finish: Callable[[_Task], None]) -> None:
-    running: dict[futures.Future, tuple[str, _Task]] = {}
-    try:
+    def _finished(self, item: WorkItem) -> None:
+        item.finished_at = time.monotonic()
+        if item.state is ItemState.SUCCEEDED:
+            verdict = "done"
+        elif item.state is ItemState.BLOCKED:
+            verdict = "not run: an input failed"
+        else:
+            verdict = "FAILED: " + ("; ".join(item.errors) or "see the run in the Dagster UI")
+        seconds = f" ({item.finished_at - item.submitted_at:.1f} s)" if item.submitted_at else ""
+        self.progress(self.pairs_done(), self.total_pairs, f"{item.key}: {verdict}{seconds}")
+        self.last_note = time.monotonic()
+
+    def pairs_done(self) -> int:
+        open_pairs = {p for i in self.items.values() if not i.finished for p in i.pairs}
+        return self.total_pairs - len(open_pairs)
+
+    def _note_waiting(self) -> None:
+        now = time.monotonic()
+        if now - self.last_note < WAITING_NOTE_SECONDS:
+            return
+        self.last_note = now
+        submitted = [i for i in self.items.values() if i.state is ItemState.SUBMITTED]
+        done = self.pairs_done()
+        elapsed = now - self.started
+        eta = (f"ETA {(self.total_pairs - done) * elapsed / done:.0f} s" if done else "ETA after the first pair")
+        running = ", ".join(i.key for i in submitted[:3]) + (" …" if len(submitted) > 3 else "")
+        self.progress(done, self.total_pairs, f"waiting on {len(submitted)} run(s) ({running}); {eta}")
+
+    def run(self, check_services: Callable[[], None]) -> None:
+        """Until every item is finished; ``check_services`` raises when the services stopped under it."""
         while True:
-            busy = {lane for lane, _ in running.values()}
-            for lane, pool in pools.items():
-                if lane not in busy and (task := _next_task(tasks, lane)) is not None:
-                    future = pool.submit(execute_run, task.spec)
-                    task.state = "running"
-                    running[future] = (lane, task)
-            if not running:
-                break
-            finished, _ = futures.wait(running, return_when=futures.FIRST_COMPLETED)
-            for future in finished:
-                _, task = running.pop(future)
-                _finish(task, future.result(), on_finish)  # BrokenProcessPool when a worker died: see below
-    except futures.process.BrokenProcessPool as error:
-        # A worker died (killed, out of memory, or a script without a __main__ guard re-imported by spawn):
-        # the unfinished runs go on in this process rather than being lost.
-        print(f"worker processes stopped ({error}); going on in this process", file=sys.stderr)
-        for _, task in running.values():
-            task.state = "waiting"
-        _execute_inline(tasks, on_finish)
+            self._submit_ready()
+            if all(i.finished for i in self.items.values()):
+                return
+            self._poll()
+            self._note_waiting()
+            check_services()
+            time.sleep(POLL_SECONDS)
+
+    def cancel(self) -> None:
+        """Ctrl-C: cancel this session's unfinished runs through the run coordinator (queued ones are dropped,
+        started ones interrupted, their partial files removed), and wait a little for them to stop."""
+        unfinished = [i.run_id for i in self.items.values() if i.state is ItemState.SUBMITTED]
+        for run_id in unfinished:
+            run = self.instance.get_run_by_id(run_id)
+            if run is not None and not run.is_finished:
+                self.instance.run_coordinator.cancel_run(run_id)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            runs = [self.instance.get_run_by_id(r) for r in unfinished]
+            if all(r is None or r.is_finished for r in runs):
+                return
+            time.sleep(POLL_SECONDS)
+
+
+def failure_messages(instance, run) -> tuple[str, ...]:
+    """One line per failed step (the intake's message for bad input), or the run's own failure."""
+    from dagster import DagsterEventType
+
+    messages = []
+    for event in instance.all_logs(run.run_id, of_type={DagsterEventType.STEP_FAILURE, DagsterEventType.RUN_FAILURE}):
+        dagster_event = event.dagster_event
+        if dagster_event.is_step_failure:
+            data = dagster_event.step_failure_data
+            if data.user_failure_data is not None and data.user_failure_data.description:
+                messages.append(f"{event.step_key}: {data.user_failure_data.description}")
+            elif data.error is not None:
+                messages.append(f"{event.step_key}: {data.error.message.strip().splitlines()[-1]}")
+        elif not messages and event.message:
+            messages.append(event.message.strip().splitlines()[0])
+    return tuple(messages) or (f"run {run.run_id} ended {run.status.value}",)
 
 
 # --------------------------------------------------------------------------------------------- the factory
@@ -436,106 +309,84 @@ def _print_progress(done: int, total: int, message: str) -> None:
     print(f"[{done}/{total} pairs] {message}", file=sys.stderr, flush=True)
 
 
-def run_factory(bucket: str, campaign: str | None = None, progress: ProgressFn | None = _print_progress, *,
-                workers: int | None = None) -> FactoryReport:
-    """Render and deliver the bucket's campaigns (or only ``campaign``) through Dagster; never raises for a
-    failed pair (see the report), only when the run cannot start (``FactoryError``).
+def _absolute(url: str) -> str:
+    """Workers resolve the bucket themselves, from another working directory: a local path must be absolute."""
+    return url if "://" in url else str(Path(url).resolve())
 
-    ``workers``: run processes (default: 2, or 1 on a single core; 0 runs everything in this process).
-    """
+
+def run_factory(bucket: str, campaign: str | None = None, progress: ProgressFn | None = _print_progress
+                ) -> FactoryReport:
+    """Render and deliver the bucket's campaigns (or only ``campaign``) through Dagster; never raises for a
+    failed pair (see the report), only when the run cannot start (``FactoryError``)."""
     from heygem_pipeline.instance import dagster_home, prepare_home
+    from heygem_pipeline.services import session
 
     started = time.perf_counter()
     progress = progress or (lambda done, total, message: None)
     settings = Settings.from_env()
-    store = Bucket(bucket, work_prefix=settings.work_prefix)
-    home = str(prepare_home(dagster_home()))
-    workers = (min(2, os.cpu_count() or 1) if workers is None else workers)
-    if store.is_process_local:  # memory:// is only visible to this process
-        workers = 0
-    with contextlib.ExitStack() as stack:
-        # The workers start loading Dagster and the models at once, while this process scans the bucket.
-        pools = stack.enter_context(_lanes(workers, home)) if workers > 0 else {}
-        return _run(store, campaign, progress, home, settings, pools, started)
-
-
-def _run(store: Bucket, campaign: str | None, progress: ProgressFn, home: str, settings: Settings,
-         pools: dict[str, futures.ProcessPoolExecutor], started: float) -> FactoryReport:
+    store = Bucket(_absolute(bucket), work_prefix=settings.work_prefix)
+    if store.is_process_local:
+        raise FactoryError(f"{bucket}: a memory:// bucket is only visible to this process; Dagster's workers "
+                           "need a bucket they can read (a local folder, file://, s3://…)")
+    home = prepare_home(dagster_home())
     scan = scan_bucket(store)
     selected = _select_campaigns(scan, campaign)
-    partitions = {"script": list(scan.scripts), "avatar": list(scan.avatars), "campaign": list(scan.campaigns)}
-    if pools:
-        home = next(iter(pools.values())).submit(prepare_instance, partitions).result()
-    else:
-        home = prepare_instance(partitions)
     media = MediaOptions(fps=settings.fps, still_seconds=settings.still_seconds, voice=settings.voice)
     defaults = RenderOptions(engine=settings.engine, crf=settings.crf, preset=settings.preset)
-    work = plan_work(FactoryState(store, scan, media, defaults), selected, retry_failed=True)
-    total = len({(s.script, s.avatar) for states in work.states.values() for s in states})
-    tags = {"heygem/trigger": "cli", **({"heygem/campaign": selected[0].key} if campaign else {})}
-    tasks = _tasks(store, work, selected, tags)
-    progress(_pairs_done(tasks, total), total,
-             f"{len(selected)} campaign(s), {total} pairs: {len(work.renders)} to render, "
-             f"{len(work.scripts)} scripts and {len(work.avatars)} avatars to prepare")
+    # The services start in the background while this process plans and loads Dagster.
+    with session(home, REPO_ROOT / "workspace.yaml") as services:
+        state = FactoryState(store, scan, media, defaults)
+        work = plan_work(state, selected, retry_failed=True)
+        items = plan_items(state, work, selected)
+        total = len({(s.script, s.avatar) for states in work.states.values() for s in states})
 
-    def on_finish(task: _Task) -> None:
-        outcome = task.outcome
-        assert outcome is not None
-        verdict = "done" if outcome.success else "FAILED: " + "; ".join(outcome.errors or ("see the run",))
-        progress(_pairs_done(tasks, total), total,
-                 f"{task.kind} {task.spec.partition}: {verdict} ({outcome.seconds:.1f} s)")
+        def deliverables_token(key: str) -> str:
+            now = FactoryState(store, scan_bucket(store, logger=_Silent()), media, defaults)
+            chosen = now.scan.campaigns[key]
+            return deliverables_digest(chosen, now.campaign_pairs(chosen))
 
-    if pools:
-        _execute_all(tasks, pools, on_finish)
-    else:
-        _execute_inline(tasks, on_finish)
-    report = _report(store, scan, selected, tasks, media, defaults, home)
+        session_tags = {"heygem/trigger": "cli", "heygem/session": uuid.uuid4().hex[:12],
+                        **({"heygem/campaign": selected[0].key} if campaign else {})}
+        _follow_work(services, scan, items, session_tags, deliverables_token, progress, total, len(selected))
+    runs = [RunOutcome(item.key, item.job, item.run_id, item.state.value, item.errors)
+            for item in items.values() if item.run_id]
+    report = build_report(store, selected, media, defaults, str(home), runs, scan.skipped)
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _report(store: Bucket, scan: BucketScan, selected: list[Campaign], tasks: dict[str, _Task],
-            media: MediaOptions, defaults: RenderOptions, home: str) -> FactoryReport:
-    report = FactoryReport(bucket=store.url, dagster_home=home, skipped=list(scan.skipped))
-    report.runs = [t.outcome for t in tasks.values() if t.outcome is not None]
-    # Read the final state back from the bucket: the manifest and this report tell the same story.
-    state = FactoryState(store, scan_bucket(store, logger=_Silent()), media, defaults)
-    run_errors = {t.spec.partition: "; ".join(t.outcome.errors) for t in tasks.values()
-                  if t.outcome is not None and not t.outcome.success and t.outcome.errors}
-    for campaign in selected:
-        task = tasks.get(f"campaign:{campaign.key}")
-        built = task is not None and task.state == "done"
-        folder = outputs_dir(campaign.key)
-        report.campaigns.append(CampaignOutcome(
-            campaign.key, store.uri(folder), store.uri(f"{folder}/manifest.csv"),
-            store.uri(f"{folder}/manifest.parquet"), store.uri(f"{folder}/{campaign.key}.zip"), built,
-            "" if built or task is None or task.outcome is None else "; ".join(task.outcome.errors)))
-        names = _output_names(state, campaign)
-        for pair in state.campaign_pairs(campaign):
-            report.pairs.append(_pair_outcome(store, state, pair, names, run_errors))
-    return report
+def _follow_work(services, scan: BucketScan, items: dict[str, WorkItem], session_tags: dict[str, str],
+                 deliverables_token: Callable[[str], str], progress: ProgressFn, total: int, campaigns: int) -> None:
+    from heygem_pipeline.instance import init
+    from heygem_pipeline.launch import RunSubmitter
+    from heygem_pipeline.services import LOCATION_NAME
+
+    instance = init()
+    if not services.embedded:
+        _require_daemon(instance)
+    for name, keys in (("script", scan.scripts), ("avatar", scan.avatars), ("campaign", scan.campaigns)):
+        new = sorted(set(keys) - set(instance.get_dynamic_partitions(name)))
+        if new:
+            instance.add_dynamic_partitions(name, new)
+    with RunSubmitter(instance, services.workspace(), LOCATION_NAME) as submitter:
+        client = Client(instance, submitter, items, session_tags, deliverables_token, progress, total)
+        renders = sum(i.stage is Stage.RENDER for i in items.values())
+        progress(client.pairs_done(), total, f"{campaigns} campaign(s), {total} pairs: {len(items)} runs to "
+                 f"submit ({renders} renders)")
+        try:
+            client.run(services.check)
+        except KeyboardInterrupt:
+            print("interrupted: cancelling this command's Dagster runs…", file=sys.stderr, flush=True)
+            client.cancel()
+            raise
 
 
-def _output_names(state: FactoryState, campaign: Campaign) -> dict[tuple[str, str], str]:
-    from heygem_pipeline.campaigns import output_names
-
-    return output_names(state.scan.campaign_pairs(campaign))
-
-
-def _pair_outcome(store: Bucket, state: FactoryState, pair: PairState, names: dict[tuple[str, str], str],
-                  run_errors: dict[str, str]) -> PairOutcome:
-    delivered = pair.status in DELIVERABLE_STATUSES
-    record, quality = pair.record or {}, pair.quality or {}
-    error = pair.reason if pair.status != OK else ""
-    if pair.status != OK and not error:
-        error = run_errors.get(f"{pair.script}|{pair.avatar}", "")
-    return PairOutcome(
-        campaign=pair.campaign, script=state.scan.scripts[pair.script].name,
-        avatar=state.scan.avatars[pair.avatar].name, status=pair.status,
-        output=store.uri(f"{outputs_dir(pair.campaign)}/{names[(pair.script, pair.avatar)]}") if delivered else "",
-        error=error, duration_s=record.get("duration_s") if delivered else None,
-        sync_offset_frames=quality.get("sync_offset_frames") if delivered else None,
-        checks_passed=quality.get("passed") if delivered and quality else None)
+def _require_daemon(instance) -> None:
+    heartbeats = instance.get_daemon_heartbeats()
+    if not any(time.time() - beat.timestamp < 120 for beat in heartbeats.values()):
+        raise FactoryError(f"no dagster-daemon is running for the instance in {instance.root_directory} (it has its "
+                           "own broker): start `dagster-daemon run -w workspace.yaml` and the workers (README, "
+                           "Scaling out)")
 
 
 class _Silent:
@@ -544,24 +395,6 @@ class _Silent:
 
 
 # ---------------------------------------------------------------------------------------------- commands
-
-
-def print_report(report: FactoryReport, stream=None) -> None:
-    stream = stream or sys.stdout
-    print(report.summary_table(), file=stream)
-    print(file=stream)
-    for outcome in report.campaigns:
-        print(f"campaign {outcome.campaign}: videos in {outcome.folder}", file=stream)
-        print(f"  manifest {outcome.manifest_csv} (+ .parquet)", file=stream)
-        print(f"  zip      {outcome.zip}", file=stream)
-    for skip in report.skipped:
-        print(f"skipped {skip.rel}: {skip.reason}", file=stream)
-    if report.failures or not report.ok:
-        print(f"\n{len(report.failure_lines())} failure(s):", file=stream)
-        for line in report.failure_lines():
-            print(f"  {line}", file=stream)
-    print(f"\n{len(report.pairs)} pairs, {len(report.failures)} not ok, {report.seconds:.1f} s; "
-          f"runs are in the Dagster UI (DAGSTER_HOME={report.dagster_home})", file=stream)
 
 
 def run_command(bucket: str, campaign: str | None = None) -> int:
@@ -587,48 +420,3 @@ def demo_main() -> int:
     print("\nOpen the Dagster UI on these runs with `make ui` (or `heygem ui`), then http://127.0.0.1:3000 "
           "(assets: the lineage graph; runs: every step of this demo).")
     return status
-
-
-def _workspace_file() -> Path:
-    workspace = REPO_ROOT / "workspace.yaml"
-    if workspace.exists():
-        return workspace
-    generated = Path(tempfile.mkdtemp(prefix="heygem-ui-")) / "workspace.yaml"
-    generated.write_text("load_from:\n  - python_module: heygem_pipeline.definitions\n")
-    return generated
-
-
-def start_ui(host: str = "127.0.0.1", port: int = 3000) -> int:
-    """``heygem ui``: ``dagster dev`` (webserver + daemon: sensor, schedule, run queue) on the persistent instance."""
-    from heygem_pipeline.instance import init
-
-    home = str(init().root_directory)
-    workspace = _workspace_file()
-    dagster = Path(sys.executable).with_name("dagster")
-    command = [str(dagster) if dagster.exists() else "dagster", "dev", "-w", str(workspace), "-h", host,
-               "-p", str(port)]
-    print(f"Dagster UI on http://{host}:{port} (DAGSTER_HOME={home}); Ctrl-C stops it.", file=sys.stderr, flush=True)
-    # Its own process group, so that stopping it reaches the webserver, the daemon and their code servers.
-    process = subprocess.Popen(command, cwd=workspace.parent, env={**os.environ, "DAGSTER_HOME": home},
-                               start_new_session=True)
-
-    def stop(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        return process.wait()
-    except KeyboardInterrupt:
-        os.killpg(process.pid, signal.SIGINT)
-        try:
-            return process.wait(timeout=20)
-        except subprocess.TimeoutExpired:  # dagster dev may ignore signals: stop it for good
-            os.killpg(process.pid, signal.SIGKILL)
-            return process.wait()
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-if __name__ == "__main__":  # python -m heygem_pipeline.factory BUCKET [CAMPAIGN]
-    with contextlib.suppress(KeyboardInterrupt):
-        sys.exit(run_command(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None))

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Install the Debian tools the factory needs when they are missing: ffmpeg (media I/O), espeak-ng (offline
-# voices for .txt scripts and the demo), and with --with-chromium the browser that the UI test drives.
+# voices for .txt scripts and the demo), redis-server (the embedded Celery broker), and with --for-tests the
+# browser the UI test drives and the PostgreSQL server of the scale-out test.
 # Without root it stops and says exactly what to install.
 set -u
 need=()
 command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
 command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)
-if [ "${1:-}" = "--with-chromium" ]; then
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+if [ "${1:-}" = "--for-tests" ]; then
   command -v chromium >/dev/null 2>&1 || need+=(chromium)
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 fi
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then

@@ -1,7 +1,9 @@
 """One GPU: two runs started at the same time by separate processes never infer at once (the ``gpu`` pool).
 
-Both processes share one persistent instance (a temporary DAGSTER_HOME set up as ``make setup`` does). The proof
-is read back from the event log: the runs were alive together, their render steps were not.
+Queues and workers aside, the pool is what keeps two hosts from rendering on one GPU together: here two processes
+(as two run workers on two hosts would) execute a render run each, at the same moment, on one persistent instance
+(a temporary DAGSTER_HOME set up as ``make setup`` does). The proof is read back from the event log: the runs were
+alive together, their render steps were not.
 """
 
 from __future__ import annotations
@@ -23,9 +25,16 @@ pytestmark = pytest.mark.slow
 SIZE = {"width": 640, "height": 360}
 RENDER_ONE = """
 import json, sys
-from heygem_pipeline.factory import RunSpec, execute_run
-outcome = execute_run(RunSpec("pair_job", sys.argv[1], sys.argv[2], {"test": "concurrency"}, "render"))
-print(json.dumps({"run_id": outcome.run_id, "success": outcome.success, "errors": outcome.errors}))
+from dagster import DagsterInstance
+from assets.jobs import run_config
+from assets.partitions import pair_partition_key
+from heygem_pipeline.campaigns import RenderOptions
+from heygem_pipeline.definitions import defs
+script, avatar = sys.argv[1].split("|")
+result = defs.resolve_job_def("pair_job").execute_in_process(
+    run_config=run_config(sys.argv[2], RenderOptions()), partition_key=pair_partition_key(script, avatar),
+    instance=DagsterInstance.get(), tags={"test": "concurrency"}, raise_on_error=False)
+print(json.dumps({"run_id": result.run_id, "success": result.success}))
 """
 
 

@@ -28,6 +28,8 @@ from heygem_pipeline.factory import FactoryReport, run_factory
 
 pytestmark = pytest.mark.slow
 
+REPO = Path(__file__).resolve().parents[1]
+
 SIZE = {"width": 640, "height": 360}
 
 
@@ -51,7 +53,14 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     home = tmp_path_factory.mktemp("dagster_home")
     previous = os.environ.get("DAGSTER_HOME")
     os.environ["DAGSTER_HOME"] = str(home)
-    yield home
+    from heygem_pipeline.instance import prepare_home
+    from heygem_pipeline.services import session
+
+    prepare_home(home)
+    # Held for the module, as `heygem ui` holds them: every run_factory below uses the same running services.
+    with session(home, REPO / "workspace.yaml") as services:
+        services.workspace()
+        yield home
     if previous is None:
         os.environ.pop("DAGSTER_HOME", None)
     else:
@@ -66,7 +75,7 @@ def bucket(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def first_run(home: Path, bucket: Path) -> FactoryReport:
     seen: list[tuple[int, int]] = []
-    report = run_factory(str(bucket), progress=lambda done, total, message: seen.append((done, total)), workers=2)
+    report = run_factory(str(bucket), progress=lambda done, total, message: seen.append((done, total)))
     assert seen[0] == (0, 4) and seen[-1] == (4, 4)
     return report
 
@@ -121,6 +130,17 @@ def test_full_graph_renders_checks_and_delivers(first_run: FactoryReport, bucket
     assert len(materializations(instance, "campaign_manifest")) == len(materializations(instance, "campaign_zip")) == 1
 
 
+def test_every_run_was_enqueued_and_launched_by_dagster_onto_its_celery_queue(first_run: FactoryReport,
+                                                                           instance: DagsterInstance) -> None:
+    assert {r.job for r in first_run.runs} == {"script_job", "avatar_job", "pair_job", "check_job", "campaign_job"}
+    for outcome in first_run.runs:
+        run = instance.get_run_by_id(outcome.run_id)
+        kinds = {e.dagster_event_type for e in instance.all_logs(outcome.run_id)}
+        assert {DagsterEventType.RUN_ENQUEUED, DagsterEventType.RUN_STARTING} <= kinds, outcome
+        assert run.tags["dagster-celery/task_id"] and run.tags["heygem/item"] == outcome.item
+        assert run.tags["dagster-celery/queue"] == ("gpu" if outcome.job == "pair_job" else "cpu")
+
+
 def test_bad_input_fails_its_pairs_once_with_the_intake_message(first_run: FactoryReport,
                                                                 instance: DagsterInstance) -> None:
     (failure,) = first_run.failures
@@ -130,7 +150,7 @@ def test_bad_input_fails_its_pairs_once_with_the_intake_message(first_run: Facto
     assert [e.step_key for e in failures] == ["face_track"]
     assert "face was found in only" in failures[0].dagster_event.step_failure_data.user_failure_data.description
     assert events(instance, first_run, DagsterEventType.STEP_UP_FOR_RETRY) == []  # bad input is not retried
-    assert {r.spec.job for r in first_run.runs if not r.success} == {"avatar_job"}
+    assert {r.job for r in first_run.runs if not r.success} == {"avatar_job"}
 
 
 def test_adding_a_script_tracks_no_face_again(first_run: FactoryReport, bucket: Path,
@@ -139,7 +159,7 @@ def test_adding_a_script_tracks_no_face_again(first_run: FactoryReport, bucket: 
     features_before = len(materializations(instance, "script_features"))
     assert (tracks_before, features_before) == (3, 1)
     synthesize_speech("Thanks for watching, see you soon.", bucket / "scripts" / "goodbye.wav")
-    report = run_factory(str(bucket), "launch", progress=None, workers=2)
+    report = run_factory(str(bucket), "launch", progress=None)
     assert len(materializations(instance, "face_track")) == 3  # no face tracked again
     # Only the failed avatar was normalized again (the CLI retries failures): 4 in the first run, 1 now.
     assert len(materializations(instance, "avatar_video")) == 5

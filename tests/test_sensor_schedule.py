@@ -78,7 +78,7 @@ def execute(env: dict, requests: list[RunRequest]) -> None:
 
 
 def summary(requests: list[RunRequest]) -> set[tuple[str, str]]:
-    return {(r.job_name, str(r.partition_key)) for r in requests}
+    return {(r.job_name, str(r.partition_key or r.tags["dagster/partition"])) for r in requests}
 
 
 def test_sensor_waits_for_partial_uploads(env: dict) -> None:
@@ -109,6 +109,11 @@ def test_sensor_requests_exactly_the_campaign_pairs_once_inputs_are_prepared(env
                                  ("pair_job", "presenter|late")}  # late × portrait is in no campaign
     assert all(r.run_config["ops"]["lipsync_video"]["config"] == RenderOptions().as_config() for r in requests)
     assert tick(env)[0] == []  # requested once
+    assert all(r.tags["heygem/item"].startswith("render:") and r.tags["heygem/token"] for r in requests)
+    execute(env, requests)
+    requests, _, _ = tick(env)  # rendered: each is measured on a CPU worker
+    assert summary(requests) == {("check_job", "portrait|hello"), ("check_job", "presenter|hello"),
+                                 ("check_job", "presenter|late")}
     execute(env, requests)
     requests, _, _ = tick(env)
     assert summary(requests) == {("campaign_job", "launch"), ("campaign_job", "late")}
