@@ -138,8 +138,10 @@ class Client:
     """Submits the items' runs in dependency order and follows them in the instance until all are finished."""
 
     def __init__(self, instance, submitter, items: dict[str, WorkItem], session_tags: dict[str, str],
-                 deliverables_token: Callable[[str], str], progress: ProgressFn, total_pairs: int) -> None:
+                 deliverables_token: Callable[[str], str], progress: ProgressFn, total_pairs: int,
+                 planned_at: float) -> None:
         self.instance, self.submitter, self.items = instance, submitter, items
+        self.planned_at = planned_at  # when the bucket was read (epoch seconds)
         self.session_tags, self.deliverables_token = session_tags, deliverables_token
         self.progress, self.total_pairs = progress, total_pairs
         self.started = time.monotonic()
@@ -158,10 +160,12 @@ class Client:
         if item.stage is Stage.CAMPAIGN:
             item.token = self.deliverables_token(item.partition)  # type: ignore[arg-type]
         tags = work_tags(item.key, item.token)
-        existing = self.instance.get_run_records(RunsFilter(tags=tags))
-        alive = [r for r in existing if not r.dagster_run.is_finished]
-        if alive:  # another client or the sensor is doing this work already: follow its run
-            self._follow(item, alive[0].dagster_run.run_id)
+        existing = self.instance.get_run_records(RunsFilter(tags=tags))  # newest first; Dagster's retries too
+        # Another client or the sensor is doing this work, or did it since this client looked at the bucket: its
+        # run is this item's. A run that ended before that did not leave what the bucket needs now: do it again.
+        current = [r for r in existing if not r.dagster_run.is_finished or (r.end_time or 0) >= self.planned_at]
+        if current:
+            self._follow(item, current[0].dagster_run.run_id)
             return
         run_id = work_run_id(item.key, item.token, attempt=len(existing))
         partition = pair_partition_key(*item.partition) if isinstance(item.partition, tuple) else item.partition
@@ -329,6 +333,7 @@ def run_factory(bucket: str, campaign: str | None = None, progress: ProgressFn |
         raise FactoryError(f"{bucket}: a memory:// bucket is only visible to this process; Dagster's workers "
                            "need a bucket they can read (a local folder, file://, s3://…)")
     home = prepare_home(dagster_home())
+    planned_at = time.time()
     scan = scan_bucket(store)
     selected = _select_campaigns(scan, campaign)
     media = MediaOptions(fps=settings.fps, still_seconds=settings.still_seconds, voice=settings.voice)
@@ -347,7 +352,8 @@ def run_factory(bucket: str, campaign: str | None = None, progress: ProgressFn |
 
         session_tags = {"heygem/trigger": "cli", "heygem/session": uuid.uuid4().hex[:12],
                         **({"heygem/campaign": selected[0].key} if campaign else {})}
-        _follow_work(services, scan, items, session_tags, deliverables_token, progress, total, len(selected))
+        _follow_work(services, scan, items, session_tags, deliverables_token, progress, total, len(selected),
+                     planned_at)
     runs = [RunOutcome(item.key, item.job, item.run_id, item.state.value, item.errors)
             for item in items.values() if item.run_id]
     report = build_report(store, selected, media, defaults, str(home), runs, scan.skipped)
@@ -356,7 +362,8 @@ def run_factory(bucket: str, campaign: str | None = None, progress: ProgressFn |
 
 
 def _follow_work(services, scan: BucketScan, items: dict[str, WorkItem], session_tags: dict[str, str],
-                 deliverables_token: Callable[[str], str], progress: ProgressFn, total: int, campaigns: int) -> None:
+                 deliverables_token: Callable[[str], str], progress: ProgressFn, total: int, campaigns: int,
+                 planned_at: float) -> None:
     from heygem_pipeline.instance import init
     from heygem_pipeline.launch import RunSubmitter
     from heygem_pipeline.services import LOCATION_NAME
@@ -369,7 +376,7 @@ def _follow_work(services, scan: BucketScan, items: dict[str, WorkItem], session
         if new:
             instance.add_dynamic_partitions(name, new)
     with RunSubmitter(instance, services.workspace(), LOCATION_NAME) as submitter:
-        client = Client(instance, submitter, items, session_tags, deliverables_token, progress, total)
+        client = Client(instance, submitter, items, session_tags, deliverables_token, progress, total, planned_at)
         renders = sum(i.stage is Stage.RENDER for i in items.values())
         progress(client.pairs_done(), total, f"{campaigns} campaign(s), {total} pairs: {len(items)} runs to "
                  f"submit ({renders} renders)")

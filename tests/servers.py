@@ -1,0 +1,113 @@
+"""Real servers for tests: a private PostgreSQL and Redis on unix sockets in a temporary folder (no TCP port to
+collide with, nothing left running), and helpers to start and kill process trees."""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+def _postgres_bin() -> Path:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not found:
+        pytest.skip("PostgreSQL is not installed (make test installs it)")
+    return Path(found[-1]).parent
+
+
+def _as_postgres(command: list[str]) -> list[str]:
+    # initdb and the server refuse to run as root: run them as the package's postgres user.
+    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
+
+
+@contextlib.contextmanager
+def postgres_server() -> Iterator[str]:
+    """A PostgreSQL server with an empty database ``dagster``; yields its client URL (unix socket)."""
+    bin_dir = _postgres_bin()
+    folder = Path(tempfile.mkdtemp(prefix="heygem-pg-", dir="/tmp"))  # the postgres user must reach it
+    if os.geteuid() == 0:
+        shutil.chown(folder, "postgres", "postgres")
+    data = folder / "data"
+    try:
+        subprocess.run(_as_postgres([str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "dagster"]),
+                       check=True, capture_output=True)
+        subprocess.run(_as_postgres([str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(folder / "log"), "-w",
+                                     "-o", f"-k {folder} -c listen_addresses=''", "start"]),
+                       check=True, capture_output=True)
+        try:
+            subprocess.run([str(bin_dir / "createdb"), "-h", str(folder), "-U", "dagster", "dagster"], check=True,
+                           capture_output=True)
+            yield f"postgresql+psycopg2://dagster@/dagster?host={folder}"
+        finally:
+            subprocess.run(_as_postgres([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
+                           capture_output=True)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def redis_server(folder: Path) -> Iterator[str]:
+    """A Redis server on ``folder``/redis.sock; yields its Celery URL."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (make installs it)")
+    socket = folder / "redis.sock"
+    process = subprocess.Popen(["redis-server", "--port", "0", "--unixsocket", str(socket), "--dir", str(folder),
+                                "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while not socket.exists():
+            assert process.poll() is None and time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+        yield f"redis+socket://{socket}"
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def start_group(command: list[str], log: Path, env: dict[str, str], cwd: Path | None = None) -> subprocess.Popen:
+    """A process in a session of its own, so the whole tree it starts can be killed at once, as a host dies."""
+    with open(log, "ab") as out:
+        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd,
+                                start_new_session=True)
+
+
+def kill_group(process: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, sig)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=30)
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (from /proc), whatever session or group it moved to."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                children.setdefault(parent, []).append(int(entry.name))
+    found, stack = set(), [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            if child not in found:
+                found.add(child)
+                stack.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
