@@ -60,7 +60,7 @@ def prepare_script(upload: str | os.PathLike[str], workdir: str | os.PathLike[st
     with atomic_output(workdir / SCRIPT_SOURCE) as tmp:
         run_ffmpeg(ffmpeg.input(ff_path(intake.source)).output(ff_path(tmp), map="0:a:0", acodec="copy",
                                                                   format="matroska").overwrite_output(),
-                   f"keeping the audio of {upload}")
+                   f"keeping the audio of {upload}", subject=upload, media_seconds=intake.duration_s)
     samples = load_analysis(intake.analysis_wav)
     features = script_features(samples, language=intake.language, text=intake.text)
     features = dataclasses.replace(features, visemes=mouth_track(samples, features.sample_rate, intake.language))
