@@ -165,9 +165,7 @@ def render_pair(script_dir: str | os.PathLike[str], avatar_dir: str | os.PathLik
         ass = None
         if captions is not None and captions.cues:
             assert subtitles is not None
-            # A fixed, plain name: the path goes into an ffmpeg filter argument, where quotes and colons in a
-            # user's folder names would need escaping.
-            ass = Path(scratch) / "captions.ass"
+            ass = Path(scratch) / "captions.ass"  # an intermediate of this render only
             write_ass(ass, captions.cues, subtitles.style, track.width, track.height,
                       mouth_zone(track.landmarks, track.usable()))
         return render_video(load_script(script_dir), script_dir / SCRIPT_SOURCE, avatar_dir / AVATAR_TEMPLATE,

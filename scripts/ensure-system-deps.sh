@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Install the Debian tools the factory needs when they are missing: ffmpeg (media I/O), espeak-ng (offline
-# voices for .txt scripts and the demo), and with --with-chromium the browser that the UI test drives.
+# voices for .txt scripts and the demo), fonts-noto-cjk (burnt-in captions: one face for Chinese and Latin), and
+# with --with-chromium the browser that the UI test drives.
 # Without root it stops and says exactly what to install.
 set -u
 need=()
 command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
 command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)
+[ -e /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc ] || need+=(fonts-noto-cjk)
 if [ "${1:-}" = "--with-chromium" ]; then
   command -v chromium >/dev/null 2>&1 || need+=(chromium)
 fi
