@@ -10,6 +10,7 @@ own encode (no second pass).
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
@@ -77,8 +78,6 @@ class SubtitleOptions(BaseModel):
         """A short token of what changes the rendered video (for render folders and stamps): '' unless burning."""
         if not self.burn:
             return ""
-        import hashlib
-
         return "subs-" + hashlib.sha1(self.style.model_dump_json().encode()).hexdigest()[:8]
 
 
@@ -163,8 +162,8 @@ def place_captions(style: CaptionStyle, width: int, height: int, cues: list[Cue]
     """Side and font size for ``cues`` in a ``width``×``height`` frame: inside the frame, clear of ``mouth``.
 
     The font is the style's size, or smaller when the longest line would not fit the width. Tries the preferred
-    side (``auto``: bottom), then the other, then both again with a smaller font (down to ``MIN_SCALE`` of the
-    style's size); when nothing is clear, the side that covers the least of the mouth zone.
+    side (``auto``: bottom), then the other, then both again with smaller fonts (``SHRINK_STEPS``, down to 55 %
+    of the style's size); when nothing is clear, the side that covers the least of the mouth zone.
     """
     lines = [line for cue in cues for line in cue.text.split("\n")] or [""]
     n_lines = max((len(cue.text.split("\n")) for cue in cues), default=1)

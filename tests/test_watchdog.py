@@ -183,7 +183,9 @@ class StalledFile:
         self.thread.join(5)
 
 
-def test_real_ffmpeg_on_a_stalled_file_is_killed_and_other_items_go_on(tmp_path: Path, low_limits: None) -> None:
+def test_real_ffmpeg_on_a_stalled_file_is_killed_and_other_items_go_on(tmp_path: Path, low_limits: None,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HEYGEM_STALL_SECONDS", "3")  # room for the other item to finish first, even on a busy machine
     voice = make_tone(tmp_path / "voice.wav", 3.0)
     other = make_tone(tmp_path / "other.wav", 2.0, frequency=220)
     info = probe(voice)
@@ -201,16 +203,14 @@ def test_real_ffmpeg_on_a_stalled_file_is_killed_and_other_items_go_on(tmp_path:
     with StalledFile(voice, stalled):
         worker = threading.Thread(target=decode_stalled)
         worker.start()
-        started = time.monotonic()
         samples = decode_audio(other)  # another item, meanwhile: not held up by the stalled one
-        other_seconds = time.monotonic() - started
+        stalled_still_waiting = worker.is_alive()
         worker.join(BOUND + 5)
-    assert samples.size == 32000
-    assert other_seconds < STALL
+    assert samples.size == 32000 and stalled_still_waiting
     assert isinstance(outcome.get("error"), ToolTimeoutError)
     assert_one_line_naming(outcome["error"], stalled, "ffmpeg")  # type: ignore[arg-type]
-    assert "made no progress for 1 s" in str(outcome["error"])
-    assert STALL <= float(outcome["seconds"]) < BOUND  # type: ignore[arg-type]
+    assert "made no progress for 3 s" in str(outcome["error"])
+    assert 3.0 <= float(outcome["seconds"]) < 3.0 + BOUND  # type: ignore[arg-type]
 
 
 def test_frame_reader_on_a_stalled_stream_raises_instead_of_hanging(tmp_path: Path, low_limits: None) -> None:
