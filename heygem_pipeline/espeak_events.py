@@ -123,17 +123,6 @@ def espeak_words(text: str, voice: str = "en-us") -> Synthesis:
     return Synthesis([SpokenWord(*w) for w in data["words"]], samples, int(data["rate"]))
 
 
-def reference_starts(text: str, spans: list[tuple[int, int]], voice: str = "en-us") -> list[float | None]:
-    """For each character span of ``text`` (a word as written), when espeak-ng starts saying it: the first word
-    event inside the span, or None when espeak-ng reported none there (it merges some short words, "a", "of")."""
-    events = espeak_words(text, voice).words
-    starts: list[float | None] = []
-    for first, last in spans:
-        inside = [e.start for e in events if first <= e.char_start < last]
-        starts.append(min(inside) if inside else None)
-    return starts
-
-
 def start_errors(text: str, timed: list[tuple[str, float]], voice: str = "en-us") -> list[float | None]:
     """Signed start errors (seconds, measured minus espeak-ng's) of consecutive pieces of ``text`` (words or cue
     texts, in order, with their measured starts); None where espeak-ng reported no word at the piece's start."""
