@@ -15,7 +15,6 @@ import dataclasses
 import io
 import math
 import os
-import subprocess
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -34,6 +33,7 @@ from heygem_pipeline.errors import (
 )
 from heygem_pipeline.media import FFMPEG_GLOBAL_ARGS, MediaInfo, atomic_output, ff_path, probe, require_tool
 from heygem_pipeline.naming import safe_id, stem_and_ext
+from heygem_pipeline.watchdog import PROGRESS_STDOUT, run_tool
 
 AUDIO_EXTENSIONS = frozenset({"wav", "mp3", "m4a", "aac", "flac", "ogg", "opus"})
 VIDEO_EXTENSIONS = frozenset({"mp4", "mov", "mkv", "webm"})  # their audio track is the voice
@@ -86,7 +86,9 @@ def _decode(path: str | os.PathLike[str], info: MediaInfo | None = None) -> tupl
         .global_args(*FFMPEG_GLOBAL_ARGS)
         .compile()
     )
-    result = subprocess.run(args, capture_output=True, check=False)
+    # Killed when no samples arrive for HEYGEM_STALL_SECONDS or it runs past the limit for the declared length.
+    result = run_tool(args, subject=path, media_seconds=info.duration or info.audio.duration,
+                      progress=PROGRESS_STDOUT)
     usable = len(result.stdout) - len(result.stdout) % 4
     samples = np.frombuffer(result.stdout[:usable], dtype="<f4").astype(np.float32)
     declared = info.audio.duration
@@ -135,10 +137,12 @@ def language_of_voice(voice: str) -> str:
     return {"cmn": "zh", "yue": "zh"}.get(primary, primary)
 
 
-def synthesize_speech(text: str, dest_wav: str | os.PathLike[str], voice: str = "en-us") -> Path:
+def synthesize_speech(text: str, dest_wav: str | os.PathLike[str], voice: str = "en-us", *,
+                      subject: str | os.PathLike[str] | None = None) -> Path:
     """Voice ``text`` offline with espeak-ng into ``dest_wav`` (22.05 kHz mono 16-bit), written atomically.
 
-    The text goes through stdin, so nothing in it can be read as an option or by a shell.
+    The text goes through stdin, so nothing in it can be read as an option or by a shell. ``subject``: the file
+    the text came from, named if espeak-ng has to be stopped (default ``dest_wav``).
     """
     if not text.strip():
         raise ValueError("no text to synthesize")
@@ -147,7 +151,9 @@ def synthesize_speech(text: str, dest_wav: str | os.PathLike[str], voice: str = 
     with atomic_output(dest) as tmp:
         # -b 1: the input is UTF-8. The output path is absolute, so it cannot start with a dash.
         command = [espeak, "-b", "1", "-v", voice, "-w", str(tmp.resolve()), "--stdin"]
-        result = subprocess.run(command, input=text.encode("utf-8"), capture_output=True, check=False)
+        # espeak-ng reports no progress: its limit scales with the speech's expected length (~12 characters a
+        # second; espeak-ng itself runs ~100x faster than real time).
+        result = run_tool(command, subject=subject or dest, media_seconds=len(text) / 12.0, stdin=text.encode("utf-8"))
         if result.returncode != 0 or tmp.stat().st_size <= 44:
             message = result.stderr.decode(errors="replace").strip() or f"exit status {result.returncode}"
             raise RuntimeError(f"espeak-ng could not voice the text with voice {voice!r} ({message}); "
@@ -218,7 +224,7 @@ def normalize_script(source: str | os.PathLike[str], workdir: str | os.PathLike[
     mux_source = upload
     if ext in TEXT_EXTENSIONS:
         text = read_script_text(upload)
-        mux_source = synthesize_speech(text, workdir / "source.wav", voice=voice)
+        mux_source = synthesize_speech(text, workdir / "source.wav", voice=voice, subject=upload)
         language = language or language_of_voice(voice)
     language = language or DEFAULT_LANGUAGE
 

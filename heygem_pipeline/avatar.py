@@ -181,7 +181,8 @@ def normalize_avatar(source: str | os.PathLike[str], dest_mp4: str | os.PathLike
         command = ffmpeg.output(stream, ff_path(tmp), f="mp4", map_metadata=-1, an=None,
                                 **settings.video_options(), **extra).overwrite_output()
         try:
-            run_ffmpeg(command, f"normalizing avatar {source}")
+            run_ffmpeg(command, f"normalizing avatar {source}", subject=source,
+                       media_seconds=still_seconds if still else (video.duration or info.duration))
         except RuntimeError as error:
             if any(marker in str(error).lower() for marker in _DAMAGED_INPUT_MARKERS):
                 raise TooShortError(source, "no video frame could be decoded (the upload looks cut short or "

@@ -54,6 +54,7 @@ class ProgressBar:
 
 def _render(args: argparse.Namespace) -> int:
     from heygem_pipeline import pipeline
+    from heygem_pipeline.burnin import subtitle_options
     from heygem_pipeline.config import encode_settings
     from heygem_pipeline.engines.registry import create_engine
     from heygem_pipeline.quality import measure_sync
@@ -64,18 +65,25 @@ def _render(args: argparse.Namespace) -> int:
                            batch_size=settings.wav2lip_batch_size)
     output = Path(args.output)
     encode = encode_settings(settings)
+    subtitles = subtitle_options(args.subtitles, "--subtitles")
     with tempfile.TemporaryDirectory(prefix="heygem-render-") as tmp:
         work = Path(tmp)
         print(f"analysing voice  {args.audio}", file=sys.stderr)
-        pipeline.prepare_script(args.audio, work / "script", voice=args.voice or settings.voice)
+        pipeline.prepare_script(args.audio, work / "script", voice=args.voice or settings.voice,
+                                transcript=args.transcript)
         print(f"normalizing      {args.avatar}", file=sys.stderr)
         pipeline.prepare_avatar(args.avatar, work / "avatar", fps=args.fps, still_seconds=settings.still_seconds,
                                 settings=encode)
         pipeline.track_avatar(work / "avatar", progress=ProgressBar("tracking face ", "frames"))
         result = pipeline.render_pair(work / "script", work / "avatar", output, engine, settings=encode,
-                                      progress=ProgressBar(f"rendering {engine.name:<5}", "frames"))
+                                      progress=ProgressBar(f"rendering {engine.name:<5}", "frames"),
+                                      subtitles=subtitles)
+        sidecars = pipeline.write_subtitles(work / "script", output)
     line = (f"{output}: {result.duration_s:.2f} s, {result.frames} frames at {result.fps:g} fps, "
             f"{result.width}x{result.height}, engine {result.engine}, rendered at {result.render_fps:.1f} fps")
+    line += f", subtitles {' + '.join(p.suffix[1:] for p in sidecars)}" if sidecars else ", no subtitles (no text)"
+    if sidecars and subtitles.burn:
+        line += " (burnt in)"
     if not args.no_check:
         sync = measure_sync(output)
         line += f", sync offset {sync.offset_frames:+d} frames (confidence {sync.confidence:.2f})"
@@ -141,6 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: $HEYGEM_WAV2LIP_CHECKPOINT)")
     render.add_argument("--fps", type=float, default=None, help="output frame rate (default: $HEYGEM_FPS or 25)")
     render.add_argument("--voice", help="espeak-ng voice for .txt scripts (default: $HEYGEM_VOICE or en-us)")
+    render.add_argument("--transcript", help="UTF-8 text of what an audio script says: captions are timed to it "
+                        "(.txt scripts need none)")
+    render.add_argument("--subtitles", choices=("sidecar", "burn"), default="sidecar",
+                        help="sidecar: .srt and .vtt beside the output (default); burn: also burnt into the picture")
     render.add_argument("--no-check", action="store_true", help="skip the A/V sync measurement")
     render.set_defaults(handler=_render)
 

@@ -16,6 +16,41 @@ def _env(name: str, default: str) -> str:
     return value or default
 
 
+def _positive(name: str, default: float) -> float:
+    text = _env(name, repr(default))
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ValueError(f"{name} must be a positive number, got {text!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class ToolLimits:
+    """How long an external tool (ffmpeg, ffprobe, espeak-ng) may take before it is killed.
+
+    A tool that shows no progress (no frame or byte through its pipes, no advance in ffmpeg's progress report)
+    for ``stall_seconds`` is stopped; so is one that runs longer than ``total(media seconds)`` in all, which
+    scales with the length of the media it works on. Tools that report no progress (ffprobe, espeak-ng) get
+    only the total limit.
+    """
+
+    stall_seconds: float = 60.0
+    timeout_factor: float = 10.0  # seconds of tool time allowed per second of media
+
+    def total(self, media_seconds: float | None) -> float:
+        return self.stall_seconds + self.timeout_factor * max(media_seconds or 0.0, 0.0)
+
+    @classmethod
+    def from_env(cls) -> ToolLimits:
+        """``HEYGEM_STALL_SECONDS`` and ``HEYGEM_TOOL_TIMEOUT_FACTOR``, read at each call (tests and workers may
+        change them between items)."""
+        return cls(stall_seconds=_positive("HEYGEM_STALL_SECONDS", cls.stall_seconds),
+                   timeout_factor=_positive("HEYGEM_TOOL_TIMEOUT_FACTOR", cls.timeout_factor))
+
+
 @dataclass(frozen=True)
 class Settings:
     bucket: str = "data/bucket"
@@ -31,6 +66,7 @@ class Settings:
     timezone: str = "UTC"
     work_prefix: str = "work"
     dagster_home: Path = field(default_factory=lambda: Path(".dagster_home").resolve())
+    tool_limits: ToolLimits = field(default_factory=ToolLimits)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -47,6 +83,7 @@ class Settings:
             wav2lip_batch_size=int(_env("HEYGEM_WAV2LIP_BATCH", str(cls.wav2lip_batch_size))),
             timezone=_env("HEYGEM_TIMEZONE", cls.timezone),
             dagster_home=Path(_env("DAGSTER_HOME", ".dagster_home")).resolve(),
+            tool_limits=ToolLimits.from_env(),
         )
 
 

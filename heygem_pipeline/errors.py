@@ -60,3 +60,17 @@ class CheckpointError(InputError):
 
 class ToolMissingError(HeygemError):
     """A system tool (ffmpeg, ffprobe, espeak-ng) is not installed."""
+
+
+class ToolTimeoutError(HeygemError):
+    """An external tool (ffmpeg, ffprobe, espeak-ng) stalled or ran past its time limit and was killed.
+
+    Not an ``InputError``: a stalled network file or an overloaded machine may work on a retry.
+    """
+
+    def __init__(self, path: object, tool: str, problem: str, fix: str) -> None:
+        self.path = str(path)
+        self.tool = tool
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"{self.path}: {tool} {problem} and was stopped; {fix}")

@@ -11,12 +11,14 @@ import contextlib
 import json
 import os
 import queue
+import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -24,7 +26,9 @@ from pathlib import Path
 import ffmpeg
 import numpy as np
 
+from heygem_pipeline.config import ToolLimits
 from heygem_pipeline.errors import EmptyFileError, NotMediaError, ToolMissingError
+from heygem_pipeline.watchdog import PROGRESS_FFMPEG, Watchdog, kill_tool, run_tool, spawn
 
 # Every ffmpeg call shares these: quiet unless something fails, never read stdin.
 FFMPEG_GLOBAL_ARGS = ("-hide_banner", "-nostdin", "-loglevel", "error")
@@ -102,8 +106,11 @@ def _rotation(stream: dict) -> int:
     return 0
 
 
-def probe(path: str | os.PathLike[str]) -> MediaInfo:
-    """Describe a media file with ffprobe; raise a typed error for empty or non-media files."""
+def probe(path: str | os.PathLike[str], *, limits: ToolLimits | None = None) -> MediaInfo:
+    """Describe a media file with ffprobe; raise a typed error for empty or non-media files.
+
+    ffprobe reports no progress, so it gets the base limit (``HEYGEM_STALL_SECONDS``): ToolTimeoutError past it.
+    """
     require_tool("ffprobe")
     path = Path(path)
     if not path.is_file():
@@ -116,8 +123,8 @@ def probe(path: str | os.PathLike[str]) -> MediaInfo:
     if "%" in path.name:
         # The image2 demuxer reads '%d' in a photo's name as a frame-number pattern and finds no file.
         command[1:1] = ["-pattern_type", "none"]
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
-    data = json.loads(result.stdout or "{}") if result.returncode == 0 else {}
+    result = run_tool(command, subject=path, limits=limits)
+    data = json.loads(result.stdout or b"{}") if result.returncode == 0 else {}
     streams = data.get("streams", [])
     fmt = data.get("format", {})
     if not streams:
@@ -156,25 +163,84 @@ def probe(path: str | os.PathLike[str]) -> MediaInfo:
     )
 
 
-def run_ffmpeg(stream: ffmpeg.nodes.OutputStream, what: str) -> None:
-    """Run a built ffmpeg graph; on failure raise with the command's last stderr lines."""
+def run_ffmpeg(stream: ffmpeg.nodes.OutputStream, what: str, *, subject: str | os.PathLike[str] | None = None,
+               media_seconds: float | None = None, limits: ToolLimits | None = None) -> None:
+    """Run a built ffmpeg graph; on failure raise with the command's last stderr lines.
+
+    Killed (``ToolTimeoutError`` naming ``subject``, default ``what``) when its progress report stops advancing
+    for ``HEYGEM_STALL_SECONDS`` or it runs past the limit for ``media_seconds`` of media.
+    """
     require_tool("ffmpeg")
     args = stream.global_args(*FFMPEG_GLOBAL_ARGS).compile()
-    result = subprocess.run(args, capture_output=True, text=True, check=False)
+    result = run_tool(args, subject=subject if subject is not None else what, media_seconds=media_seconds,
+                      progress=PROGRESS_FFMPEG, limits=limits)
     if result.returncode != 0:
-        tail = " | ".join(result.stderr.strip().splitlines()[-3:])
-        raise RuntimeError(f"ffmpeg failed while {what}: {tail}")
+        raise RuntimeError(f"ffmpeg failed while {what}: {result.stderr_tail()}")
+
+
+# Temporaries are named ``.<stem>.<host>.<pid>.<random>.tmp<suffix>``: hidden (bucket scans skip them), and a
+# later writer of the same destination can tell whether the writer of a leftover one is still alive.
+_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
+_TEMP_WRITER = re.compile(r"(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.[A-Za-z0-9_]+")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def _default_is_alive(host: str, pid: int) -> bool:
+    # Another machine's process cannot be checked from here: assume it is still writing.
+    return host != _HOST or _pid_alive(pid)
+
+
+def remove_stale_temporaries(dest: str | os.PathLike[str],
+                             is_alive: Callable[[str, int], bool] | None = None) -> list[Path]:
+    """Delete the temporaries that ``atomic_output`` writers of ``dest`` left behind when they were killed.
+
+    A writer killed with SIGKILL (or by a power cut) cannot remove its temporary. Each temporary names its
+    writer's host and pid; ``is_alive(host, pid)`` says whether that writer may still be writing (default: on
+    this host, whether the pid exists; another host's writers are assumed alive). Returns what was removed.
+    ``atomic_output`` calls this before each write, so a destination never collects more than one per live writer.
+    """
+    dest = Path(dest)
+    prefix, suffix = f".{dest.stem[:40]}.", f".tmp{dest.suffix}"
+    alive = is_alive or _default_is_alive
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(dest.parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        name = entry.name
+        if not (name.startswith(prefix) and name.endswith(suffix)) or len(name) <= len(prefix) + len(suffix):
+            continue
+        writer = _TEMP_WRITER.fullmatch(name[len(prefix): len(name) - len(suffix)])
+        if writer is None or alive(writer["host"], int(writer["pid"])):
+            continue
+        with contextlib.suppress(OSError):
+            os.unlink(entry.path)
+            removed.append(Path(entry.path))
+    return removed
 
 
 @contextlib.contextmanager
 def atomic_output(dest: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``dest``; rename it over ``dest`` only if the block succeeds.
 
-    Readers never see a half-written file, and a failure leaves any earlier ``dest`` untouched.
+    Readers never see a half-written file, and a failure leaves any earlier ``dest`` untouched. Temporaries that
+    killed writers of ``dest`` left behind are removed first (``remove_stale_temporaries``).
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.stem[:40]}.", suffix=f".tmp{dest.suffix}", dir=dest.parent)
+    remove_stale_temporaries(dest)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.stem[:40]}.{_HOST}.{os.getpid()}.", suffix=f".tmp{dest.suffix}",
+                                    dir=dest.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     # mkstemp makes 0600 files; outputs are for others to read too, as any new file would be (umask applies).
@@ -278,7 +344,7 @@ class FrameReader:
                  prefetch: int = 8, start_frame: int = 0, max_frames: int | None = None,
                  fps: float | None = None, pix_fmt: str = "bgr24",
                  crop: tuple[int, int, int, int] | None = None, scale_to: tuple[int, int] | None = None,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, limits: ToolLimits | None = None) -> None:
         """``start_frame``/``max_frames`` read a window of a constant-frame-rate video (``fps`` required).
 
         ``crop=(left, top, width, height)`` (in the video's pixels) and ``scale_to=(width, height)`` are applied by
@@ -290,6 +356,9 @@ class FrameReader:
 
         ``threads``: decoder threads (default: ffmpeg's choice, several). One thread decodes a 720p H.264 frame with
         ~20 % less CPU time, for readers that run beside other busy work rather than alone.
+
+        ``limits``: a decoder that delivers no frame for ``stall_seconds`` (a stalled network file, a pipe that
+        never ends) is killed and iterating raises ``ToolTimeoutError``; default from the environment.
         """
         if pix_fmt not in FRAME_SHAPES:
             raise ValueError(f"unsupported pix_fmt {pix_fmt!r}; use one of {', '.join(FRAME_SHAPES)}")
@@ -298,6 +367,8 @@ class FrameReader:
         if start_frame and not fps:
             raise ValueError("start_frame needs the video's fps")
         self.start_frame, self.max_frames, self.fps, self.threads = start_frame, max_frames, fps, threads
+        self.limits = limits or ToolLimits.from_env()
+        self._watchdog: Watchdog | None = None
         if width is None or height is None:
             info = probe(self.path)
             if info.video is None:
@@ -345,7 +416,8 @@ class FrameReader:
             .global_args(*FFMPEG_GLOBAL_ARGS)
             .compile()
         )
-        self._process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self._process = spawn(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self._watchdog = Watchdog(self._process, subject=self.path, limits=self.limits)
         self._thread = threading.Thread(target=self._pump, name="frame-reader", daemon=True)
         self._thread.start()
         return self
@@ -374,22 +446,24 @@ class FrameReader:
         return buffer
 
     def _pump(self) -> None:
-        assert self._process is not None and self._process.stdout is not None
-        stdout = self._process.stdout
+        assert self._process is not None and self._process.stdout is not None and self._watchdog is not None
+        stdout, watchdog = self._process.stdout, self._watchdog
         try:
             while not self._stop.is_set():
                 frame = self._free_buffer()
                 view = memoryview(frame.reshape(-1))
                 filled = 0
-                while filled < self._frame_bytes:
-                    got = stdout.readinto(view[filled:])
-                    if not got:
-                        break
-                    filled += got
+                with watchdog.blocking("reading a decoded frame"):
+                    while filled < self._frame_bytes:
+                        got = stdout.readinto(view[filled:])
+                        if not got:
+                            break
+                        filled += got
                 if filled < self._frame_bytes:
                     break
                 if not self._put(frame):
                     return
+            watchdog.check()  # the end of the stream may be the watchdog's kill: say so, never a silent cut
             self._put(None)
         except BaseException as exc:  # surface decoder-side failures in the consumer's thread
             self._put(exc)
@@ -408,11 +482,12 @@ class FrameReader:
     def __exit__(self, *exc_info: object) -> None:
         self._stop.set()
         if self._process is not None:
-            if self._process.poll() is None:
-                self._process.kill()
+            kill_tool(self._process)
             self._process.wait()
             if self._process.stdout:
                 self._process.stdout.close()
+        if self._watchdog is not None:
+            self._watchdog.stop()
         if self._thread is not None:
             self._thread.join(timeout=5)
 
@@ -453,8 +528,17 @@ class FrameWriter:
 
     def __init__(self, dest: str | os.PathLike[str], width: int, height: int, fps: float,
                  audio: str | os.PathLike[str] | None = None, settings: EncodeSettings | None = None,
-                 pix_fmt: str = "bgr24") -> None:
+                 pix_fmt: str = "bgr24", subtitles: str | os.PathLike[str] | None = None,
+                 limits: ToolLimits | None = None) -> None:
+        """``subtitles``: an ASS file burnt into the picture by libass during this encode (see ``captions``).
+
+        ``limits``: an encoder that accepts no frame, or does not finish after the last one, for
+        ``stall_seconds`` is killed and the writer raises ``ToolTimeoutError``; default from the environment.
+        """
         self.dest = Path(dest)
+        self.subtitles = Path(subtitles) if subtitles is not None else None
+        self.limits = limits or ToolLimits.from_env()
+        self._watchdog: Watchdog | None = None
         self.pix_fmt = pix_fmt
         self._shape = frame_shape(width, height, pix_fmt)
         self.width, self.height, self.fps = width, height, fps
@@ -473,6 +557,8 @@ class FrameWriter:
         tmp = self._atomic.__enter__()
         video = ffmpeg.input("pipe:", format="rawvideo", pix_fmt=self.pix_fmt, s=f"{self.width}x{self.height}",
                              framerate=self.fps)
+        if self.subtitles is not None:
+            video = video.filter("ass", filename=str(self.subtitles))
         common = {**self.settings.video_options(), "r": self.fps}
         if self.audio is not None:
             audio = ffmpeg.input(ff_path(self.audio)).audio
@@ -482,7 +568,8 @@ class FrameWriter:
             out = ffmpeg.output(video, ff_path(tmp), **common)
         args = out.overwrite_output().global_args(*FFMPEG_GLOBAL_ARGS).compile()
         self._stderr_file = tempfile.TemporaryFile()
-        self._process = subprocess.Popen(args, stdin=subprocess.PIPE, stderr=self._stderr_file)
+        self._process = spawn(args, stdin=subprocess.PIPE, stderr=self._stderr_file)
+        self._watchdog = Watchdog(self._process, subject=self.dest, limits=self.limits)
         return self
 
     def write(self, frame: np.ndarray) -> None:
@@ -504,14 +591,15 @@ class FrameWriter:
         self.frames_written += 1
 
     def _feed(self) -> None:
-        assert self._process is not None and self._process.stdin is not None
-        stdin = self._process.stdin
+        assert self._process is not None and self._process.stdin is not None and self._watchdog is not None
+        stdin, watchdog = self._process.stdin, self._watchdog
         while True:
             frame = self._queue.get()
             if frame is None:
                 return
             try:
-                stdin.write(frame.data)
+                with watchdog.blocking("the encoder accepts no frame"):
+                    stdin.write(frame.data)
             except (BrokenPipeError, OSError) as error:
                 self._feed_error = error
                 return
@@ -529,8 +617,9 @@ class FrameWriter:
         self._feeder.join()
 
     def _fail(self, what: str) -> None:
-        assert self._process is not None
+        assert self._process is not None and self._watchdog is not None
         self._process.wait()
+        self._watchdog.check()
         self._stderr_file.seek(0)
         tail = " | ".join(self._stderr_file.read().decode(errors="replace").strip().splitlines()[-3:])
         raise RuntimeError(f"ffmpeg {what} writing {self.dest}: {tail}")
@@ -539,20 +628,24 @@ class FrameWriter:
         assert self._process is not None and self._atomic is not None
         try:
             if exc_type is not None:
-                self._process.kill()
+                kill_tool(self._process)
             self._drain()
-            if self._process.stdin:
-                with contextlib.suppress(BrokenPipeError, OSError):
-                    self._process.stdin.close()
-            if exc_type is not None:
-                self._process.wait()
-            elif self._feed_error is not None:
+            assert self._watchdog is not None
+            with self._watchdog.blocking("the encoder does not finish"):
+                if self._process.stdin:
+                    with contextlib.suppress(BrokenPipeError, OSError):
+                        self._process.stdin.close()  # flushes what is buffered: may block like a write
+                returncode = self._process.wait()
+            if exc_type is None and self._feed_error is not None:
                 self._fail("encoder stopped accepting frames")
-            elif self._process.wait() != 0:
+            elif exc_type is None and returncode != 0:
                 self._fail("exited with an error")
         except BaseException as error:
+            kill_tool(self._process)  # an interrupted close (a cancelled run) must not leave the encoder running
             self._atomic.__exit__(type(error), error, error.__traceback__)
             raise
         finally:
+            if self._watchdog is not None:
+                self._watchdog.stop()
             self._stderr_file.close()
         self._atomic.__exit__(exc_type, exc, tb)

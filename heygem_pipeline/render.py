@@ -89,8 +89,11 @@ def template_frames(template: Path, order: np.ndarray, width: int, height: int, 
 
 def render_video(features: ScriptFeatures, audio_source: str | os.PathLike[str], template: str | os.PathLike[str],
                  track: FaceTrack, engine: LipSyncEngine, dest: str | os.PathLike[str], *,
-                 settings: EncodeSettings | None = None, progress: Progress | None = None) -> RenderResult:
-    """Render ``features`` onto ``template`` with ``engine``; mux ``audio_source``; write ``dest`` atomically."""
+                 settings: EncodeSettings | None = None, progress: Progress | None = None,
+                 subtitles: str | os.PathLike[str] | None = None) -> RenderResult:
+    """Render ``features`` onto ``template`` with ``engine``; mux ``audio_source``; write ``dest`` atomically.
+
+    ``subtitles``: an ASS script (``burnin.write_ass``) burnt into the picture during the encode."""
     started = time.perf_counter()
     fps = float(track.fps)
     n_out = frame_count(features.duration, fps)
@@ -102,7 +105,7 @@ def render_video(features: ScriptFeatures, audio_source: str | os.PathLike[str],
     preview_index, preview = min(n_out - 1, int(n_out * PREVIEW_AT)), b""
     engine.load()
     with FrameWriter(dest, track.width, track.height, fps, audio=audio_source, settings=settings,
-                     pix_fmt=engine.frame_format) as writer:
+                     pix_fmt=engine.frame_format, subtitles=subtitles) as writer:
         for frame in engine.render(items, features, fps):
             if writer.frames_written == preview_index:
                 preview = frame_jpeg(frame, engine.frame_format)

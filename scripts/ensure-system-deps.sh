@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Install the Debian tools the factory needs when they are missing: ffmpeg (media I/O), espeak-ng (offline
-# voices for .txt scripts and the demo), redis-server (the embedded Celery broker), and with --for-tests the
-# browser the UI test drives and the PostgreSQL server of the scale-out test.
+# voices for .txt scripts and the demo), fonts-noto-cjk (burnt-in captions: one face for Chinese and Latin),
+# redis-server (the embedded Celery broker), and with --for-tests the browser the UI test drives and the PostgreSQL
+# server of the scale-out test.
 # Without root it stops and says exactly what to install.
 set -u
 need=()
 command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
 command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)
+[ -e /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc ] || need+=(fonts-noto-cjk)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 if [ "${1:-}" = "--for-tests" ]; then
   command -v chromium >/dev/null 2>&1 || need+=(chromium)

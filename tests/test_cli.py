@@ -52,12 +52,17 @@ def test_ffmpeg_threads_come_from_the_environment(monkeypatch: pytest.MonkeyPatc
 
 def test_render_a_raw_pair(tmp_path: Path) -> None:
     voice = make_speech(tmp_path / "my voice.wav", "A quick trial of one voice and one face.")
+    transcript = tmp_path / "my voice.txt"
+    transcript.write_text("A quick trial of one voice and one face.")
     avatar = make_template_video(tmp_path / "-presenter 'one'.mp4", seconds=1.5)
     output = tmp_path / "out" / "trial.mp4"
-    result = heygem("render", "--audio", str(voice), "--avatar", str(avatar), "-o", str(output))
+    result = heygem("render", "--audio", str(voice), "--avatar", str(avatar), "-o", str(output),
+                    "--transcript", str(transcript), "--subtitles", "burn")
     summary = result.stdout.strip().splitlines()[-1]
     assert str(output) in summary and "frames at 25 fps" in summary and "sync offset" in summary
-    assert "engine viseme" in summary
+    assert "engine viseme" in summary and "subtitles srt + vtt (burnt in)" in summary
+    assert "A quick trial of one voice and one face." in output.with_suffix(".srt").read_text()
+    assert output.with_suffix(".vtt").read_text().startswith("WEBVTT")
     info = probe(output)
     assert info.video is not None and info.audio is not None and info.video.width == 640
 
