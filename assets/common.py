@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import Iterator
 
 from dagster import Backoff, Failure, Jitter, MetadataValue, RetryPolicy
+from dagster._core.errors import DagsterExecutionInterruptedError
 
 from heygem_pipeline.campaigns import Bucket, clear_error, write_error
 from heygem_pipeline.errors import HeygemError, InputError
@@ -33,6 +34,12 @@ def stage_failures(context, bucket: Bucket, stage: str, key: str, token: str,
     (``work/errors/``) for the manifest and cleared on success. ``source`` names the user's file in messages."""
     try:
         yield
+    except (KeyboardInterrupt, DagsterExecutionInterruptedError) as interrupt:
+        # Terminated (the UI's Terminate, Ctrl-C of `heygem run`): stop for good. Dagster would otherwise retry an
+        # interrupted step under its retry policy; a failed step in a run being canceled ends it CANCELED.
+        message = f"{stage} {key}: interrupted (its run was terminated)"
+        _record_error(context, bucket, stage, key, token, message, final=True)
+        raise Failure(description=message, allow_retries=False) from interrupt
     except Failure as failure:
         _record_error(context, bucket, stage, key, token, failure.description or str(failure), final=True)
         raise

@@ -122,10 +122,11 @@ def plan_items(state: FactoryState, work: Work, campaigns: list[Campaign]) -> di
         items.setdefault(f"checks:{pair_id}", WorkItem(
             f"checks:{pair_id}", Stage.CHECKS, "check_job", (pair.script, pair.avatar),
             f"{pair.render_token}|checks", config, (), ((pair.script, pair.avatar),)))
-    pair_items = [i for i in items.values() if i.stage in (Stage.RENDER, Stage.CHECKS)]
+    stages = list(items.values())
     for campaign in campaigns:
+        # Deliverables once everything else is finished: they describe every pair, failed ones too.
         mine = {(s.script, s.avatar) for s in work.states[campaign.key]}
-        deps = tuple(i.key for i in pair_items if set(i.pairs) & mine)
+        deps = tuple(i.key for i in stages if not i.pairs or set(i.pairs) & mine)
         items[f"campaign:{campaign.key}"] = WorkItem(f"campaign:{campaign.key}", Stage.CAMPAIGN, "campaign_job",
                                                      campaign.key, "", config, deps)
     return items
@@ -269,7 +270,7 @@ class Client:
         for run_id in unfinished:
             run = self.instance.get_run_by_id(run_id)
             if run is not None and not run.is_finished:
-                self.instance.run_coordinator.cancel_run(run_id)
+                self.instance.run_coordinator.cancel_run(run_id)  # what the UI's Terminate does
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             runs = [self.instance.get_run_by_id(r) for r in unfinished]

@@ -8,8 +8,9 @@ changes configured in ``dagster.yaml``:
   only the task's state, which stays STARTED for good when the whole worker is killed (kill -9, out of memory, a
   lost host): nothing is left to report the failure, and the run would hold its ``gpu`` slot for ever. Here a
   STARTED task is also looked for among the active tasks of the worker that took it;
-- terminating a run interrupts it (SIGINT, which Dagster turns into a clean cancellation of the step, its
-  subprocesses and its partial files) instead of killing the worker's process outright (SIGTERM).
+- terminating a run marks it CANCELING (dagster-celery's does not, so the UI's Terminate ended runs FAILED) and
+  interrupts it (SIGINT, which Dagster turns into a clean cancellation of the step, its subprocesses and its
+  partial files) instead of killing the worker's process outright (SIGTERM).
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ class CeleryRunLauncher(DagsterCeleryRunLauncher):
         run = self._instance.get_run_by_id(run_id)
         if run is None or DAGSTER_CELERY_TASK_ID_TAG not in run.tags:
             return False
+        # As Dagster's own launchers do: the run is CANCELING first, so its interrupted step ends it CANCELED.
+        self._instance.report_run_canceling(run)
         # SIGINT: Dagster's run worker turns it into an interruption of the step (see heygem_pipeline.worker).
         self.celery.AsyncResult(run.tags[DAGSTER_CELERY_TASK_ID_TAG]).revoke(terminate=True, signal="SIGINT")
         return True
