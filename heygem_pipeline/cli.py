@@ -55,6 +55,7 @@ def _render(args: argparse.Namespace) -> int:
     from heygem_pipeline import pipeline
     from heygem_pipeline.config import encode_settings
     from heygem_pipeline.engines.registry import create_engine
+    from heygem_pipeline.media import atomic_output
     from heygem_pipeline.quality import measure_sync
 
     settings = Settings.from_env()
@@ -73,6 +74,10 @@ def _render(args: argparse.Namespace) -> int:
         pipeline.track_avatar(work / "avatar", progress=ProgressBar("tracking face ", "frames"))
         result = pipeline.render_pair(work / "script", work / "avatar", output, engine, settings=encode,
                                       progress=ProgressBar(f"rendering {engine.name:<5}", "frames"))
+    if args.contact_sheet:
+        sheet = Path(args.contact_sheet)
+        with atomic_output(sheet) as tmp:
+            tmp.write_bytes(result.contact_sheet_png)
     line = (f"{output}: {result.duration_s:.2f} s, {result.frames} frames at {result.fps:g} fps, "
             f"{result.width}x{result.height}, engine {result.engine}, rendered at {result.render_fps:.1f} fps")
     if not args.no_check:
@@ -133,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: $HEYGEM_WAV2LIP_CHECKPOINT)")
     render.add_argument("--fps", type=float, default=None, help="output frame rate (default: $HEYGEM_FPS or 25)")
     render.add_argument("--voice", help="espeak-ng voice for .txt scripts (default: $HEYGEM_VOICE or en-us)")
+    render.add_argument("--contact-sheet", metavar="PNG", help="also write one image of mouths: the template's, then "
+                        "the output's at the loudest and at the quietest moments")
     render.add_argument("--no-check", action="store_true", help="skip the A/V sync measurement")
     render.set_defaults(handler=_render)
 

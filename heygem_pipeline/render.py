@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from heygem_pipeline.audio import frame_count
+from heygem_pipeline.contact_sheet import SheetCollector
 from heygem_pipeline.engines.base import LipSyncEngine, RenderItem, ScriptFeatures
 from heygem_pipeline.faces import FaceTrack
 from heygem_pipeline.media import PREVIEW_AT, EncodeSettings, FrameReader, FrameWriter, frame_jpeg
@@ -35,6 +36,7 @@ class RenderResult:
     duration_s: float  # duration of the audio the video covers
     render_seconds: float
     preview_jpeg: bytes = b""  # the frame 40 % in, as rendered (a thumbnail without decoding the output again)
+    contact_sheet_png: bytes = b""  # template mouth, then output mouths at the loudest and quietest moments
 
     @property
     def render_fps(self) -> float:
@@ -98,14 +100,24 @@ def render_video(features: ScriptFeatures, audio_source: str | os.PathLike[str],
     settings = settings or EncodeSettings()
     frames = template_frames(Path(template), order, track.width, track.height, fps, engine.frame_format,
                              threads=settings.threads)
-    items = (RenderItem(index, frame, track.frame(int(order[index]))) for index, frame in enumerate(frames))
+    sheet = SheetCollector(features.samples, features.sample_rate, n_out, fps, engine.frame_format)
+    faces = [track.frame(int(order[index])) for index in range(n_out)]  # views into the track: no copies
+
+    def items() -> Iterator[RenderItem]:
+        for index, frame in enumerate(frames):
+            face = faces[index]
+            sheet.before(index, frame, face.landmarks, face.found)
+            yield RenderItem(index, frame, face)
+
     preview_index, preview = min(n_out - 1, int(n_out * PREVIEW_AT)), b""
     engine.load()
     with FrameWriter(dest, track.width, track.height, fps, audio=audio_source, settings=settings,
                      pix_fmt=engine.frame_format) as writer:
-        for frame in engine.render(items, features, fps):
-            if writer.frames_written == preview_index:
+        for frame in engine.render(items(), features, fps):
+            index = writer.frames_written
+            if index == preview_index:
                 preview = frame_jpeg(frame, engine.frame_format)
+            sheet.after(index, frame, faces[index].landmarks, faces[index].found)
             writer.write(frame)
             if progress is not None:
                 progress(writer.frames_written, n_out)
@@ -113,4 +125,5 @@ def render_video(features: ScriptFeatures, audio_source: str | os.PathLike[str],
             raise RuntimeError(f"rendered {writer.frames_written} of {n_out} frames from {template}")
     return RenderResult(path=Path(dest), engine=engine.name, frames=n_out, fps=fps, width=track.width,
                         height=track.height, duration_s=features.duration,
-                        render_seconds=time.perf_counter() - started, preview_jpeg=preview)
+                        render_seconds=time.perf_counter() - started, preview_jpeg=preview,
+                        contact_sheet_png=sheet.png())
