@@ -5,7 +5,8 @@ Dagster asset only has to move folders between the bucket and local disk and cal
 
 - script folder:  ``source.mka`` (the voice as uploaded, for the final mux), ``analysis.wav`` (16 kHz mono),
   ``features.npz`` (Mel + mouth track), ``script.json`` (what intake found);
-- avatar folder:  ``template.mp4`` (normalized), ``avatar.json``, ``face_track.parquet``;
+- avatar folder:  ``template.mp4`` (normalized), ``avatar.json``, ``face_track.parquet``, ``mouth_bank.npz`` (the
+  template's own mouth interiors, built while tracking);
 - a rendered pair: one MP4.
 """
 
@@ -29,6 +30,7 @@ from heygem_pipeline.avatar import AvatarIntake, normalize_avatar
 from heygem_pipeline.engines.base import LipSyncEngine, ScriptFeatures
 from heygem_pipeline.faces import FaceTrack, track_faces
 from heygem_pipeline.media import EncodeSettings, atomic_output, ff_path, run_ffmpeg
+from heygem_pipeline.mouth_bank import BankBuilder, MouthBank, bank_from_video
 from heygem_pipeline.render import Progress, RenderResult, render_video
 from heygem_pipeline.visemes import mouth_track
 
@@ -39,6 +41,7 @@ SCRIPT_RECORD = "script.json"
 AVATAR_TEMPLATE = "template.mp4"
 AVATAR_RECORD = "avatar.json"
 AVATAR_TRACK = "face_track.parquet"
+AVATAR_BANK = "mouth_bank.npz"
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -86,11 +89,23 @@ def prepare_avatar(upload: str | os.PathLike[str], workdir: str | os.PathLike[st
 
 
 def track_avatar(workdir: str | os.PathLike[str], progress: Progress | None = None) -> FaceTrack:
-    """Face track of ``workdir/template.mp4`` into ``workdir/face_track.parquet``."""
+    """Face track of ``workdir/template.mp4`` into ``workdir/face_track.parquet``, and its mouth bank into
+    ``workdir/mouth_bank.npz`` (collected from the same decoded frames)."""
     workdir = Path(workdir)
-    track = track_faces(workdir / AVATAR_TEMPLATE, progress=progress)
+    builder = BankBuilder()
+    track = track_faces(workdir / AVATAR_TEMPLATE, progress=progress, on_face=builder.observe)
+    builder.finish(track.landmarks, track.usable()).save(workdir / AVATAR_BANK)
     track.save(workdir / AVATAR_TRACK)
     return track
+
+
+def load_mouth_bank(avatar_dir: str | os.PathLike[str], track: FaceTrack) -> MouthBank:
+    """The avatar's mouth bank; built from its template now when it has none (a face track from before banks)."""
+    avatar_dir = Path(avatar_dir)
+    bank = MouthBank.load(avatar_dir / AVATAR_BANK) if (avatar_dir / AVATAR_BANK).exists() else None
+    if bank is None:
+        bank = bank_from_video(avatar_dir / AVATAR_TEMPLATE, track.landmarks, track.usable(), track.fps)
+    return bank
 
 
 def render_pair(script_dir: str | os.PathLike[str], avatar_dir: str | os.PathLike[str],
@@ -98,13 +113,15 @@ def render_pair(script_dir: str | os.PathLike[str], avatar_dir: str | os.PathLik
                 progress: Progress | None = None) -> RenderResult:
     """Render one script × avatar pair from their prepared folders into ``dest``."""
     script_dir, avatar_dir = Path(script_dir), Path(avatar_dir)
+    track = FaceTrack.load(avatar_dir / AVATAR_TRACK)
     return render_video(
         load_script(script_dir),
         script_dir / SCRIPT_SOURCE,
         avatar_dir / AVATAR_TEMPLATE,
-        FaceTrack.load(avatar_dir / AVATAR_TRACK),
+        track,
         engine,
         dest,
         settings=settings,
         progress=progress,
+        mouths=load_mouth_bank(avatar_dir, track) if engine.uses_mouth_bank else None,
     )

@@ -91,8 +91,10 @@ def template_frames(template: Path, order: np.ndarray, width: int, height: int, 
 
 def render_video(features: ScriptFeatures, audio_source: str | os.PathLike[str], template: str | os.PathLike[str],
                  track: FaceTrack, engine: LipSyncEngine, dest: str | os.PathLike[str], *,
-                 settings: EncodeSettings | None = None, progress: Progress | None = None) -> RenderResult:
-    """Render ``features`` onto ``template`` with ``engine``; mux ``audio_source``; write ``dest`` atomically."""
+                 settings: EncodeSettings | None = None, progress: Progress | None = None,
+                 mouths: object | None = None) -> RenderResult:
+    """Render ``features`` onto ``template`` with ``engine``; mux ``audio_source``; write ``dest`` atomically.
+    ``mouths``: the avatar's mouth bank, for engines that use one."""
     started = time.perf_counter()
     fps = float(track.fps)
     n_out = frame_count(features.duration, fps)
@@ -107,7 +109,7 @@ def render_video(features: ScriptFeatures, audio_source: str | os.PathLike[str],
         for index, frame in enumerate(frames):
             face = faces[index]
             sheet.before(index, frame, face.landmarks, face.found)
-            yield RenderItem(index, frame, face)
+            yield RenderItem(index, frame, face, mouths)
 
     preview_index, preview = min(n_out - 1, int(n_out * PREVIEW_AT)), b""
     engine.load()
