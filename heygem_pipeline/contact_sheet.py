@@ -129,3 +129,12 @@ class SheetCollector:
         if not ok:
             raise RuntimeError("could not encode the contact sheet")
         return data.tobytes()
+
+
+def sheet_jpeg(png: bytes, quality: int = 85) -> bytes:
+    """The sheet as a JPEG (a sixth of the PNG's size: for metadata stored with every run's events)."""
+    image = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise RuntimeError("could not encode the contact sheet")
+    return data.tobytes()

@@ -124,8 +124,10 @@ def compose_interior(roi: np.ndarray, x0: int, y0: int, g: Geometry, u_edge: np.
     interior = (upper * w_up[..., None] + lower * (w_low * low_shade)[..., None]) * gain.astype(np.float32)
 
     if w_throat.max() > 0.01:
+        # Grain that changes from frame to frame like a camera's, yet the same for the same input (reproducible).
+        seed = int(roi[by0, bx0:bx1].sum(dtype=np.int64)) if rng is None else int(rng.integers(1 << 30))
         interior += _throat(u, v, top, bottom, wanted, shown, sample.seam, height, lip_colour,
-                            rng) * w_throat[..., None]
+                            seed) * w_throat[..., None]
     alpha = cv2.GaussianBlur(mask, (3, 3), 0.6).astype(np.float32)[..., None] / 255
     box = roi[by0:by1, bx0:bx1]
     box[:] = np.clip(box * (1 - alpha) + interior * alpha + 0.5, 0, 255).astype(np.uint8)
@@ -134,7 +136,7 @@ def compose_interior(roi: np.ndarray, x0: int, y0: int, g: Geometry, u_edge: np.
 
 def _throat(u: np.ndarray, v: np.ndarray, top: np.ndarray, bottom: np.ndarray, wanted: np.ndarray,
             shown: np.ndarray, seam: float, height: float, lip_colour: np.ndarray,
-            rng: np.random.Generator | None) -> np.ndarray:
+            seed: int) -> np.ndarray:
     """A throat between the sample's upper and lower parts: deep red, darkest at its centre, a tongue at wide
     openings, and grain like a camera's."""
     span_top = top + seam * shown * height
@@ -158,7 +160,7 @@ def _throat(u: np.ndarray, v: np.ndarray, top: np.ndarray, bottom: np.ndarray, w
         colour = colour * (1 - weight) + tongue * (1.0 / lit)[..., None].astype(np.float32) * weight
     noise = _grain()
     rows, cols = v.shape
-    y, x = (rng or np.random.default_rng()).integers(0, noise.shape[0] - 1, 2)
+    y, x = seed % noise.shape[0], (seed // noise.shape[0]) % noise.shape[1]
     tiled = np.tile(noise, (rows // noise.shape[0] + 2, cols // noise.shape[1] + 2))[y:y + rows, x:x + cols]
     return (colour + tiled[..., None]).astype(np.float32)
 
