@@ -311,6 +311,16 @@ def render_mouth(frame: np.ndarray, landmarks: np.ndarray, params: np.ndarray, s
     return frame if warp is None else _draw(frame, landmarks, warp, sample, inplace)
 
 
+def target_lips(landmarks: np.ndarray, params: np.ndarray, samples: int = 24) -> tuple[np.ndarray, np.ndarray] | None:
+    """Image points (samples, 2) of the upper and lower inner lip that ``params`` give this frame, corner to
+    corner (what a viewer would measure on the output); None for a face too small to draw on."""
+    warp = _mouth_warp(landmarks, params)
+    if warp is None:
+        return None
+    u, top, bottom = warp.lip_edges(samples)
+    return warp.g.to_image(u, top), warp.g.to_image(u, bottom)
+
+
 def _mouth_warp(landmarks: np.ndarray, params: np.ndarray) -> MouthWarp | None:
     """The warp for one frame, or None for a face too small to draw on."""
     geometry = face_geometry(landmarks)

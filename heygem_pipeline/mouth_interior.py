@@ -144,8 +144,8 @@ def _throat(u: np.ndarray, v: np.ndarray, top: np.ndarray, bottom: np.ndarray, w
     span = np.maximum(span_bottom - span_top, 1e-3)
     depth = np.clip((v - span_top) / span, 0, 1)
     centre = 1 - np.abs(2 * depth - 1)  # 1 in the middle of the throat, 0 where the teeth are
-    deep = lip_colour * np.array([0.16, 0.14, 0.30], np.float32)
-    near = lip_colour * np.array([0.34, 0.30, 0.52], np.float32)
+    deep = lip_colour * np.array([0.20, 0.18, 0.36], np.float32)
+    near = lip_colour * np.array([0.42, 0.38, 0.62], np.float32)
     colour = near + (deep - near) * centre[..., None].astype(np.float32)
     tongue_amount = np.clip((wanted - TONGUE_FROM) / 0.03, 0, 1)
     if tongue_amount.max() > 0:
