@@ -36,7 +36,7 @@ MOUTH_LEFT, MOUTH_RIGHT = 61, 291
 SKIN_SAMPLES = (1, 4, 5, 50, 280, 101, 330, 205, 425)  # nose bridge and cheeks
 UPPER_LIP_TOP, LOWER_LIP_BOTTOM = 0, 17
 
-MAP_STEP = 3  # the backward map is computed every MAP_STEP pixels and interpolated
+MAP_STEP = 4  # the backward map is computed every MAP_STEP pixels and interpolated
 MAX_OPEN = 0.11  # widest lip gap ("ah"), as a share of face height
 UPPER_SHARE = 0.3  # share of the opening made by the upper lip rising; the jaw and lower lip make the rest
 

@@ -93,9 +93,12 @@ def compose_interior(roi: np.ndarray, x0: int, y0: int, g: Geometry, u_edge: np.
     if not mask.any():
         return None
 
-    # Face coordinates of every pixel of the box, and where it lies between the target's lips.
-    ys, xs = np.mgrid[by0:by1, bx0:bx1]
-    u, v = g.to_face(np.stack([xs + x0, ys + y0], axis=-1).astype(np.float64))
+    # Only the pixels the (feathered) opening covers are computed: a smile's box is mostly lips.
+    alpha_box = cv2.GaussianBlur(mask, (3, 3), 0.6)
+    ys, xs = np.nonzero(alpha_box)
+    alpha = alpha_box[ys, xs].astype(np.float32)[:, None] / 255
+    # Face coordinates of those pixels, and where each lies between the target's lips.
+    u, v = g.to_face(np.stack([xs + (x0 + bx0), ys + (y0 + by0)], axis=-1).astype(np.float64))
     station = np.interp(u, u_edge, np.linspace(-1.0, 1.0, len(u_edge)))
     top = np.interp(u, u_edge, top_edge)
     bottom = np.interp(u, u_edge, bottom_edge)
@@ -112,31 +115,41 @@ def compose_interior(roi: np.ndarray, x0: int, y0: int, g: Geometry, u_edge: np.
 
     patch, scale = _patch_at_scale(sample, height)
     col = ((station * sample.half_width + HALF_U) / PITCH) * scale - 0.5
-    row_up = ((sample_top + d_top - V_TOP) / PITCH) * scale - 0.5
-    row_low = ((sample_bottom - d_bottom - V_TOP) / PITCH) * scale - 0.5
-    col32 = col.astype(np.float32)
-    upper = cv2.remap(patch, col32, row_up.astype(np.float32), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    lower = cv2.remap(patch, col32, row_low.astype(np.float32), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    upper = _remap_points(patch, col, ((sample_top + d_top - V_TOP) / PITCH) * scale - 0.5)
+    lower = _remap_points(patch, col, ((sample_bottom - d_bottom - V_TOP) / PITCH) * scale - 0.5)
     # Light: the sample's colours as if lit like this face now (tempered for the donor, another person's skin).
     gain = np.clip(skin / np.maximum(sample.skin, 1.0), 0.5, 1.6) ** (0.8 if sample.donor else 1.0)
     # Below a throat, the lower part is the lower teeth, in the shadow of the upper ones.
     low_shade = 1 - 0.15 * np.clip((wanted - shown) / 0.02, 0, 1)
-    interior = (upper * w_up[..., None] + lower * (w_low * low_shade)[..., None]) * gain.astype(np.float32)
+    interior = (upper * w_up[:, None] + lower * (w_low * low_shade)[:, None]) * gain.astype(np.float32)
 
     if w_throat.max() > 0.01:
         # Grain that changes from frame to frame like a camera's, yet the same for the same input (reproducible).
         seed = int(roi[by0, bx0:bx1].sum(dtype=np.int64)) if rng is None else int(rng.integers(1 << 30))
         interior += _throat(u, v, top, bottom, wanted, shown, sample.seam, height, lip_colour,
-                            seed) * w_throat[..., None]
-    alpha = cv2.GaussianBlur(mask, (3, 3), 0.6).astype(np.float32)[..., None] / 255
+                            (ys + seed) % 64, (xs + seed // 64) % 64) * w_throat[:, None]
     box = roi[by0:by1, bx0:bx1]
-    box[:] = np.clip(box * (1 - alpha) + interior * alpha + 0.5, 0, 255).astype(np.uint8)
-    return alpha[..., 0], (bx0, by0)
+    box[ys, xs] = np.clip(box[ys, xs] * (1 - alpha) + interior * alpha + 0.5, 0, 255).astype(np.uint8)
+    coverage = np.zeros(alpha_box.shape, np.float32)
+    coverage[ys, xs] = alpha[:, 0]
+    return coverage, (bx0, by0)
+
+
+def _remap_points(image: np.ndarray, x: np.ndarray, y: np.ndarray, row: int = 1024) -> np.ndarray:
+    """Bilinear samples (N, 3) of ``image`` at N points (OpenCV's maps are 2-D and under 32767 a side)."""
+    n = len(x)
+    rows = -(-n // row)
+    map_x = np.zeros(rows * row, np.float32)
+    map_y = np.zeros(rows * row, np.float32)
+    map_x[:n], map_y[:n] = x, y
+    out = cv2.remap(image, map_x.reshape(rows, row), map_y.reshape(rows, row), cv2.INTER_LINEAR,
+                    borderMode=cv2.BORDER_REPLICATE)
+    return out.reshape(-1, image.shape[2])[:n].astype(np.float32)
 
 
 def _throat(u: np.ndarray, v: np.ndarray, top: np.ndarray, bottom: np.ndarray, wanted: np.ndarray,
             shown: np.ndarray, seam: float, height: float, lip_colour: np.ndarray,
-            seed: int) -> np.ndarray:
+            grain_y: np.ndarray, grain_x: np.ndarray) -> np.ndarray:
     """A throat between the sample's upper and lower parts: deep red, darkest at its centre, a tongue at wide
     openings, and grain like a camera's."""
     span_top = top + seam * shown * height
@@ -146,7 +159,7 @@ def _throat(u: np.ndarray, v: np.ndarray, top: np.ndarray, bottom: np.ndarray, w
     centre = 1 - np.abs(2 * depth - 1)  # 1 in the middle of the throat, 0 where the teeth are
     deep = lip_colour * np.array([0.20, 0.18, 0.36], np.float32)
     near = lip_colour * np.array([0.42, 0.38, 0.62], np.float32)
-    colour = near + (deep - near) * centre[..., None].astype(np.float32)
+    colour = near + (deep - near) * centre[:, None].astype(np.float32)
     tongue_amount = np.clip((wanted - TONGUE_FROM) / 0.03, 0, 1)
     if tongue_amount.max() > 0:
         # Tongue: a soft rounded mound resting on the lower teeth, at most half the throat's height.
@@ -156,13 +169,9 @@ def _throat(u: np.ndarray, v: np.ndarray, top: np.ndarray, bottom: np.ndarray, w
         inside = np.clip((v - surface) / 2.0 + 0.5, 0, 1) * (rise > 0)
         tongue = lip_colour * np.array([0.50, 0.50, 0.78], np.float32)
         lit = 0.8 + 0.2 * np.clip((v - surface) / np.maximum(0.45 * span, 1.0), 0, 1)
-        weight = (inside * tongue_amount)[..., None].astype(np.float32)
-        colour = colour * (1 - weight) + tongue * (1.0 / lit)[..., None].astype(np.float32) * weight
-    noise = _grain()
-    rows, cols = v.shape
-    y, x = seed % noise.shape[0], (seed // noise.shape[0]) % noise.shape[1]
-    tiled = np.tile(noise, (rows // noise.shape[0] + 2, cols // noise.shape[1] + 2))[y:y + rows, x:x + cols]
-    return (colour + tiled[..., None]).astype(np.float32)
+        weight = (inside * tongue_amount)[:, None].astype(np.float32)
+        colour = colour * (1 - weight) + tongue * (1.0 / lit)[:, None].astype(np.float32) * weight
+    return (colour + _grain()[grain_y, grain_x][:, None]).astype(np.float32)
 
 
 @lru_cache(maxsize=1)
