@@ -169,8 +169,9 @@ class MouthWarp:
         _, gap = self.g.template_gap(u)
         if not gap.any():  # the template's mouth is already closed here: nothing to undo
             return v
-        # A pixel more than the measured gap: the lips meet (no seam of teeth or dark left between them).
-        half_gap = np.where(gap > 0, gap + 1.0, 0.0) / 2
+        # Exactly the measured gap: closing further squeezes the lips, and the face mesh then reads them as apart
+        # (a pause measured 0.024 face heights with a pixel more, 0.016 without, on a 360p smile).
+        half_gap = gap / 2
         p = v.copy()
         for _ in range(3):  # fixed point: the fade depends on the template position itself
             shift = np.where(upper, -half_gap * self._upper_fade(p), half_gap * self._lower_lip_fade(p))
