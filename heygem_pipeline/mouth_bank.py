@@ -127,8 +127,12 @@ class MouthBank:
         return MouthSample(self.patches[index], self.tops[index], self.bottoms[index], float(self.half_widths[index]),
                            float(self.seams[index]), self.skins[index], self.donor)
 
-    def select(self, params: np.ndarray, switch_cost: float = 3.0) -> np.ndarray:
-        """One sample per row of ``params`` (open, spread, round, press): Viterbi over shape cost + switches."""
+    def select(self, params: np.ndarray, switch_cost: float = 6.0) -> np.ndarray:
+        """One sample per row of ``params`` (open, spread, round, press): Viterbi over shape cost + switches.
+
+        A switch costs as much as being 0.03 face heights off in opening: on a talking template with 16 samples and
+        8.9 s of speech this made 24 switches (3 runs of 1-2 frames) instead of 41 (16 short runs) at half that cost.
+        """
         n, k = len(params), len(self)
         if k <= 1 or n == 0:
             return np.zeros(n, np.int64)
