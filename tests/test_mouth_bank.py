@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from heygem_pipeline import pipeline
-from heygem_pipeline.faces import FaceTracker, face_height
+from heygem_pipeline.faces import FaceTrack, FaceTracker, face_height
 from heygem_pipeline.media import EncodeSettings, FrameWriter
 from heygem_pipeline.mouth import MAX_OPEN, render_mouth, target_lips
 from heygem_pipeline.mouth_bank import MouthBank, donor_sample, sample_of
@@ -216,3 +216,20 @@ def test_selection_matches_the_shape_and_does_not_flicker(talking_avatar: tuple[
         assert np.count_nonzero(np.diff(choice)) <= 1, "the sample flickers"
         nearest = np.min(np.abs(gaps - opening * MAX_OPEN))
         assert abs(gaps[choice[30]] - opening * MAX_OPEN) <= nearest + 0.012
+
+
+def test_a_track_without_a_bank_gets_one_from_its_template(talking_avatar: tuple[Path, list[float]],
+                                                            tmp_path: Path) -> None:
+    avatar, _ = talking_avatar
+    stored = MouthBank.load(avatar / pipeline.AVATAR_BANK)
+    assert stored is not None
+    older = tmp_path / "avatar"  # an avatar tracked before banks existed: template and track only
+    older.mkdir()
+    for name in (pipeline.AVATAR_TEMPLATE, pipeline.AVATAR_TRACK):
+        (older / name).write_bytes((avatar / name).read_bytes())
+    built = pipeline.load_mouth_bank(older, FaceTrack.load(older / pipeline.AVATAR_TRACK))
+    assert not built.donor and len(built) >= 3
+    # Built from the smoothed track rather than the tracker's raw landmarks, whose widest openings the smoothing
+    # trims a little (this template changes shape every 4 frames): the same shapes within 0.02 face heights.
+    for gap in stored.features[:, 0]:
+        assert np.min(np.abs(built.features[:, 0] - gap)) < 0.02
