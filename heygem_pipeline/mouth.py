@@ -1,4 +1,4 @@
-"""Mouth rendering for the viseme engine: deform the lower face to a target mouth shape and paint the cavity.
+"""Mouth rendering for the viseme engine: deform the lower face to a target mouth shape and fill the opening.
 
 The face-mesh landmarks of one template frame give a face-aligned frame of reference (u along the eye line,
 v down the face, origin between the mouth corners) and the template's own lip gap. The target frame is made
@@ -10,9 +10,10 @@ in two steps, both smooth fields over the lower face:
    spread or round, by amounts taken from the mouth parameters.
 
 The image is resampled backwards (each output pixel looks up where it came from), so lips and skin keep the
-template's own texture and colour. Where the lips part, a cavity is painted (dark interior, a hint of upper
-teeth), anti-aliased. Displacements fade smoothly to zero towards the nose, the cheeks and the neck, and only
-pixels that actually moved are written, so there is no box edge and the rest of the frame is untouched.
+template's own texture and colour. Where the lips part, the opening is filled with a real mouth interior (the
+avatar's own from its mouth bank, or the donor's: see ``mouth_interior``), anti-aliased and feathered.
+Displacements fade smoothly to zero towards the nose, the cheeks and the neck, and only pixels that actually
+moved are written, so there is no box edge and the rest of the frame is untouched.
 """
 
 from __future__ import annotations
@@ -338,8 +339,8 @@ def _draw(frame: np.ndarray, landmarks: np.ndarray, warp: MouthWarp, sample: Mou
     if x1 - x0 < 4 or y1 - y0 < 4:
         return frame
 
-    # The backward map is smooth except along the lip line, which the painted cavity covers, so it is
-    # computed on a grid of every MAP_STEP-th pixel and interpolated: 4x less arithmetic per frame.
+    # The backward map is smooth except along the lip line, which the mouth interior covers, so it is
+    # computed on a grid of every MAP_STEP-th pixel and interpolated (the exact map stays around the lips).
     width, height = x1 - x0, y1 - y0
     coarse_x = np.arange(x0, x1 + MAP_STEP, MAP_STEP, dtype=np.float64)
     coarse_y = np.arange(y0, y1 + MAP_STEP, MAP_STEP, dtype=np.float64)
