@@ -125,7 +125,7 @@ class SheetCollector:
         return compose_sheet(tiles)
 
     def png(self) -> bytes:
-        ok, data = cv2.imencode(".png", self.image())
+        ok, data = cv2.imencode(".png", self.image(), [cv2.IMWRITE_PNG_COMPRESSION, 9])
         if not ok:
             raise RuntimeError("could not encode the contact sheet")
         return data.tobytes()

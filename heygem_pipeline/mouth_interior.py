@@ -123,11 +123,15 @@ def compose_interior(roi: np.ndarray, x0: int, y0: int, g: Geometry, u_edge: np.
     low_shade = 1 - 0.15 * np.clip((wanted - shown) / 0.02, 0, 1)
     interior = (upper * w_up[:, None] + lower * (w_low * low_shade)[:, None]) * gain.astype(np.float32)
 
+    # Grain that changes from frame to frame like a camera's, yet the same for the same input (reproducible): on
+    # whatever is synthesized or borrowed (throat, donor teeth), which has none of this camera's own.
+    seed = int(roi[by0, bx0:bx1].sum(dtype=np.int64)) if rng is None else int(rng.integers(1 << 30))
+    grain = _grain()[(ys + seed) % 64, (xs + seed // 64) % 64][:, None]
+    if sample.donor:
+        interior += grain * (1 - w_throat[:, None])
     if w_throat.max() > 0.01:
-        # Grain that changes from frame to frame like a camera's, yet the same for the same input (reproducible).
-        seed = int(roi[by0, bx0:bx1].sum(dtype=np.int64)) if rng is None else int(rng.integers(1 << 30))
-        interior += _throat(u, v, top, bottom, wanted, shown, sample.seam, height, lip_colour,
-                            (ys + seed) % 64, (xs + seed // 64) % 64) * w_throat[:, None]
+        interior += (_throat(u, v, top, bottom, wanted, shown, sample.seam, height, lip_colour) + grain) \
+            * w_throat[:, None]
     box = roi[by0:by1, bx0:bx1]
     box[ys, xs] = np.clip(box[ys, xs] * (1 - alpha) + interior * alpha + 0.5, 0, 255).astype(np.uint8)
     coverage = np.zeros(alpha_box.shape, np.float32)
@@ -148,10 +152,9 @@ def _remap_points(image: np.ndarray, x: np.ndarray, y: np.ndarray, row: int = 10
 
 
 def _throat(u: np.ndarray, v: np.ndarray, top: np.ndarray, bottom: np.ndarray, wanted: np.ndarray,
-            shown: np.ndarray, seam: float, height: float, lip_colour: np.ndarray,
-            grain_y: np.ndarray, grain_x: np.ndarray) -> np.ndarray:
+            shown: np.ndarray, seam: float, height: float, lip_colour: np.ndarray) -> np.ndarray:
     """A throat between the sample's upper and lower parts: deep red, darkest at its centre, a tongue at wide
-    openings, and grain like a camera's."""
+    openings."""
     span_top = top + seam * shown * height
     span_bottom = bottom - (1 - seam) * shown * height
     span = np.maximum(span_bottom - span_top, 1e-3)
@@ -171,7 +174,7 @@ def _throat(u: np.ndarray, v: np.ndarray, top: np.ndarray, bottom: np.ndarray, w
         lit = 0.8 + 0.2 * np.clip((v - surface) / np.maximum(0.45 * span, 1.0), 0, 1)
         weight = (inside * tongue_amount)[:, None].astype(np.float32)
         colour = colour * (1 - weight) + tongue * (1.0 / lit)[:, None].astype(np.float32) * weight
-    return (colour + _grain()[grain_y, grain_x][:, None]).astype(np.float32)
+    return colour.astype(np.float32)
 
 
 @lru_cache(maxsize=1)
