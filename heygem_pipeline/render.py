@@ -20,6 +20,7 @@ from heygem_pipeline.contact_sheet import SheetCollector
 from heygem_pipeline.engines.base import LipSyncEngine, RenderItem, ScriptFeatures
 from heygem_pipeline.faces import FaceTrack
 from heygem_pipeline.media import PREVIEW_AT, EncodeSettings, FrameReader, FrameWriter, frame_jpeg
+from heygem_pipeline.mouth_bank import MouthBank
 
 Progress = Callable[[int, int], None]
 BACKWARD_BLOCK = 24  # frames held in memory to play a stretch of template backwards
@@ -92,7 +93,7 @@ def template_frames(template: Path, order: np.ndarray, width: int, height: int, 
 def render_video(features: ScriptFeatures, audio_source: str | os.PathLike[str], template: str | os.PathLike[str],
                  track: FaceTrack, engine: LipSyncEngine, dest: str | os.PathLike[str], *,
                  settings: EncodeSettings | None = None, progress: Progress | None = None,
-                 mouths: object | None = None) -> RenderResult:
+                 mouths: MouthBank | None = None) -> RenderResult:
     """Render ``features`` onto ``template`` with ``engine``; mux ``audio_source``; write ``dest`` atomically.
     ``mouths``: the avatar's mouth bank, for engines that use one."""
     started = time.perf_counter()

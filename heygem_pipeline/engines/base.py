@@ -11,9 +11,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
+
+if TYPE_CHECKING:  # the bank module imports this one
+    from heygem_pipeline.mouth_bank import MouthBank
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,7 @@ class RenderItem:
     index: int
     frame: np.ndarray  # uint8, in the engine's frame_format: BGR (H, W, 3) or I420 (H*3/2, W)
     face: FaceFrame
-    mouths: Any = None  # the avatar's MouthBank (heygem_pipeline.mouth_bank), the same object for every item
+    mouths: MouthBank | None = None  # the avatar's mouth bank, the same object for every item
 
 
 @dataclass(frozen=True)
