@@ -17,6 +17,7 @@ from heygem_pipeline.campaigns import (
     track_token,
 )
 from heygem_pipeline.media import PREVIEW_AT, thumbnail_jpeg
+from heygem_pipeline.mouth_bank import MouthBank
 from resources.bucket import BucketResource
 from resources.ffmpeg import FFmpegResource
 
@@ -59,7 +60,8 @@ def avatar_video(context: AssetExecutionContext, bucket: BucketResource, ffmpeg:
 
 @asset(partitions_def=avatar_partitions, deps=[avatar_video], group_name=GROUP_AVATARS, kinds={"parquet"},
        code_version=CODE_VERSIONS["face_track"], retry_policy=TRANSIENT_RETRY,
-       description="Per-frame face landmarks of the template (MediaPipe), smoothed, short gaps filled.")
+       description="Per-frame face landmarks of the template (MediaPipe), smoothed, short gaps filled; and the "
+                   "mouth bank (the template's own open mouths, by shape) collected from the same frames.")
 def face_track(context: AssetExecutionContext, bucket: BucketResource, ffmpeg: FFmpegResource) -> MaterializeResult:
     key = context.partition_key
     store = bucket.get()
@@ -71,8 +73,10 @@ def face_track(context: AssetExecutionContext, bucket: BucketResource, ffmpeg: F
         if video_stamp is None:
             raise Failure(description=f"{store.uri(folder)}: no normalized template; materialize avatar_video first",
                           allow_retries=False)
-        with store.local_folder(folder, inputs=(pipeline.AVATAR_TEMPLATE,), outputs=(pipeline.AVATAR_TRACK,)) as work:
+        with store.local_folder(folder, inputs=(pipeline.AVATAR_TEMPLATE,),
+                                outputs=(pipeline.AVATAR_TRACK, pipeline.AVATAR_BANK)) as work:
             track = pipeline.track_avatar(work)
+            bank = MouthBank.load(work / pipeline.AVATAR_BANK)
         store.write_json(track_stamp_path(store, key), stamp(token, source=upload.name))
     summary = track.summary()
     return MaterializeResult(metadata={
@@ -84,5 +88,7 @@ def face_track(context: AssetExecutionContext, bucket: BucketResource, ffmpeg: F
         "mean_face_height_px": float(summary["mean_face_height_px"]),
         "longest_gap_frames": int(summary["longest_gap_frames"]),
         "flagged_gaps": len(summary["flagged_gaps"]),
+        "mouth_bank_samples": len(bank) if bank is not None else 0,
+        "mouth_bank_source": "donor (the template never opens its mouth)" if bank is None or bank.donor else "template",
     })
 

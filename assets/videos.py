@@ -25,6 +25,7 @@ from heygem_pipeline.campaigns import (
     script_stamp_path,
     track_stamp_path,
 )
+from heygem_pipeline.contact_sheet import sheet_jpeg
 from resources.bucket import BucketResource
 from resources.engine import LipSyncEngineResource
 from resources.ffmpeg import FFmpegResource
@@ -76,18 +77,21 @@ def lipsync_video(context: AssetExecutionContext, config: RenderConfig, bucket: 
             last_logged[0] = now
             context.log.info(f"rendered {done}/{total} frames ({now - started:.0f} s)")
 
+    # A face track made before mouth banks has none beside it: the render then builds one from the template.
+    avatar_inputs = (pipeline.AVATAR_TEMPLATE, pipeline.AVATAR_TRACK) + (
+        (pipeline.AVATAR_BANK,) if store.exists(f"{avatar_dir(store, avatar)}/{pipeline.AVATAR_BANK}") else ())
     with stage_failures(context, store, "render", error_key, render_token):
         lip_sync = engine.get(options.engine, checkpoint=options.checkpoint)
         with (store.local_folder(script_dir(store, script),
                                  inputs=(pipeline.SCRIPT_FEATURES, pipeline.SCRIPT_SOURCE)) as script_work,
-              store.local_folder(avatar_dir(store, avatar),
-                                 inputs=(pipeline.AVATAR_TEMPLATE, pipeline.AVATAR_TRACK)) as avatar_work,
+              store.local_folder(avatar_dir(store, avatar), inputs=avatar_inputs) as avatar_work,
               store.local_folder(video_rel.rpartition("/")[0], outputs=(video_rel.rpartition("/")[2],)) as out):
             result = pipeline.render_pair(script_work, avatar_work, out / video_rel.rpartition("/")[2], lip_sync,
                                           settings=ffmpeg.encode_settings(options.crf, options.preset),
                                           progress=progress)
             size = result.path.stat().st_size
             thumbnail = thumbnail_markdown(result.preview_jpeg)
+            sheet = thumbnail_markdown(sheet_jpeg(result.contact_sheet_png)) if result.contact_sheet_png else None
         record = {
             "script": script, "avatar": avatar, "script_source": script_stamp.get("source"),
             "avatar_source": video_stamp.get("source"), "variant": options.variant, "engine": result.engine,
@@ -115,4 +119,7 @@ def lipsync_video(context: AssetExecutionContext, config: RenderConfig, bucket: 
         "render_fps": round(result.render_fps, 1),
         "render_id": record["render_id"],
         "thumbnail": thumbnail,
+        # The template's mouth, then the output's at the loudest and the quietest moments (as `heygem render
+        # --contact-sheet` writes it).
+        **({"mouth_contact_sheet": sheet} if sheet is not None else {}),
     })

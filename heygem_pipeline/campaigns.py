@@ -63,7 +63,7 @@ PREFIXES = {"script": SCRIPTS_PREFIX, "avatar": AVATARS_PREFIX}
 # Bump a stage's version when its code changes what it writes: every output computed by the old code becomes
 # stale, and the sensor (scripts, avatars) or the nightly schedule (renders) computes it again. The Dagster
 # assets declare the same numbers as their `code_version`, so the UI shows the same staleness.
-CODE_VERSIONS = {"script": "1", "avatar": "1", "face_track": "1", "render": "1", "checks": "1", "campaign": "1"}
+CODE_VERSIONS = {"script": "1", "avatar": "1", "face_track": "2", "render": "2", "checks": "2", "campaign": "1"}
 
 MANIFEST_COLUMNS = (
     "campaign", "script", "avatar", "status", "output", "duration_s", "frames", "fps", "width", "height", "engine",

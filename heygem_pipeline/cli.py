@@ -57,6 +57,7 @@ def _render(args: argparse.Namespace) -> int:
     from heygem_pipeline.burnin import subtitle_options
     from heygem_pipeline.config import encode_settings
     from heygem_pipeline.engines.registry import create_engine
+    from heygem_pipeline.media import atomic_output
     from heygem_pipeline.quality import measure_sync
 
     settings = Settings.from_env()
@@ -79,6 +80,9 @@ def _render(args: argparse.Namespace) -> int:
                                       progress=ProgressBar(f"rendering {engine.name:<5}", "frames"),
                                       subtitles=subtitles)
         sidecars = pipeline.write_subtitles(work / "script", output)
+    if args.contact_sheet:
+        with atomic_output(Path(args.contact_sheet)) as tmp:
+            tmp.write_bytes(result.contact_sheet_png)
     line = (f"{output}: {result.duration_s:.2f} s, {result.frames} frames at {result.fps:g} fps, "
             f"{result.width}x{result.height}, engine {result.engine}, rendered at {result.render_fps:.1f} fps")
     line += f", subtitles {' + '.join(p.suffix[1:] for p in sidecars)}" if sidecars else ", no subtitles (no text)"
@@ -153,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(.txt scripts need none)")
     render.add_argument("--subtitles", choices=("sidecar", "burn"), default="sidecar",
                         help="sidecar: .srt and .vtt beside the output (default); burn: also burnt into the picture")
+    render.add_argument("--contact-sheet", metavar="PNG", help="also write one image of mouths: the template's, then "
+                        "the output's at the loudest and at the quietest moments")
     render.add_argument("--no-check", action="store_true", help="skip the A/V sync measurement")
     render.set_defaults(handler=_render)
 

@@ -695,18 +695,24 @@ class _Observations:
         self.landmarks += other.landmarks
 
 
+FaceHook = Callable[[int, np.ndarray, FaceFrame], None]
+
+
 def _observe(video_path: Path, tracker: FaceTracker, fps: float, start: int, count: int | None,
-             on_frame: Callable[[], None], stop: threading.Event | None = None) -> _Observations:
+             on_frame: Callable[[], None], stop: threading.Event | None = None,
+             on_face: FaceHook | None = None) -> _Observations:
     """Run ``tracker`` over ``count`` frames from ``start`` (to the end when None), decoded as I420 (the tracker
-    converts only what its models see)."""
+    converts only what its models see). ``on_face(index, frame, face)`` sees each frame with its raw face."""
     seen = _Observations()
     missing = np.zeros((LANDMARK_COUNT, 3), np.float32)
     with FrameReader(video_path, start_frame=start, max_frames=count, fps=fps, pix_fmt="yuv420p") as reader:
         seen.size = (reader.width, reader.height)
-        for frame in reader:
+        for number, frame in enumerate(reader):
             if stop is not None and stop.is_set():
                 break
             face = tracker.process(frame)
+            if on_face is not None:
+                on_face(start + number, frame, face)
             seen.found.append(face.found)
             seen.confidence.append(face.confidence)
             seen.landmarks.append(face.landmarks.astype(np.float32) if face.found else missing)
@@ -723,7 +729,7 @@ def _same_face(before: np.ndarray | None, after: np.ndarray | None) -> bool:
 
 def track_faces(video_path: str | os.PathLike[str], *, max_gap_frames: int = 12, min_coverage: float = 0.5,
                 progress: ProgressCallback | None = None, tracker: FaceTracker | None = None,
-                parallel: bool | None = None) -> FaceTrack:
+                parallel: bool | None = None, on_face: FaceHook | None = None) -> FaceTrack:
     """Track the presenter's face through a video (streamed, never held in memory) into a ``FaceTrack``.
 
     Raw landmarks are smoothed over time (forward-backward One-Euro, per run of found frames), gaps up to
@@ -734,6 +740,9 @@ def track_faces(video_path: str | os.PathLike[str], *, max_gap_frames: int = 12,
     tracked at the same time by a second tracker in a thread (MediaPipe runs without the GIL). Where the halves
     meet, both must see the same face; if not (another person, a face lost at the split), the second half is
     tracked again by the first tracker, continuing where it stopped, so the result never hops between faces.
+
+    ``on_face(index, frame, face)``: called with every decoded I420 frame and its raw face (from both halves'
+    threads at once, and again for a re-tracked half), so per-frame work such as the mouth bank needs no decode.
     """
     video_path = Path(video_path)
     info = probe(video_path)
@@ -766,7 +775,7 @@ def track_faces(video_path: str | os.PathLike[str], *, max_gap_frames: int = 12,
     def track_second_half() -> None:
         try:
             with FaceTracker() as other:
-                second["seen"] = _observe(video_path, other, fps, split, None, second_counted, stop)
+                second["seen"] = _observe(video_path, other, fps, split, None, second_counted, stop, on_face)
         except BaseException as error:  # raised again in the calling thread
             second["error"] = error
 
@@ -774,7 +783,7 @@ def track_faces(video_path: str | os.PathLike[str], *, max_gap_frames: int = 12,
     try:
         if helper is not None:
             helper.start()
-        seen = _observe(video_path, tracker, fps, 0, split or None, first_counted)
+        seen = _observe(video_path, tracker, fps, 0, split or None, first_counted, on_face=on_face)
         if helper is not None:
             while helper.is_alive():
                 helper.join(timeout=0.5)
@@ -785,7 +794,8 @@ def track_faces(video_path: str | os.PathLike[str], *, max_gap_frames: int = 12,
             rest = second["seen"]
             assert isinstance(rest, _Observations)
             if not _same_face(seen.last_box(), rest.first_box()):
-                rest = _observe(video_path, tracker, fps, split, None, lambda: None)  # continue the first track
+                rest = _observe(video_path, tracker, fps, split, None, lambda: None,  # continue the first track
+                                on_face=on_face)
             seen.extend(rest)
     finally:
         stop.set()

@@ -1,4 +1,4 @@
-"""Mouth rendering for the viseme engine: deform the lower face to a target mouth shape and paint the cavity.
+"""Mouth rendering for the viseme engine: deform the lower face to a target mouth shape and fill the opening.
 
 The face-mesh landmarks of one template frame give a face-aligned frame of reference (u along the eye line,
 v down the face, origin between the mouth corners) and the template's own lip gap. The target frame is made
@@ -10,9 +10,10 @@ in two steps, both smooth fields over the lower face:
    spread or round, by amounts taken from the mouth parameters.
 
 The image is resampled backwards (each output pixel looks up where it came from), so lips and skin keep the
-template's own texture and colour. Where the lips part, a cavity is painted (dark interior, a hint of upper
-teeth), anti-aliased. Displacements fade smoothly to zero towards the nose, the cheeks and the neck, and only
-pixels that actually moved are written, so there is no box edge and the rest of the frame is untouched.
+template's own texture and colour. Where the lips part, the opening is filled with a real mouth interior (the
+avatar's own from its mouth bank, or the donor's: see ``mouth_interior``), anti-aliased and feathered.
+Displacements fade smoothly to zero towards the nose, the cheeks and the neck, and only pixels that actually
+moved are written, so there is no box edge and the rest of the frame is untouched.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 
 from heygem_pipeline.faces import CHIN, face_height
 from heygem_pipeline.media import i420_box, i420_planes, i420_size
+from heygem_pipeline.mouth_interior import MouthSample, compose_interior
 
 UPPER_INNER = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308)
 LOWER_INNER = (78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308)
@@ -35,7 +37,7 @@ MOUTH_LEFT, MOUTH_RIGHT = 61, 291
 SKIN_SAMPLES = (1, 4, 5, 50, 280, 101, 330, 205, 425)  # nose bridge and cheeks
 UPPER_LIP_TOP, LOWER_LIP_BOTTOM = 0, 17
 
-MAP_STEP = 3  # the backward map is computed every MAP_STEP pixels and interpolated
+MAP_STEP = 4  # the backward map is computed every MAP_STEP pixels and interpolated
 MAX_OPEN = 0.11  # widest lip gap ("ah"), as a share of face height
 UPPER_SHARE = 0.3  # share of the opening made by the upper lip rising; the jaw and lower lip make the rest
 
@@ -168,6 +170,8 @@ class MouthWarp:
         _, gap = self.g.template_gap(u)
         if not gap.any():  # the template's mouth is already closed here: nothing to undo
             return v
+        # Exactly the measured gap: closing further squeezes the lips, and the face mesh then reads them as apart
+        # (a pause measured 0.024 face heights with a pixel more, 0.016 without, on a 360p smile).
         half_gap = gap / 2
         p = v.copy()
         for _ in range(3):  # fixed point: the fade depends on the template position itself
@@ -229,66 +233,12 @@ def _lip_colour(frame: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     return frame[points[:, 1], points[:, 0]].astype(np.float32).mean(axis=0)
 
 
-def _skin_brightness(frame: np.ndarray, landmarks: np.ndarray) -> float:
-    """Skin luminance around the nose and cheeks relative to well-lit skin (≈ 1 in good light)."""
+def skin_colour(frame: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """Mean BGR of the nose and cheeks: the light and white balance the mouth interior is matched to."""
     points = np.round(landmarks[list(SKIN_SAMPLES), :2]).astype(int)
     h, w = frame.shape[:2]
     values = frame[np.clip(points[:, 1], 0, h - 1), np.clip(points[:, 0], 0, w - 1)].astype(np.float32)
-    return float(values.mean()) / 170
-
-
-def _paint_cavity(roi: np.ndarray, x0: int, y0: int, warp: MouthWarp, lip_colour: np.ndarray,
-                  brightness: float) -> tuple[np.ndarray, tuple[int, int]] | None:
-    """Paint the mouth interior into ``roi`` (uint8, in place) where the target lips are parted.
-
-    Returns the painted coverage (alpha) over the polygon's bounding box and that box's (x, y) offset in ``roi``;
-    all the work happens in that box, a few percent of the lower face.
-    """
-    g = warp.g
-    u, top, bottom = warp.lip_edges()
-    if warp.shape.gap < 0.6:
-        return None
-    shift = 4  # fixed-point bits: sub-pixel polygon edges, so the lip line is anti-aliased
-    scale = 1 << shift
-    cavity_ring = np.concatenate([g.to_image(u, top), g.to_image(u[::-1], bottom[::-1])])
-    h, w = roi.shape[:2]
-    pad = 3  # blur and anti-aliasing reach this far outside the polygon
-    bx0 = max(int(np.floor(cavity_ring[:, 0].min())) - x0 - pad, 0)
-    by0 = max(int(np.floor(cavity_ring[:, 1].min())) - y0 - pad, 0)
-    bx1 = min(int(np.ceil(cavity_ring[:, 0].max())) - x0 + pad + 1, w)
-    by1 = min(int(np.ceil(cavity_ring[:, 1].max())) - y0 + pad + 1, h)
-    if bx1 <= bx0 or by1 <= by0:
-        return None
-    to_box = np.array([x0 + bx0, y0 + by0], dtype=np.float64)
-
-    def fixed_point(ring: np.ndarray) -> np.ndarray:
-        return np.round((ring - to_box) * scale).astype(np.int32)
-
-    bh, bw = by1 - by0, bx1 - bx0
-    mask = np.zeros((bh, bw), dtype=np.uint8)
-    cv2.fillPoly(mask, [fixed_point(cavity_ring)], 255, lineType=cv2.LINE_AA, shift=shift)
-    if not mask.any():
-        return None
-    # Upper teeth: a band under the upper lip, thinner towards the corners, never more than the gap allows.
-    teeth_height = np.minimum(0.32 * (bottom - top), 0.025 * g.height) * np.clip(1 - (u / g.half_width) ** 2, 0, 1)
-    teeth_ring = np.concatenate([g.to_image(u, top), g.to_image(u[::-1], (top + teeth_height)[::-1])])
-    teeth = np.zeros_like(mask)
-    cv2.fillPoly(teeth, [fixed_point(teeth_ring)], 255, lineType=cv2.LINE_AA, shift=shift)
-
-    # Colours come from the face itself: a deep shade of the lips inside, teeth as bright as the skin allows.
-    interior = np.clip(lip_colour * np.array([0.28, 0.28, 0.42], dtype=np.float32), 0, 255)
-    tooth = np.array([206, 215, 224], dtype=np.float32) * np.clip(brightness, 0.6, 1.0)
-    alpha = cv2.GaussianBlur(mask, (3, 3), 0.6).astype(np.float32)[..., None] / 255
-    # Teeth sit behind the lips: never fully opaque, softer edges than the lip line.
-    teeth_alpha = cv2.GaussianBlur(teeth, (3, 3), 0.8).astype(np.float32)[..., None] / 255 * alpha * 0.85
-    # Shade: the interior darkens towards the throat, the teeth towards their lower edge.
-    ys = np.arange(by0 + y0, by1 + y0, dtype=np.float32)[:, None, None]
-    centre_y = float(g.to_image(np.array([0.0]), np.array([(top.mean() + bottom.mean()) / 2]))[0, 1])
-    depth = np.clip(1 - np.abs(ys - centre_y) / max(warp.shape.gap, 1.0), 0, 1) * 0.45
-    colour = interior * (1 - depth) * (1 - teeth_alpha) + tooth * teeth_alpha
-    box = roi[by0:by1, bx0:bx1]
-    box[:] = np.clip(box * (1 - alpha) + colour * alpha + 0.5, 0, 255).astype(np.uint8)
-    return alpha[..., 0], (bx0, by0)
+    return values.mean(axis=0)
 
 
 def _mouth_box(warp: MouthWarp, x0: int, y0: int, x1: int, y1: int) -> tuple[int, int, int, int]:
@@ -317,7 +267,8 @@ def _support_box(warp: MouthWarp, width: int, height: int) -> tuple[int, int, in
     return x0, y0, x1, y1
 
 
-def render_mouth_i420(frame: np.ndarray, landmarks: np.ndarray, params: np.ndarray) -> np.ndarray:
+def render_mouth_i420(frame: np.ndarray, landmarks: np.ndarray, params: np.ndarray,
+                      sample: MouthSample | None = None) -> np.ndarray:
     """``render_mouth`` on an OpenCV I420 frame (H*3/2, W), in place.
 
     Only a box around the lower face and the skin samples is converted to BGR, drawn, and converted back;
@@ -341,7 +292,7 @@ def render_mouth_i420(frame: np.ndarray, landmarks: np.ndarray, params: np.ndarr
     # The same warp in the box's coordinates: only the origin moves.
     offset = np.array([x0, y0], dtype=np.float64)
     box_warp = MouthWarp(dataclasses.replace(warp.g, origin=warp.g.origin - offset), warp.shape)
-    drawn = _draw(bgr, landmarks - np.array([x0, y0, 0], dtype=landmarks.dtype), box_warp, inplace=False)
+    drawn = _draw(bgr, landmarks - np.array([x0, y0, 0], dtype=landmarks.dtype), box_warp, sample, inplace=False)
     changed = np.any(drawn != bgr, axis=-1)
     if not changed.any():
         return frame
@@ -354,11 +305,22 @@ def render_mouth_i420(frame: np.ndarray, landmarks: np.ndarray, params: np.ndarr
     return frame
 
 
-def render_mouth(frame: np.ndarray, landmarks: np.ndarray, params: np.ndarray, *, inplace: bool = False
-                 ) -> np.ndarray:
-    """``frame`` with the mouth set to ``params`` (open, spread, round, press); a copy unless ``inplace``."""
+def render_mouth(frame: np.ndarray, landmarks: np.ndarray, params: np.ndarray, sample: MouthSample | None = None,
+                 *, inplace: bool = False) -> np.ndarray:
+    """``frame`` with the mouth set to ``params`` (open, spread, round, press) and its interior from ``sample``
+    (default: the donor's); a copy unless ``inplace``."""
     warp = _mouth_warp(landmarks, params)
-    return frame if warp is None else _draw(frame, landmarks, warp, inplace)
+    return frame if warp is None else _draw(frame, landmarks, warp, sample, inplace)
+
+
+def target_lips(landmarks: np.ndarray, params: np.ndarray, samples: int = 24) -> tuple[np.ndarray, np.ndarray] | None:
+    """Image points (samples, 2) of the upper and lower inner lip that ``params`` give this frame, corner to
+    corner (what a viewer would measure on the output); None for a face too small to draw on."""
+    warp = _mouth_warp(landmarks, params)
+    if warp is None:
+        return None
+    u, top, bottom = warp.lip_edges(samples)
+    return warp.g.to_image(u, top), warp.g.to_image(u, bottom)
 
 
 def _mouth_warp(landmarks: np.ndarray, params: np.ndarray) -> MouthWarp | None:
@@ -369,15 +331,16 @@ def _mouth_warp(landmarks: np.ndarray, params: np.ndarray) -> MouthWarp | None:
     return MouthWarp(geometry, MouthShape.from_params(params, geometry))
 
 
-def _draw(frame: np.ndarray, landmarks: np.ndarray, warp: MouthWarp, inplace: bool) -> np.ndarray:
+def _draw(frame: np.ndarray, landmarks: np.ndarray, warp: MouthWarp, sample: MouthSample | None,
+          inplace: bool) -> np.ndarray:
     geometry = warp.g
     h, w = frame.shape[:2]
     x0, y0, x1, y1 = _support_box(warp, w, h)
     if x1 - x0 < 4 or y1 - y0 < 4:
         return frame
 
-    # The backward map is smooth except along the lip line, which the painted cavity covers, so it is
-    # computed on a grid of every MAP_STEP-th pixel and interpolated: 4x less arithmetic per frame.
+    # The backward map is smooth except along the lip line, which the mouth interior covers, so it is
+    # computed on a grid of every MAP_STEP-th pixel and interpolated (the exact map stays around the lips).
     width, height = x1 - x0, y1 - y0
     coarse_x = np.arange(x0, x1 + MAP_STEP, MAP_STEP, dtype=np.float64)
     coarse_y = np.arange(y0, y1 + MAP_STEP, MAP_STEP, dtype=np.float64)
@@ -400,8 +363,15 @@ def _draw(frame: np.ndarray, landmarks: np.ndarray, warp: MouthWarp, inplace: bo
     map_y = shift[..., 1] + np.arange(y0, y1, dtype=np.float32)[:, None]
     warped = cv2.remap(frame, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
-    brightness = _skin_brightness(frame, landmarks)
-    painted = _paint_cavity(warped, x0, y0, warp, _lip_colour(frame, landmarks), brightness)
+    painted = None
+    if warp.shape.gap >= 0.6:  # under a pixel of opening there is nothing inside to show
+        if sample is None:
+            from heygem_pipeline.mouth_bank import donor_sample  # lazily: the bank module imports this one
+
+            sample = donor_sample()
+        u, top, bottom = warp.lip_edges()
+        painted = compose_interior(warped, x0, y0, geometry, u, top, bottom, sample, skin_colour(frame, landmarks),
+                                   _lip_colour(frame, landmarks))
 
     # Write back only what moved (or was painted): everything else stays bit-identical to the template.
     alpha = np.clip(np.hypot(shift[..., 0], shift[..., 1]) * 4.0, 0, 1)  # full weight from a quarter pixel

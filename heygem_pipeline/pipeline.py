@@ -6,7 +6,8 @@ Dagster asset only has to move folders between the bucket and local disk and cal
 - script folder:  ``source.mka`` (the voice as uploaded, for the final mux), ``analysis.wav`` (16 kHz mono),
   ``features.npz`` (Mel + mouth track), ``script.json`` (what intake found), ``captions.json`` (cues timed to
   the voice, when its text is known: a ``.txt`` script, or a transcript given for an audio script);
-- avatar folder:  ``template.mp4`` (normalized), ``avatar.json``, ``face_track.parquet``;
+- avatar folder:  ``template.mp4`` (normalized), ``avatar.json``, ``face_track.parquet``, ``mouth_bank.npz`` (the
+  template's own mouth interiors, built while tracking);
 - a rendered pair: one MP4 (captions burnt in when asked), and ``write_subtitles`` puts its ``.srt`` and ``.vtt``
   beside it.
 """
@@ -37,6 +38,7 @@ from heygem_pipeline.captions import CaptionTrack, caption_speech, write_sidecar
 from heygem_pipeline.engines.base import LipSyncEngine, ScriptFeatures
 from heygem_pipeline.faces import FaceTrack, track_faces
 from heygem_pipeline.media import EncodeSettings, atomic_output, ff_path, run_ffmpeg
+from heygem_pipeline.mouth_bank import BankBuilder, MouthBank, bank_from_video
 from heygem_pipeline.render import Progress, RenderResult, render_video
 from heygem_pipeline.visemes import mouth_track
 
@@ -49,6 +51,7 @@ NO_TRANSCRIPT = "no transcript"
 AVATAR_TEMPLATE = "template.mp4"
 AVATAR_RECORD = "avatar.json"
 AVATAR_TRACK = "face_track.parquet"
+AVATAR_BANK = "mouth_bank.npz"
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -143,11 +146,23 @@ def prepare_avatar(upload: str | os.PathLike[str], workdir: str | os.PathLike[st
 
 
 def track_avatar(workdir: str | os.PathLike[str], progress: Progress | None = None) -> FaceTrack:
-    """Face track of ``workdir/template.mp4`` into ``workdir/face_track.parquet``."""
+    """Face track of ``workdir/template.mp4`` into ``workdir/face_track.parquet``, and its mouth bank into
+    ``workdir/mouth_bank.npz`` (collected from the same decoded frames)."""
     workdir = Path(workdir)
-    track = track_faces(workdir / AVATAR_TEMPLATE, progress=progress)
+    builder = BankBuilder()
+    track = track_faces(workdir / AVATAR_TEMPLATE, progress=progress, on_face=builder.observe)
+    builder.finish(track.landmarks, track.usable()).save(workdir / AVATAR_BANK)
     track.save(workdir / AVATAR_TRACK)
     return track
+
+
+def load_mouth_bank(avatar_dir: str | os.PathLike[str], track: FaceTrack) -> MouthBank:
+    """The avatar's mouth bank; built from its template now when it has none (a face track from before banks)."""
+    avatar_dir = Path(avatar_dir)
+    bank = MouthBank.load(avatar_dir / AVATAR_BANK) if (avatar_dir / AVATAR_BANK).exists() else None
+    if bank is None:
+        bank = bank_from_video(avatar_dir / AVATAR_TEMPLATE, track.landmarks, track.usable(), track.fps)
+    return bank
 
 
 def render_pair(script_dir: str | os.PathLike[str], avatar_dir: str | os.PathLike[str],
@@ -161,6 +176,7 @@ def render_pair(script_dir: str | os.PathLike[str], avatar_dir: str | os.PathLik
     script_dir, avatar_dir = Path(script_dir), Path(avatar_dir)
     track = FaceTrack.load(avatar_dir / AVATAR_TRACK)
     captions = load_captions(script_dir) if subtitles is not None and subtitles.burn else None
+    mouths = load_mouth_bank(avatar_dir, track) if engine.uses_mouth_bank else None
     with tempfile.TemporaryDirectory(prefix="heygem-subs-") as scratch:
         ass = None
         if captions is not None and captions.cues:
@@ -169,4 +185,4 @@ def render_pair(script_dir: str | os.PathLike[str], avatar_dir: str | os.PathLik
             write_ass(ass, captions.cues, subtitles.style, track.width, track.height,
                       mouth_zone(track.landmarks, track.usable()))
         return render_video(load_script(script_dir), script_dir / SCRIPT_SOURCE, avatar_dir / AVATAR_TEMPLATE,
-                            track, engine, dest, settings=settings, progress=progress, subtitles=ass)
+                            track, engine, dest, settings=settings, progress=progress, subtitles=ass, mouths=mouths)

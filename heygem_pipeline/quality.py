@@ -4,6 +4,10 @@ The mouth aperture (inner-lip gap over face height, from the face mesh) of every
 the loudness of the output's own audio in that frame's interval. Speech opens the mouth, so the two series
 correlate; the lag of the strongest correlation is the A/V offset in frames, and its value the confidence.
 Nothing from the render is trusted: this reads the delivered file, as a viewer would see and hear it.
+
+The verdicts on a measured video live here too (``video_verdicts``): a lag needs enough speech to be found, so a
+clip with little of it (a short greeting, a phrase and then silence) is reported as not measurable and passes
+with that note instead of failing on a lag that the data cannot determine.
 """
 
 from __future__ import annotations
@@ -13,12 +17,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from scipy.signal import find_peaks
 
 from heygem_pipeline.audio import ANALYSIS_RATE, decode_audio
 from heygem_pipeline.faces import FaceTrack, face_height, thread_tracker
 from heygem_pipeline.media import FrameReader, MediaInfo, probe
 
 MAX_LAG_FRAMES = 5
+MAX_SYNC_OFFSET_FRAMES = 1
+# The offset is only meaningful when mouth and voice correlate at all: a mouth that never moves gives no lag.
+MIN_SYNC_CONFIDENCE = 0.1
+MIN_FACE_COVERAGE = 0.8
+# Speech a lag can be measured on: frames within SPEECH_RANGE_DB of the loudest (and above SPEECH_FLOOR_DB), at
+# least MIN_SPEECH_S in all and in at least MIN_SPEECH_BURSTS separate bursts (syllables, words). With less, the
+# correlation is one step up and one step down, and its peak may sit anywhere within the ramps' width.
+SPEECH_RANGE_DB = 30.0
+SPEECH_FLOOR_DB = -70.0
+MIN_SPEECH_S = 2.0
+MIN_SPEECH_BURSTS = 6
+SILENCE_BELOW_DB = 40.0  # loudness is floored this far under the peak: room noise in pauses is not a signal
 CROP_MARGIN = 1.6  # measured crop side = this × the larger side of the box the template's face moves in
 CROP_SIDE = 256  # pixels of the measured crop: the face mesh sees 192 px anyway
 
@@ -33,9 +50,17 @@ class SyncReport:
     audio_duration_s: float  # the audio stream's declared duration (0 when it has none)
     aperture: np.ndarray = field(repr=False)  # per frame, share of face height (nan where no face)
     loudness_db: np.ndarray = field(repr=False)  # per frame
+    speech_s: float = 0.0  # seconds of speech the lag was measured on
+    speech_bursts: int = 0  # separate stretches of speech (syllables, words) among them
 
-    def as_metadata(self) -> dict[str, float | int]:
+    @property
+    def measurable(self) -> bool:
+        """Whether there is enough speech for the lag to mean anything."""
+        return self.speech_s >= MIN_SPEECH_S and self.speech_bursts >= MIN_SPEECH_BURSTS
+
+    def as_metadata(self) -> dict[str, float | int | bool]:
         return {"sync_offset_frames": self.offset_frames, "sync_confidence": round(self.confidence, 3),
+                "sync_measurable": self.measurable, "speech_s": round(self.speech_s, 2),
                 "output_face_coverage": round(self.face_coverage, 3)}
 
 
@@ -105,6 +130,24 @@ def best_lag(aperture: np.ndarray, loudness: np.ndarray, max_lag: int = MAX_LAG_
     return best
 
 
+def speech_frames(loudness: np.ndarray) -> np.ndarray:
+    """Frames that carry speech: within ``SPEECH_RANGE_DB`` of the loudest, and above ``SPEECH_FLOOR_DB``."""
+    if len(loudness) == 0:
+        return np.zeros(0, bool)
+    return loudness > max(float(loudness.max()) - SPEECH_RANGE_DB, SPEECH_FLOOR_DB)
+
+
+def speech_bursts(loudness: np.ndarray, dip_db: float = 6.0) -> int:
+    """Separate stretches of speech (syllables, words): loudness peaks in speech frames standing ``dip_db`` over
+    the valleys on either side (pauses count as deep valleys)."""
+    speech = speech_frames(loudness)
+    if not speech.any():
+        return 0
+    level = np.where(speech, loudness, float(loudness[speech].min()) - dip_db)
+    peaks, _ = find_peaks(np.concatenate([[level.min()], level, [level.min()]]), prominence=dip_db)
+    return len(peaks)
+
+
 def face_region(track: FaceTrack) -> tuple[int, int, int] | None:
     """The square ``(left, top, side)`` the template's face moves in, with margin; None when it would not be
     much smaller than the frame. Measuring that region (scaled down to ``CROP_SIDE`` when larger) gives the same
@@ -133,8 +176,46 @@ def measure_sync(video: str | os.PathLike[str], face_track: FaceTrack | None = N
     aperture, fps = mouth_apertures(video, region, info)
     samples = decode_audio(Path(video), info)
     loudness = frame_loudness(samples, len(aperture), fps)
-    offset, confidence = best_lag(aperture, loudness)
+    speech = speech_frames(loudness)
+    # Correlate over the spoken part (and the lag window around it), with pauses at one floor level: long leading
+    # or trailing silence and its noise would otherwise weigh as much as the speech itself.
+    window = slice(0, 0)
+    if speech.any():
+        first, last = np.flatnonzero(speech)[[0, -1]]
+        window = slice(max(int(first) - 2 * MAX_LAG_FRAMES, 0), int(last) + 2 * MAX_LAG_FRAMES + 1)
+    floored = np.maximum(loudness, float(loudness.max(initial=-80.0)) - SILENCE_BELOW_DB)
+    offset, confidence = best_lag(aperture[window], floored[window])
     coverage = float(np.isfinite(aperture).mean()) if len(aperture) else 0.0
     audio_s = info.audio.duration if info.audio and info.audio.duration else 0.0
     return SyncReport(offset_frames=offset, confidence=confidence, frames=len(aperture), fps=fps,
-                      face_coverage=coverage, audio_duration_s=audio_s, aperture=aperture, loudness_db=loudness)
+                      face_coverage=coverage, audio_duration_s=audio_s, aperture=aperture, loudness_db=loudness,
+                      speech_s=float(speech.sum()) / fps if fps else 0.0, speech_bursts=speech_bursts(loudness))
+
+
+@dataclass(frozen=True)
+class Verdict:
+    passed: bool
+    detail: str  # one line for a person: what was measured
+
+
+def sync_verdict(report: SyncReport) -> Verdict:
+    """Lag within ±1 frame with positive correlation; a clip with too little speech passes with a note."""
+    measured = f"offset {report.offset_frames:+d} frames, confidence {report.confidence:.2f}"
+    if not report.measurable:
+        return Verdict(True, f"not enough speech to measure ({report.speech_s:.1f} s in {report.speech_bursts} "
+                             f"bursts; at least {MIN_SPEECH_S:g} s in {MIN_SPEECH_BURSTS} needed): not checked")
+    ok = abs(report.offset_frames) <= MAX_SYNC_OFFSET_FRAMES and report.confidence >= MIN_SYNC_CONFIDENCE
+    return Verdict(ok, measured)
+
+
+def duration_verdict(report: SyncReport, voice_s: float, fps: float) -> Verdict:
+    """Video and audio both last as long as the voice, within one frame (plus a millisecond of rounding)."""
+    frame = 1.0 / fps
+    video_s = report.frames / fps
+    audio_s = report.audio_duration_s
+    ok = abs(video_s - voice_s) <= frame + 1e-3 and abs(audio_s - voice_s) <= frame + 1e-3
+    return Verdict(ok, f"video {video_s:.3f} s, audio {audio_s:.3f} s, voice {voice_s:.3f} s")
+
+
+def face_verdict(report: SyncReport) -> Verdict:
+    return Verdict(report.face_coverage >= MIN_FACE_COVERAGE, f"face in {report.face_coverage:.0%} of frames")

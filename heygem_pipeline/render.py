@@ -16,9 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from heygem_pipeline.audio import frame_count
+from heygem_pipeline.contact_sheet import SheetCollector
 from heygem_pipeline.engines.base import LipSyncEngine, RenderItem, ScriptFeatures
 from heygem_pipeline.faces import FaceTrack
 from heygem_pipeline.media import PREVIEW_AT, EncodeSettings, FrameReader, FrameWriter, frame_jpeg
+from heygem_pipeline.mouth_bank import MouthBank
 
 Progress = Callable[[int, int], None]
 BACKWARD_BLOCK = 24  # frames held in memory to play a stretch of template backwards
@@ -35,6 +37,7 @@ class RenderResult:
     duration_s: float  # duration of the audio the video covers
     render_seconds: float
     preview_jpeg: bytes = b""  # the frame 40 % in, as rendered (a thumbnail without decoding the output again)
+    contact_sheet_png: bytes = b""  # template mouth, then output mouths at the loudest and quietest moments
 
     @property
     def render_fps(self) -> float:
@@ -90,10 +93,11 @@ def template_frames(template: Path, order: np.ndarray, width: int, height: int, 
 def render_video(features: ScriptFeatures, audio_source: str | os.PathLike[str], template: str | os.PathLike[str],
                  track: FaceTrack, engine: LipSyncEngine, dest: str | os.PathLike[str], *,
                  settings: EncodeSettings | None = None, progress: Progress | None = None,
-                 subtitles: str | os.PathLike[str] | None = None) -> RenderResult:
+                 subtitles: str | os.PathLike[str] | None = None, mouths: MouthBank | None = None) -> RenderResult:
     """Render ``features`` onto ``template`` with ``engine``; mux ``audio_source``; write ``dest`` atomically.
 
-    ``subtitles``: an ASS script (``burnin.write_ass``) burnt into the picture during the encode."""
+    ``subtitles``: an ASS script (``burnin.write_ass``) burnt into the picture during the encode; ``mouths``: the
+    avatar's mouth bank, for engines that use one."""
     started = time.perf_counter()
     fps = float(track.fps)
     n_out = frame_count(features.duration, fps)
@@ -101,14 +105,24 @@ def render_video(features: ScriptFeatures, audio_source: str | os.PathLike[str],
     settings = settings or EncodeSettings()
     frames = template_frames(Path(template), order, track.width, track.height, fps, engine.frame_format,
                              threads=settings.threads)
-    items = (RenderItem(index, frame, track.frame(int(order[index]))) for index, frame in enumerate(frames))
+    sheet = SheetCollector(features.samples, features.sample_rate, n_out, fps, engine.frame_format)
+    faces = [track.frame(int(order[index])) for index in range(n_out)]  # views into the track: no copies
+
+    def items() -> Iterator[RenderItem]:
+        for index, frame in enumerate(frames):
+            face = faces[index]
+            sheet.before(index, frame, face.landmarks, face.found)
+            yield RenderItem(index, frame, face, mouths)
+
     preview_index, preview = min(n_out - 1, int(n_out * PREVIEW_AT)), b""
     engine.load()
     with FrameWriter(dest, track.width, track.height, fps, audio=audio_source, settings=settings,
                      pix_fmt=engine.frame_format, subtitles=subtitles) as writer:
-        for frame in engine.render(items, features, fps):
-            if writer.frames_written == preview_index:
+        for frame in engine.render(items(), features, fps):
+            index = writer.frames_written
+            if index == preview_index:
                 preview = frame_jpeg(frame, engine.frame_format)
+            sheet.after(index, frame, faces[index].landmarks, faces[index].found)
             writer.write(frame)
             if progress is not None:
                 progress(writer.frames_written, n_out)
@@ -116,4 +130,5 @@ def render_video(features: ScriptFeatures, audio_source: str | os.PathLike[str],
             raise RuntimeError(f"rendered {writer.frames_written} of {n_out} frames from {template}")
     return RenderResult(path=Path(dest), engine=engine.name, frames=n_out, fps=fps, width=track.width,
                         height=track.height, duration_s=features.duration,
-                        render_seconds=time.perf_counter() - started, preview_jpeg=preview)
+                        render_seconds=time.perf_counter() - started, preview_jpeg=preview,
+                        contact_sheet_png=sheet.png())

@@ -6,12 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import pytest
 from avatar_factory import make_template_video
 from media_factory import make_speech
 
 from heygem_pipeline.cli import build_parser
 from heygem_pipeline.config import Settings, encode_settings
+from heygem_pipeline.contact_sheet import CAPTION, TILE
 from heygem_pipeline.media import probe
 
 SUBCOMMANDS = ("demo", "run", "render", "ui")
@@ -56,8 +58,9 @@ def test_render_a_raw_pair(tmp_path: Path) -> None:
     transcript.write_text("A quick trial of one voice and one face.")
     avatar = make_template_video(tmp_path / "-presenter 'one'.mp4", seconds=1.5)
     output = tmp_path / "out" / "trial.mp4"
+    sheet = tmp_path / "sheet.png"
     result = heygem("render", "--audio", str(voice), "--avatar", str(avatar), "-o", str(output),
-                    "--transcript", str(transcript), "--subtitles", "burn")
+                    "--transcript", str(transcript), "--subtitles", "burn", "--contact-sheet", str(sheet))
     summary = result.stdout.strip().splitlines()[-1]
     assert str(output) in summary and "frames at 25 fps" in summary and "sync offset" in summary
     assert "engine viseme" in summary and "subtitles srt + vtt (burnt in)" in summary
@@ -65,6 +68,9 @@ def test_render_a_raw_pair(tmp_path: Path) -> None:
     assert output.with_suffix(".vtt").read_text().startswith("WEBVTT")
     info = probe(output)
     assert info.video is not None and info.audio is not None and info.video.width == 640
+    # The template's mouth, three loudest and three quietest output mouths, side by side.
+    image = cv2.imread(str(sheet))
+    assert image is not None and image.shape[0] == TILE + CAPTION and image.shape[1] >= 7 * TILE
 
 
 def test_render_reports_bad_input_in_one_line(tmp_path: Path) -> None:

@@ -104,7 +104,8 @@ def test_full_graph_renders_checks_and_delivers(first_run: FactoryReport, bucket
     assert tuple(manifest.columns) == MANIFEST_COLUMNS and len(manifest) == 4
     good = manifest[manifest.status == "ok"]
     assert set(good.engine) == {"viseme"} and good.checks_passed.all()
-    assert (good.sync_offset_frames.abs() <= 1).all() and (good.frames > 0).all()
+    # A 2 s greeting is too little speech to measure a lag: no offset then (the check passed with a note).
+    assert (good.sync_offset_frames.dropna().abs() <= 1).all() and (good.frames > 0).all()
     assert set(good.width) == {640} and set(good.height) == {360}
     for output in good.output:
         assert (outputs / output).stat().st_size > 1000

@@ -11,9 +11,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
+
+if TYPE_CHECKING:  # the bank module imports this one
+    from heygem_pipeline.mouth_bank import MouthBank
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,7 @@ class RenderItem:
     index: int
     frame: np.ndarray  # uint8, in the engine's frame_format: BGR (H, W, 3) or I420 (H*3/2, W)
     face: FaceFrame
+    mouths: MouthBank | None = None  # the avatar's mouth bank, the same object for every item
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,7 @@ class LipSyncEngine(ABC):
     # The frames the renderer hands over and expects back: "bgr24" (H, W, 3) or "yuv420p" (OpenCV I420,
     # (H*3/2, W)). An engine that changes a small region saves two full-frame colour conversions with yuv420p.
     frame_format: ClassVar[str] = "bgr24"
+    uses_mouth_bank: ClassVar[bool] = False  # whether render items should carry the avatar's mouth bank
 
     def load(self) -> None:  # noqa: B027 - optional hook, most weights-free engines need nothing
         """Load models once; called before the first render, safe to call again."""
