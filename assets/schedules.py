@@ -23,11 +23,14 @@ from resources.engine import LipSyncEngineResource
 from resources.ffmpeg import FFmpegResource
 
 NIGHTLY_CRON = "0 2 * * *"
+# Off in services that `heygem run` starts for itself (HEYGEM_AUTOMATION=off); the UI can still turn it on.
+DEFAULT_STATUS = DefaultScheduleStatus.RUNNING if Settings.from_env().automation else DefaultScheduleStatus.STOPPED
 SETTLE_SECONDS = 60.0
 
 
 @schedule(name="nightly_campaigns", cron_schedule=NIGHTLY_CRON, job=pair_job,
-          execution_timezone=Settings.from_env().timezone, default_status=DefaultScheduleStatus.RUNNING,
+          execution_timezone=Settings.from_env().timezone,
+          default_status=DEFAULT_STATUS,
           description="02:00: render every missing or stale pair of every campaign (HEYGEM_TIMEZONE sets the zone).")
 def nightly_campaigns(context: ScheduleEvaluationContext, bucket: BucketResource, engine: LipSyncEngineResource,
                       ffmpeg: FFmpegResource) -> list[RunRequest] | SkipReason:

@@ -40,6 +40,7 @@ from heygem_pipeline.campaigns import (
     scan_bucket,
     settled_since,
 )
+from heygem_pipeline.config import Settings
 from resources.bucket import BucketResource
 from resources.engine import LipSyncEngineResource
 from resources.ffmpeg import FFmpegResource
@@ -48,6 +49,8 @@ TICK_SECONDS = 30
 # A file whose modification time is this old counts as completely uploaded on first sight; a newer one must look
 # the same on two ticks in a row.
 SETTLE_SECONDS = 60.0
+# Off in services that `heygem run` starts for itself (HEYGEM_AUTOMATION=off); the UI can still turn it on.
+DEFAULT_STATUS = DefaultSensorStatus.RUNNING if Settings.from_env().automation else DefaultSensorStatus.STOPPED
 
 
 @dataclass
@@ -67,7 +70,7 @@ class BucketCursor:
 
 
 @sensor(name="bucket_sensor", jobs=list(JOBS), minimum_interval_seconds=TICK_SECONDS,
-        default_status=DefaultSensorStatus.RUNNING,
+        default_status=DEFAULT_STATUS,
         description="Registers uploads as partitions and requests the runs every campaign still needs.")
 def bucket_sensor(context: SensorEvaluationContext, bucket: BucketResource, engine: LipSyncEngineResource,
                   ffmpeg: FFmpegResource) -> SensorResult | SkipReason:

@@ -67,6 +67,9 @@ class Settings:
     work_prefix: str = "work"
     dagster_home: Path = field(default_factory=lambda: Path(".dagster_home").resolve())
     tool_limits: ToolLimits = field(default_factory=ToolLimits)
+    # The bucket sensor and the nightly schedule run by default; `heygem run` starts its services without them, so
+    # that a one-off command does only what it was asked for.
+    automation: bool = True
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -84,6 +87,7 @@ class Settings:
             timezone=_env("HEYGEM_TIMEZONE", cls.timezone),
             dagster_home=Path(_env("DAGSTER_HOME", ".dagster_home")).resolve(),
             tool_limits=ToolLimits.from_env(),
+            automation=_env("HEYGEM_AUTOMATION", "on").lower() not in ("off", "0", "false", "no"),
         )
 
 

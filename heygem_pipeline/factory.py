@@ -41,7 +41,7 @@ from heygem_pipeline.report import FactoryReport, RunOutcome, build_report, prin
 
 ProgressFn = Callable[[int, int, str], None]  # (pairs done, pairs total, what just happened)
 REPO_ROOT = Path(__file__).resolve().parents[1]
-POLL_SECONDS = 0.25
+POLL_SECONDS = 1.0  # each look at the instance is a few queries; runs last seconds at least
 WAITING_NOTE_SECONDS = 15.0  # a progress line at least this often while nothing finishes
 RETRY_TAG_GRACE_SECONDS = 2.0  # Dagster tags a failed run "will retry" just after storing its failure
 
@@ -340,7 +340,7 @@ def run_factory(bucket: str, campaign: str | None = None, progress: ProgressFn |
     media = MediaOptions(fps=settings.fps, still_seconds=settings.still_seconds, voice=settings.voice)
     defaults = RenderOptions(engine=settings.engine, crf=settings.crf, preset=settings.preset)
     # The services start in the background while this process plans and loads Dagster.
-    with session(home, REPO_ROOT / "workspace.yaml") as services:
+    with session(home, REPO_ROOT / "workspace.yaml", automation=False) as services:
         state = FactoryState(store, scan, media, defaults)
         work = plan_work(state, selected, retry_failed=True)
         items = plan_items(state, work, selected)

@@ -101,12 +101,14 @@ class SharedIndexSqliteEventLogStorage(SqliteEventLogStorage):
     ``base_dir`` defaults to ``$DAGSTER_HOME/history/runs``, as for Dagster's default storage.
     """
 
+    # The bytes of an empty run database, made once per process (Celery workers open a new instance for each run).
+    _empty_run_db: bytes | None = None
+
     def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None) -> None:
         # Set before Dagster's constructor, which reads the index already.
         self._index_engine: Engine | None = None
         self._index_pid = os.getpid()
         self._index_tables: set[str] = set()
-        self._empty_run_db: bytes | None = None
         self._pool_lock_held = threading.local()
         super().__init__(base_dir, inst_data=inst_data)
 
@@ -164,7 +166,7 @@ class SharedIndexSqliteEventLogStorage(SqliteEventLogStorage):
                 if os.path.exists(f"{empty}-wal"):  # not all in the file (SQLite folds the log in on close)
                     return False
                 with open(empty, "rb") as file:
-                    self._empty_run_db = file.read()
+                    type(self)._empty_run_db = file.read()
         # Written beside it, then linked into place: never a half-written database, never one replaced.
         temporary = f"{path}.{os.getpid()}-{threading.get_ident()}.new"
         try:

@@ -1,9 +1,11 @@
 """Quality measurement of rendered videos: audio-visual sync, measured on the output itself.
 
-The mouth aperture (inner-lip gap over face height, from the face mesh) of every output frame is compared with
-the loudness of the output's own audio in that frame's interval. Speech opens the mouth, so the two series
-correlate; the lag of the strongest correlation is the A/V offset in frames, and its value the confidence.
-Nothing from the render is trusted: this reads the delivered file, as a viewer would see and hear it.
+The mouth aperture (inner-lip gap over face height, from the face mesh) of output frames is compared with the
+loudness of the output's own audio in each frame's interval. Speech opens the mouth, so the two series correlate;
+the lag of the strongest correlation is the A/V offset in frames, and its value the confidence. Nothing from the
+render is trusted: this reads the delivered file, as a viewer would see and hear it. The offset of a muxed file is
+one number for its whole length, so the picture is measured on the ``SAMPLE_SECONDS`` that hold the most speech
+(the face mesh on every frame is most of a check's cost); the audio and the frame count cover the whole file.
 
 The verdicts on a measured video live here too (``video_verdicts``): a lag needs enough speech to be found, so a
 clip with little of it (a short greeting, a phrase and then silence) is reported as not measurable and passes
@@ -36,6 +38,7 @@ SPEECH_FLOOR_DB = -70.0
 MIN_SPEECH_S = 2.0
 MIN_SPEECH_BURSTS = 6
 SILENCE_BELOW_DB = 40.0  # loudness is floored this far under the peak: room noise in pauses is not a signal
+SAMPLE_SECONDS = 8.0
 CROP_MARGIN = 1.6  # measured crop side = this × the larger side of the box the template's face moves in
 CROP_SIDE = 256  # pixels of the measured crop: the face mesh sees 192 px anyway
 
@@ -44,12 +47,13 @@ CROP_SIDE = 256  # pixels of the measured crop: the face mesh sees 192 px anyway
 class SyncReport:
     offset_frames: int  # > 0: the mouth moves after the sound; < 0: before it
     confidence: float  # Pearson correlation at that offset (-1..1); clearly positive for good sync
-    frames: int
+    frames: int  # the video's, all of them
     fps: float
-    face_coverage: float  # share of output frames where the face mesh found the face
+    face_coverage: float  # share of the measured frames where the face mesh found the face
     audio_duration_s: float  # the audio stream's declared duration (0 when it has none)
-    aperture: np.ndarray = field(repr=False)  # per frame, share of face height (nan where no face)
-    loudness_db: np.ndarray = field(repr=False)  # per frame
+    aperture: np.ndarray = field(repr=False)  # per measured frame, share of face height (nan where no face)
+    loudness_db: np.ndarray = field(repr=False)  # per measured frame
+    first_frame: int = 0  # the measured frames are first_frame, first_frame + 1, …
     speech_s: float = 0.0  # seconds of speech the lag was measured on
     speech_bursts: int = 0  # separate stretches of speech (syllables, words) among them
 
@@ -65,11 +69,11 @@ class SyncReport:
 
 
 def mouth_apertures(video: str | os.PathLike[str], region: tuple[int, int, int] | None = None,
-                    info: MediaInfo | None = None) -> tuple[np.ndarray, float]:
+                    info: MediaInfo | None = None, frames: slice | None = None) -> tuple[np.ndarray, float]:
     """Inner-lip gap / face height for every frame of ``video`` (nan where no face), and the video's fps.
 
     ``region=(left, top, side)``: measure only that square of each frame (see ``face_region``); ``info``: the
-    video's probe, when the caller has it.
+    video's probe, when the caller has it; ``frames``: only these (a ``slice(start, stop)`` of frame indices).
     """
     info = info or probe(video)
     if info.video is None:
@@ -82,6 +86,8 @@ def mouth_apertures(video: str | os.PathLike[str], region: tuple[int, int, int] 
         size["crop"] = (left, top, side, side)  # with the size above, so the reader need not probe again
         if side > CROP_SIDE:
             size["scale_to"] = (CROP_SIDE, CROP_SIDE)
+    if frames is not None:
+        size.update(start_frame=frames.start, max_frames=frames.stop - frames.start, fps=info.video.fps)
     values: list[float] = []
     tracker = thread_tracker()
     # One decoder thread: checks run beside renders and preparation, where total CPU time is what counts.
@@ -130,6 +136,14 @@ def best_lag(aperture: np.ndarray, loudness: np.ndarray, max_lag: int = MAX_LAG_
     return best
 
 
+def sample_window(speech: np.ndarray, length: int) -> slice:
+    """The ``length`` consecutive frames holding the most speech (the first such), or all frames when fewer."""
+    if len(speech) <= length:
+        return slice(0, len(speech))
+    start = int(np.argmax(np.convolve(speech.astype(np.int64), np.ones(length, np.int64), "valid")))
+    return slice(start, start + length)
+
+
 def speech_frames(loudness: np.ndarray) -> np.ndarray:
     """Frames that carry speech: within ``SPEECH_RANGE_DB`` of the loudest, and above ``SPEECH_FLOOR_DB``."""
     if len(loudness) == 0:
@@ -172,10 +186,16 @@ def measure_sync(video: str | os.PathLike[str], face_track: FaceTrack | None = N
     With the avatar's ``face_track``, only the region where the face moves is measured (same result, cheaper).
     """
     info = probe(video)
-    region = None if face_track is None else face_region(face_track)
-    aperture, fps = mouth_apertures(video, region, info)
+    if info.video is None:
+        raise ValueError(f"{video}: no video stream to measure")
+    fps = info.video.fps
+    total = info.video.frame_count or round((info.video.duration or info.duration or 0.0) * fps)
     samples = decode_audio(Path(video), info)
-    loudness = frame_loudness(samples, len(aperture), fps)
+    everything = frame_loudness(samples, total, fps)
+    sample = sample_window(speech_frames(everything), round(SAMPLE_SECONDS * fps))
+    region = None if face_track is None else face_region(face_track)
+    aperture, fps = mouth_apertures(video, region, info, sample)
+    loudness = everything[sample][: len(aperture)]
     speech = speech_frames(loudness)
     # Correlate over the spoken part (and the lag window around it), with pauses at one floor level: long leading
     # or trailing silence and its noise would otherwise weigh as much as the speech itself.
@@ -187,9 +207,10 @@ def measure_sync(video: str | os.PathLike[str], face_track: FaceTrack | None = N
     offset, confidence = best_lag(aperture[window], floored[window])
     coverage = float(np.isfinite(aperture).mean()) if len(aperture) else 0.0
     audio_s = info.audio.duration if info.audio and info.audio.duration else 0.0
-    return SyncReport(offset_frames=offset, confidence=confidence, frames=len(aperture), fps=fps,
+    return SyncReport(offset_frames=offset, confidence=confidence, frames=total, fps=fps,
                       face_coverage=coverage, audio_duration_s=audio_s, aperture=aperture, loudness_db=loudness,
-                      speech_s=float(speech.sum()) / fps if fps else 0.0, speech_bursts=speech_bursts(loudness))
+                      first_frame=sample.start, speech_s=float(speech.sum()) / fps if fps else 0.0,
+                      speech_bursts=speech_bursts(loudness))
 
 
 @dataclass(frozen=True)

@@ -82,7 +82,8 @@ class CeleryRunLauncher(DagsterCeleryRunLauncher):
         worker = started.get("hostname")
         if not worker:
             return health
-        replies = self.celery.control.inspect(destination=[worker], timeout=INSPECT_TIMEOUT_SECONDS).active()
+        # limit=1: done at the first (only) reply instead of waiting out the timeout for more.
+        replies = self.celery.control.inspect(destination=[worker], timeout=INSPECT_TIMEOUT_SECONDS, limit=1).active()
         if not replies or worker not in replies:
             return CheckRunHealthResult(WorkerStatus.FAILED, f"Celery worker {worker} does not answer: it died "
                                         "with the run (killed, out of memory, or its host was lost).")

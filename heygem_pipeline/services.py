@@ -171,29 +171,30 @@ def embedded_services(run: RunDir) -> list[Service]:
     """Redis, the code server, the daemon, and one worker per queue, in start order."""
     python = sys.executable
     bin_dir = Path(python).parent
-    cores = os.cpu_count() or 1
-    # Each worker's ffmpeg processes get a share of the cores, unless the user set it (see EncodeSettings.threads).
-    threads = {"HEYGEM_FFMPEG_THREADS": os.environ.get("HEYGEM_FFMPEG_THREADS") or str(max(1, cores // 2))}
+    # The render (the critical path) lets its ffmpeg use every core; the CPU worker's runs fill the gaps beside it
+    # at a lower priority, one ffmpeg thread each (less CPU for the same pictures), unless the user set it.
+    single_thread = {"HEYGEM_FFMPEG_THREADS": os.environ.get("HEYGEM_FFMPEG_THREADS") or "1"}
     redis = Service("redis", ["redis-server", "--port", "0", "--unixsocket", str(run.redis_socket),
                               "--unixsocketperm", "700", "--dir", str(run.path), "--save", "", "--appendonly", "no"],
                     ready_socket=run.redis_socket)
     # Stateless: it may be killed soon (a graceful gRPC stop waits for its clients' channels to close).
     code = Service("code-server", [str(bin_dir / "dagster"), "api", "grpc", "--module-name", LOCATION_NAME,
                                    "--location-name", LOCATION_NAME, "--socket", str(run.code_socket),
-                                   "--log-level", "warning"], ready_socket=run.code_socket, stop_seconds=2.0)
+                                   "--log-level", "warning"], ready_socket=run.code_socket, stop_seconds=0.5)
     daemon = Service("daemon", [str(bin_dir / "dagster-daemon"), "run", "-w", str(run.workspace),
                                 "--log-level", "warning"])
     limits = queue_limits(run.home)
 
-    def worker(queue: str, niceness: int = 0) -> Service:
+    def worker(queue: str, concurrency: int, niceness: int = 0, env: dict[str, str] | None = None) -> Service:
         # A worker finishes the run in hand (a warm shutdown) if that is quick; a run killed past that is failed
         # and retried by Dagster when the services next start.
         return Service(f"worker-{queue}", [python, "-m", "heygem_pipeline.cli", "worker", "--queues", queue,
-                                           "--concurrency", str(limits.get(queue, 1)), "--name", f"{queue}@%h"],
-                       stop_seconds=STOP_TIMEOUT_SECONDS, niceness=niceness, env=threads)
+                                           "--concurrency", str(concurrency), "--name", f"{queue}@%h"],
+                       stop_seconds=STOP_TIMEOUT_SECONDS, niceness=niceness, env=env or {})
 
-    # The CPU worker's runs (checks, intake of later items) fill the gaps beside the render, the critical path.
-    return [redis, code, daemon, worker("gpu"), worker("cpu", niceness=10)]
+    # One render at a time (one GPU, or the CPU's cores for the viseme engine); the CPU worker takes as many runs
+    # as dagster.yaml lets the run queue hand it.
+    return [redis, code, daemon, worker("gpu", 1), worker("cpu", limits.get("cpu", 1), 10, single_thread)]
 
 
 def _workspace_yaml(run: RunDir) -> str:
@@ -298,9 +299,8 @@ def is_embedded(home: Path) -> bool:
 
 
 def queue_limits(home: Path) -> dict[str, int]:
-    """Runs at once per Celery queue, from dagster.yaml's run queue limits: the embedded workers take as many, so
-    a launched run never waits in Celery's queue (where run monitoring would take it for a run that failed to
-    start)."""
+    """Runs at once per Celery queue, from dagster.yaml's run queue limits (the embedded CPU worker takes as many
+    at once)."""
     limits = ((instance_config(home).get("concurrency") or {}).get("runs") or {}).get("tag_concurrency_limits") or []
     return {str(limit["value"]): int(limit["limit"]) for limit in limits
             if limit.get("key") == "dagster-celery/queue" and "value" in limit}
@@ -337,9 +337,12 @@ class Services:
 
 
 @contextlib.contextmanager
-def session(home: Path, repo_workspace: Path) -> Iterator[Services]:
+def session(home: Path, repo_workspace: Path, automation: bool = True) -> Iterator[Services]:
     """Hold the instance's services for the duration of the block, starting them (in the background: the block
-    goes on at once) if nobody runs them yet. An instance with its own broker starts nothing here."""
+    goes on at once) if nobody runs them yet. An instance with its own broker starts nothing here.
+
+    ``automation``: whether services started here run the bucket sensor and the nightly schedule (their default
+    status; services already running keep theirs)."""
     if not is_embedded(home):
         yield Services(None, repo_workspace)
         return
@@ -360,7 +363,8 @@ def session(home: Path, repo_workspace: Path) -> Iterator[Services]:
                 with open(run.log("supervisor"), "ab") as log:
                     subprocess.Popen([sys.executable, "-m", "heygem_pipeline.services", "supervise", str(home)],
                                      stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-                                     env={**os.environ, "DAGSTER_HOME": str(home)})
+                                     env={**os.environ, "DAGSTER_HOME": str(home),
+                                          "HEYGEM_AUTOMATION": "on" if automation else "off"})
         finally:
             _unlock(start)
         yield Services(run, repo_workspace)

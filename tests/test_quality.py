@@ -105,3 +105,14 @@ def test_speech_bursts_counts_syllables_and_words() -> None:
     word = np.concatenate([syllable, syllable])  # two syllables with a 28 dB dip between them
     assert speech_bursts(np.concatenate([silence, word, silence, syllable, silence])) == 3
     assert speech_bursts(silence) == 0
+
+
+def test_the_picture_is_measured_on_the_stretch_with_the_most_speech() -> None:
+    from heygem_pipeline.quality import sample_window
+
+    speech = np.zeros(1000, bool)
+    speech[100:150] = True
+    speech[600:700] = True
+    speech[750:800] = True
+    assert sample_window(speech, 300) == slice(500, 800)  # the first stretch holding 150 speech frames
+    assert sample_window(speech[:200], 300) == slice(0, 200)  # a short clip: all of it
