@@ -26,7 +26,14 @@ from assets.videos import lipsync_video
 from heygem_pipeline import pipeline
 from heygem_pipeline.campaigns import CODE_VERSIONS, avatar_dir, quality_record_path, render_error_key
 from heygem_pipeline.faces import FaceTrack
-from heygem_pipeline.quality import MIN_FACE_COVERAGE, duration_verdict, face_verdict, measure_sync, sync_verdict
+from heygem_pipeline.quality import (
+    MIN_FACE_COVERAGE,
+    SAMPLE_SECONDS,
+    duration_verdict,
+    face_verdict,
+    measure_sync,
+    sync_verdict,
+)
 from resources.bucket import BucketResource
 
 SYNC_CHECK, DURATION_CHECK, FACE_CHECK = "av_sync_within_1_frame", "duration_matches_audio", "face_coverage"
@@ -41,7 +48,8 @@ with warnings.catch_warnings():
         AssetCheckSpec(DURATION_CHECK, asset=lipsync_video, partitions_def=pair_partitions,
                        description="Video and muxed audio last as long as the voice, within one frame."),
         AssetCheckSpec(FACE_CHECK, asset=lipsync_video, partitions_def=pair_partitions,
-                       description=f"The face is found in at least {MIN_FACE_COVERAGE:.0%} of the output frames."),
+                       description=f"The face is found in at least {MIN_FACE_COVERAGE:.0%} of the measured frames "
+                                   f"(the {SAMPLE_SECONDS:g} s with the most speech)."),
     ]
 
 

@@ -4,16 +4,29 @@ are requested and recognised."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from dagster import AssetSelection, DagsterInstance, DagsterRunStatus, RunsFilter, define_asset_job
+from dagster import (
+    MAX_RUNTIME_SECONDS_TAG,
+    AssetSelection,
+    DagsterInstance,
+    DagsterRunStatus,
+    MultiPartitionKey,
+    RunRequest,
+    RunsFilter,
+    define_asset_job,
+)
 from dagster_celery.tags import DAGSTER_CELERY_QUEUE_TAG
 
 from assets.avatars import avatar_video, face_track
 from assets.campaigns import campaign_manifest, campaign_zip
+from assets.partitions import pair_partition_key
 from assets.scripts import script_intake
 from assets.videos import lipsync_video
-from heygem_pipeline.campaigns import RenderOptions
+from heygem_pipeline.campaigns import FactoryState, RenderOptions, Work
+from heygem_pipeline.config import ToolLimits
 
 # The Celery queue of each job's runs (the run launcher routes by this tag; dagster.yaml limits runs per queue):
 # `gpu` workers render, `cpu` workers do everything else, so a GPU host never spends its GPU's time on CPU work.
@@ -70,6 +83,65 @@ def run_key(*parts: str) -> str:
 def work_tags(item: str, token: str) -> dict[str, str]:
     """``item``: what the run does (``render:<variant>:<script>|<avatar>``); ``token``: the inputs it does it for."""
     return {ITEM_TAG: item, TOKEN_TAG: digest(token)}
+
+
+def runtime_limit_tags(audio_s: float | None) -> dict[str, str]:
+    """The maximum runtime of a run over a voice this long (a render or its checks): run monitoring stops it past
+    that, so a hung run frees its queue and its `gpu` slot. Other runs have dagster.yaml's default limit."""
+    return {MAX_RUNTIME_SECONDS_TAG: str(ToolLimits.from_env().run_seconds(audio_s))}
+
+
+@dataclass(frozen=True)
+class StageRun:
+    """A run some campaign needs now, and the work it does (to recognise it among runs in flight)."""
+
+    item: str  # heygem/item: "render:<variant>:<script>|<avatar>"
+    token: str  # the inputs it is for
+    job: str
+    partition: str  # as Dagster writes it in the run's dagster/partition tag
+    request: RunRequest
+
+
+def stage_run(store_url: str, item: str, token: str, job: str, partition: str | MultiPartitionKey, *,
+              run_key_parts: tuple[str, ...], render: RenderOptions | None = None,
+              tags: Mapping[str, str] | None = None) -> StageRun:
+    """The run request for one item of work, with its work tags (`heygem run` gives its runs the same ones)."""
+    run_tags = {**(tags or {}), **work_tags(item, token)}
+    if job == check_job.name:  # checks carry their partition as a tag (see check_job)
+        partition_key, run_tags = None, {**run_tags, "dagster/partition": str(partition)}
+    else:
+        partition_key = partition
+    return StageRun(item, token, job, str(partition), RunRequest(
+        job_name=job, partition_key=partition_key, run_key=run_key(*run_key_parts, token),
+        run_config=run_config(store_url, render), tags=run_tags))
+
+
+def stage_runs(state: FactoryState, work: Work, *, run_key_prefix: tuple[str, ...] = (),
+               tags: Mapping[str, str] | None = None) -> list[StageRun]:
+    """The runs ``work`` needs now, stage after stage: intake of its scripts and avatars, the renders whose script
+    and avatar are prepared, the checks of renders not measured yet. Deliverables are the caller's to request (when
+    they are due differs between the bucket sensor and a request)."""
+    url, tags = state.bucket.url, dict(tags or {})
+    runs = [stage_run(url, f"script:{s}", state.script_token(s), script_job.name, s,
+                      run_key_parts=(*run_key_prefix, "script", s), tags=tags) for s in work.scripts]
+    runs += [stage_run(url, f"avatar:{a}", state.avatar_token(a), avatar_job.name, a,
+                       run_key_parts=(*run_key_prefix, "avatar", a), tags=tags) for a in work.avatars]
+    for pair in work.renders:
+        if not pair.inputs_ready:
+            continue  # later, once its script and avatar are prepared
+        key = pair_partition_key(pair.script, pair.avatar)
+        pair_tags = {**tags, "heygem/variant": pair.variant, **runtime_limit_tags(state.script_seconds(pair.script))}
+        runs.append(stage_run(url, f"render:{pair.variant}:{pair.script}|{pair.avatar}", pair.render_token,
+                              pair_job.name, key, run_key_parts=(*run_key_prefix, "pair", pair.variant, str(key)),
+                              render=pair.options, tags=pair_tags))
+    for pair in work.checks:
+        key = pair_partition_key(pair.script, pair.avatar)
+        check_tags = {**tags, "heygem/variant": pair.variant, **runtime_limit_tags(state.script_seconds(pair.script))}
+        render_id = str((pair.record or {}).get("render_id"))
+        runs.append(stage_run(url, f"checks:{pair.variant}:{pair.script}|{pair.avatar}", f"{pair.render_token}|checks",
+                              check_job.name, key, tags=check_tags,
+                              run_key_parts=(*run_key_prefix, "checks", pair.variant, str(key), render_id)))
+    return runs
 
 
 def in_flight(instance: DagsterInstance) -> set[tuple[str, str]]:

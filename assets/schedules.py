@@ -14,7 +14,7 @@ from dagster import (
     schedule,
 )
 
-from assets.jobs import in_flight, pair_job, run_config, work_tags
+from assets.jobs import in_flight, pair_job, run_config, runtime_limit_tags, work_tags
 from assets.partitions import pair_partition_key
 from heygem_pipeline.campaigns import FactoryState, pair_key_text, plan_work, scan_bucket, settled_since
 from heygem_pipeline.config import Settings
@@ -52,7 +52,8 @@ def nightly_campaigns(context: ScheduleEvaluationContext, bucket: BucketResource
             partition_key=key, run_key=f"{night}:{pair.variant}:{key}", run_config=run_config(store.url, pair.options),
             tags={"heygem/trigger": "nightly", "heygem/variant": pair.variant,
                   "heygem/reason": pair.reason or pair.status,
-                  **work_tags(f"render:{pair.variant}:{pair.script}|{pair.avatar}", pair.render_token)}))
+                  **work_tags(f"render:{pair.variant}:{pair.script}|{pair.avatar}", pair.render_token),
+                  **runtime_limit_tags(state.script_seconds(pair.script))}))
     if not requests:
         return SkipReason(f"every pair of {len(work.campaigns)} campaign(s) is up to date")
     context.log.info(f"{len(requests)} pairs to render tonight")

@@ -1,6 +1,7 @@
 """Per-script assets: the normalized voice and its features (Wav2Lip Mel + viseme mouth track), one intake step."""
 
 # No `from __future__ import annotations`: Dagster reads the parameter annotations at definition time.
+import contextlib
 from collections.abc import Iterator
 
 from dagster import AssetExecutionContext, AssetSpec, MaterializeResult, MetadataValue, multi_asset
@@ -8,18 +9,28 @@ from dagster import AssetExecutionContext, AssetSpec, MaterializeResult, Metadat
 from assets.common import GROUP_SCRIPTS, TRANSIENT_RETRY, stage_failures
 from assets.partitions import script_partitions
 from heygem_pipeline import pipeline
-from heygem_pipeline.campaigns import CODE_VERSIONS, find_upload, script_dir, script_stamp_path, script_token, stamp
+from heygem_pipeline.campaigns import (
+    CODE_VERSIONS,
+    find_transcript,
+    find_upload,
+    script_dir,
+    script_stamp_path,
+    script_token,
+    stamp,
+)
 from resources.bucket import BucketResource
 from resources.ffmpeg import FFmpegResource
 
-SCRIPT_OUTPUTS = (pipeline.SCRIPT_SOURCE, pipeline.SCRIPT_ANALYSIS, pipeline.SCRIPT_FEATURES, pipeline.SCRIPT_RECORD)
+SCRIPT_OUTPUTS = (pipeline.SCRIPT_SOURCE, pipeline.SCRIPT_ANALYSIS, pipeline.SCRIPT_FEATURES, pipeline.SCRIPT_RECORD,
+                  pipeline.SCRIPT_CAPTIONS)
 
 script_audio_spec = AssetSpec(
     "script_audio", group_name=GROUP_SCRIPTS, kinds={"audio"},
     description="The voice as uploaded (kept for the final mux) and its 16 kHz mono analysis copy.")
 script_features_spec = AssetSpec(
     "script_features", deps=[script_audio_spec], group_name=GROUP_SCRIPTS, kinds={"numpy"},
-    description="Wav2Lip Mel spectrogram and the viseme mouth track of the voice: computed once per script.")
+    description="Wav2Lip Mel spectrogram and the viseme mouth track of the voice, and its captions (timed to the "
+                "voice when its text is known: a .txt script, or transcripts/<script stem>.txt): once per script.")
 
 
 # One step writes both: the features come from the normalized audio in memory, and splitting would decode twice.
@@ -31,15 +42,20 @@ def script_intake(context: AssetExecutionContext, bucket: BucketResource,
     store = bucket.get()
     media = ffmpeg.media_options()
     upload = find_upload(store, "script", key)  # InputError when it vanished: handled below with the others
-    token = script_token(upload.entry, media)
+    transcript = find_transcript(store, upload)
+    token = script_token(upload.entry, media, transcript)
     folder = script_dir(store, key)
     with stage_failures(context, store, "script", key, token, source=store.uri(upload.rel)):
-        with store.local_file(upload.rel) as local_upload, store.local_folder(folder, outputs=SCRIPT_OUTPUTS) as work:
-            record = pipeline.prepare_script(local_upload, work, voice=media.voice)
+        with contextlib.ExitStack() as stack:
+            local_upload = stack.enter_context(store.local_file(upload.rel))
+            local_text = stack.enter_context(store.local_file(transcript.rel)) if transcript else None
+            work = stack.enter_context(store.local_folder(folder, outputs=SCRIPT_OUTPUTS))
+            record = pipeline.prepare_script(local_upload, work, voice=media.voice, transcript=local_text)
         store.write_json(script_stamp_path(store, key),
                          stamp(token, source=upload.name, duration_s=record["duration_s"]))
     common = {"source": upload.name, "source_uri": MetadataValue.path(store.uri(upload.rel)),
               "duration_s": round(float(record["duration_s"]), 3)}
+    captions = record.get("captions") or {}
     warnings = record.get("warnings") or []
     yield MaterializeResult(asset_key="script_audio", metadata={
         **common,
@@ -52,4 +68,9 @@ def script_intake(context: AssetExecutionContext, bucket: BucketResource,
         **common,
         "path": MetadataValue.path(store.uri(f"{folder}/{pipeline.SCRIPT_FEATURES}")),
         "mel_columns": int(record["mel_columns"]),
+        "captions": str(captions.get("status", pipeline.NO_TRANSCRIPT)),
+        "captions_source": str(captions.get("source") or "none"),
+        "captions_timing": str(captions.get("method") or "none"),
+        "caption_cues": int(captions.get("cues") or 0),
+        "caption_warnings": "; ".join(captions.get("warnings") or []) or "none",
     })

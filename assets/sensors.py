@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 
 from dagster import (
     DefaultSensorStatus,
-    MultiPartitionKey,
     RunRequest,
     SensorEvaluationContext,
     SensorResult,
@@ -21,19 +20,18 @@ from dagster import (
     sensor,
 )
 
-from assets.jobs import JOBS, in_flight, run_config, run_key, work_tags
+from assets.jobs import JOBS, StageRun, in_flight, stage_run, stage_runs
 from assets.partitions import (
     avatar_partitions,
     campaign_partitions,
-    pair_partition_key,
     script_partitions,
 )
 from heygem_pipeline.campaigns import (
     AVATARS_PREFIX,
     CAMPAIGNS_PREFIX,
     SCRIPTS_PREFIX,
+    TRANSCRIPTS_PREFIX,
     FactoryState,
-    RenderOptions,
     campaign_record_path,
     deliverables_digest,
     plan_work,
@@ -76,7 +74,8 @@ def bucket_sensor(context: SensorEvaluationContext, bucket: BucketResource, engi
                   ffmpeg: FFmpegResource) -> SensorResult | SkipReason:
     cursor = BucketCursor.parse(context.cursor)
     store = bucket.get()
-    listing = [e for prefix in (SCRIPTS_PREFIX, AVATARS_PREFIX, CAMPAIGNS_PREFIX) for e in store.list_files(prefix)]
+    listing = [e for prefix in (SCRIPTS_PREFIX, AVATARS_PREFIX, TRANSCRIPTS_PREFIX, CAMPAIGNS_PREFIX)
+               for e in store.list_files(prefix)]
     scan = scan_bucket(store, settled=settled_since(cursor.seen, settle_seconds=SETTLE_SECONDS), logger=context.log)
     cursor.seen = {entry.rel: entry.fingerprint for entry in listing}
 
@@ -95,33 +94,14 @@ def bucket_sensor(context: SensorEvaluationContext, bucket: BucketResource, engi
     requests: list[RunRequest] = []
     requested: dict[str, str] = {}
 
-    def want(item: str, token: str, job: str, partition: str | MultiPartitionKey, key_parts: tuple[str, ...],
-             render: RenderOptions | None = None, **extra_tags: str) -> None:
-        requested[item] = token
-        if cursor.requested.get(item) == token or (job, str(partition)) in running:
+    def want(run: StageRun) -> None:
+        requested[run.item] = run.token
+        if cursor.requested.get(run.item) == run.token or (run.job, run.partition) in running:
             return  # already asked for this exact input version (Dagster also dedupes the run key)
-        # The same work tags as `heygem run` gives its runs: each recognises and follows the other's runs.
-        tags = {"heygem/trigger": "sensor", **extra_tags, **work_tags(item, token)}
-        if job == "check_job":  # checks carry their partition as a tag (see check_job)
-            partition, tags = None, {**tags, "dagster/partition": str(partition)}
-        requests.append(RunRequest(job_name=job, partition_key=partition, run_key=run_key(*key_parts, token),
-                                   run_config=run_config(store.url, render), tags=tags))
+        requests.append(run.request)
 
-    for script in work.scripts:
-        want(f"script:{script}", state.script_token(script), "script_job", script, ("script", script))
-    for avatar in work.avatars:
-        want(f"avatar:{avatar}", state.avatar_token(avatar), "avatar_job", avatar, ("avatar", avatar))
-    for pair in work.renders:
-        if not pair.inputs_ready:
-            continue  # a later tick, once script and avatar are prepared
-        key = pair_partition_key(pair.script, pair.avatar)
-        want(f"render:{pair.variant}:{pair.script}|{pair.avatar}", pair.render_token, "pair_job", key,
-             ("pair", pair.variant, str(key)), pair.options, **{"heygem/variant": pair.variant})
-    for pair in work.checks:  # rendered, not measured yet
-        key = pair_partition_key(pair.script, pair.avatar)
-        want(f"checks:{pair.variant}:{pair.script}|{pair.avatar}", f"{pair.render_token}|checks", "check_job", key,
-             ("checks", pair.variant, str(key), str((pair.record or {}).get("render_id"))),
-             **{"heygem/variant": pair.variant})
+    for run in stage_runs(state, work, tags={"heygem/trigger": "sensor"}):
+        want(run)
     for key, campaign in work.campaigns.items():
         if not work.states[key] or not work.settled(key) or any(campaign.mentions(e) for e in scan.unsettled):
             continue  # deliverables wait for pairs, until every pair and every upload still arriving has settled
@@ -129,7 +109,8 @@ def bucket_sensor(context: SensorEvaluationContext, bucket: BucketResource, engi
         if (store.read_json(campaign_record_path(store, key)) or {}).get("digest") == digest:
             requested[f"campaign:{key}"] = digest
             continue
-        want(f"campaign:{key}", digest, "campaign_job", key, ("campaign", key))
+        want(stage_run(store.url, f"campaign:{key}", digest, "campaign_job", key, run_key_parts=("campaign", key),
+                       tags={"heygem/trigger": "sensor"}))
 
     cursor.requested = requested  # work no longer wanted is forgotten, so it is requested again if it returns
     if not requests and not adds:

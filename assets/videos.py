@@ -12,6 +12,7 @@ from assets.common import GROUP_VIDEOS, TRANSIENT_RETRY, human_size, stage_failu
 from assets.partitions import pair_of, pair_partitions
 from assets.scripts import script_audio_spec, script_features_spec
 from heygem_pipeline import pipeline
+from heygem_pipeline.burnin import SubtitleOptions
 from heygem_pipeline.campaigns import (
     CODE_VERSIONS,
     RenderOptions,
@@ -40,10 +41,13 @@ class RenderConfig(Config):
     crf: int | None = Field(default=None, description="x264 quality (default: the ffmpeg resource's)")
     preset: str | None = Field(default=None, description="x264 preset (default: the ffmpeg resource's)")
     checkpoint: str | None = Field(default=None, description="wav2lip .pth (default: the engine resource's)")
+    subtitles: str | None = Field(default=None, description="captions burnt into the picture: a campaign's "
+                                  "`subtitles:` as JSON (default: none burnt in; sidecars are the deliverables')")
 
     def options(self, engine: LipSyncEngineResource, ffmpeg: FFmpegResource) -> RenderOptions:
+        subtitles = SubtitleOptions.model_validate_json(self.subtitles) if self.subtitles else SubtitleOptions()
         return RenderOptions(engine=self.engine or engine.engine, crf=ffmpeg.crf if self.crf is None else self.crf,
-                             preset=self.preset or ffmpeg.preset, checkpoint=self.checkpoint)
+                             preset=self.preset or ffmpeg.preset, checkpoint=self.checkpoint, subtitles=subtitles)
 
 
 @asset(partitions_def=pair_partitions, deps=[script_audio_spec, script_features_spec, avatar_video, face_track],
@@ -82,13 +86,15 @@ def lipsync_video(context: AssetExecutionContext, config: RenderConfig, bucket: 
         (pipeline.AVATAR_BANK,) if store.exists(f"{avatar_dir(store, avatar)}/{pipeline.AVATAR_BANK}") else ())
     with stage_failures(context, store, "render", error_key, render_token):
         lip_sync = engine.get(options.engine, checkpoint=options.checkpoint)
-        with (store.local_folder(script_dir(store, script),
-                                 inputs=(pipeline.SCRIPT_FEATURES, pipeline.SCRIPT_SOURCE)) as script_work,
+        script_inputs = (pipeline.SCRIPT_FEATURES, pipeline.SCRIPT_SOURCE)
+        if options.subtitles.burn and store.exists(f"{script_dir(store, script)}/{pipeline.SCRIPT_CAPTIONS}"):
+            script_inputs += (pipeline.SCRIPT_CAPTIONS,)
+        with (store.local_folder(script_dir(store, script), inputs=script_inputs) as script_work,
               store.local_folder(avatar_dir(store, avatar), inputs=avatar_inputs) as avatar_work,
               store.local_folder(video_rel.rpartition("/")[0], outputs=(video_rel.rpartition("/")[2],)) as out):
             result = pipeline.render_pair(script_work, avatar_work, out / video_rel.rpartition("/")[2], lip_sync,
                                           settings=ffmpeg.encode_settings(options.crf, options.preset),
-                                          progress=progress)
+                                          progress=progress, subtitles=options.subtitles)
             size = result.path.stat().st_size
             thumbnail = thumbnail_markdown(result.preview_jpeg)
             sheet = thumbnail_markdown(sheet_jpeg(result.contact_sheet_png)) if result.contact_sheet_png else None

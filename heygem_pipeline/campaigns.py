@@ -7,13 +7,14 @@ Bucket layout (``HEYGEM_BUCKET``; a local path, ``file://``, ``memory://``, ``s3
 
     scripts/<name>.<audio|video|txt>         uploads (voice tracks)
     avatars/<name>.<video|image>             uploads (presenter templates)
-    campaigns/<campaign>.yaml                optional: which scripts × avatars, engine and output options
+    transcripts/<script stem>.txt            optional: what an audio script says (captions are timed to it)
+    campaigns/<campaign>.yaml                optional: which scripts × avatars, engine, output and subtitle options
     work/scripts/<script>/…                  prepared script (normalized audio, Mel + visemes) + stamp.json
     work/avatars/<avatar>/…                  normalized template + video.stamp.json, face track + track.stamp.json
     work/renders/<variant>/<script>/<avatar>.mp4 (+ .json record, .quality.json)
     work/errors/<stage>/<key>.json           the last failure of a stage, until it succeeds
     work/campaigns/<campaign>.json           what the deliverables were built from
-    outputs/<campaign>/<script>__<avatar>.mp4, manifest.csv, manifest.parquet, <campaign>.zip
+    outputs/<campaign>/<script>__<avatar>.mp4 (+ .srt, .vtt), manifest.csv, manifest.parquet, <campaign>.zip
 
 Every stage writes a *stamp* (a token of exactly what it was computed from: upload size and modification
 version, settings, code version) after its files; a stage is fresh when its stamp matches the token the current
@@ -45,6 +46,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from heygem_pipeline.audio import SCRIPT_EXTENSIONS
 from heygem_pipeline.avatar import AVATAR_EXTENSIONS
+from heygem_pipeline.burnin import SubtitleOptions, SubtitleOptionsError, subtitle_options
 from heygem_pipeline.errors import HeygemError, InputError
 from heygem_pipeline.media import atomic_output
 from heygem_pipeline.naming import is_hidden, safe_id, stem_and_ext
@@ -54,6 +56,7 @@ log = logging.getLogger(__name__)
 SCRIPTS_PREFIX = "scripts"
 AVATARS_PREFIX = "avatars"
 CAMPAIGNS_PREFIX = "campaigns"
+TRANSCRIPTS_PREFIX = "transcripts"
 OUTPUTS_PREFIX = "outputs"
 DEFAULT_CAMPAIGN = "default"
 CAMPAIGN_EXTENSIONS = frozenset({"yaml", "yml"})
@@ -63,12 +66,13 @@ PREFIXES = {"script": SCRIPTS_PREFIX, "avatar": AVATARS_PREFIX}
 # Bump a stage's version when its code changes what it writes: every output computed by the old code becomes
 # stale, and the sensor (scripts, avatars) or the nightly schedule (renders) computes it again. The Dagster
 # assets declare the same numbers as their `code_version`, so the UI shows the same staleness.
-CODE_VERSIONS = {"script": "1", "avatar": "1", "face_track": "2", "render": "2", "checks": "2", "campaign": "1"}
+CODE_VERSIONS = {"script": "2", "avatar": "1", "face_track": "2", "render": "2", "checks": "2", "campaign": "2"}
 
 MANIFEST_COLUMNS = (
     "campaign", "script", "avatar", "status", "output", "duration_s", "frames", "fps", "width", "height", "engine",
-    "sync_offset_frames", "sync_confidence", "checks_passed", "error",
+    "sync_offset_frames", "sync_confidence", "checks_passed", "subtitles", "captions_timing", "error",
 )
+SUBTITLE_SIDECARS = (".srt", ".vtt")
 
 # Pair statuses, in the manifest and in the CLI's report.
 OK, CHECK_FAILED, UNCHECKED, STALE, MISSING, FAILED = "ok", "check_failed", "unchecked", "stale", "missing", "failed"
@@ -258,7 +262,9 @@ class Bucket:
         """A local folder standing for bucket folder ``rel_dir``.
 
         Local bucket: the folder itself (the engine's stages write atomically). Otherwise a temporary folder with
-        ``inputs`` downloaded, whose ``outputs`` are uploaded (each atomically) when the block succeeds.
+        ``inputs`` downloaded, whose ``outputs`` are uploaded (each atomically) when the block succeeds; an output
+        the block did not leave (a stage that has nothing to write, such as captions without a text) is removed
+        from the bucket, so the folder holds what the stage wrote, as a local one would.
         """
         if self.is_local:
             folder = self.local_path(rel_dir)
@@ -273,6 +279,8 @@ class Bucket:
             for name in outputs:
                 if (folder / name).exists():
                     self.upload(folder / name, f"{rel_dir}/{name}")
+                else:
+                    self.remove(f"{rel_dir}/{name}")
 
 
 def _protocols(fs: fsspec.AbstractFileSystem) -> tuple[str, ...]:
@@ -353,24 +361,29 @@ class RenderOptions:
     crf: int = 18
     preset: str = "veryfast"
     checkpoint: str | None = None  # wav2lip weights; None: the engine resource's (HEYGEM_WAV2LIP_CHECKPOINT)
+    subtitles: SubtitleOptions = field(default_factory=SubtitleOptions)  # burnt in, or sidecars only
 
     @property
     def variant(self) -> str:
         weights = ""
         if self.engine == "wav2lip" and self.checkpoint:  # other weights, other videos
             weights = "-" + hashlib.sha1(self.checkpoint.encode()).hexdigest()[:8]
-        return safe_id(f"{self.engine}{weights}-crf{self.crf}-{self.preset}")
+        burnt = f"-{self.subtitles.variant()}" if self.subtitles.burn else ""  # captions in the picture
+        return safe_id(f"{self.engine}{weights}-crf{self.crf}-{self.preset}{burnt}")
 
     def as_config(self) -> dict[str, Any]:
         config: dict[str, Any] = {"engine": self.engine, "crf": self.crf, "preset": self.preset}
         if self.checkpoint:
             config["checkpoint"] = self.checkpoint
+        if self.subtitles.burn:
+            config["subtitles"] = self.subtitles.model_dump_json()
         return config
 
 
-def script_token(upload: BucketEntry, media: MediaOptions) -> str:
+def script_token(upload: BucketEntry, media: MediaOptions, transcript: BucketEntry | None = None) -> str:
     # The voice only matters for .txt scripts, but keeping it always is simpler and harmless.
-    return f"{upload.fingerprint}|script-v{CODE_VERSIONS['script']}|voice={media.voice}"
+    text = transcript.fingerprint if transcript is not None else "none"
+    return f"{upload.fingerprint}|script-v{CODE_VERSIONS['script']}|voice={media.voice}|transcript={text}"
 
 
 def avatar_token(upload: BucketEntry, media: MediaOptions) -> str:
@@ -460,6 +473,24 @@ def find_upload(bucket: Bucket, kind: str, key: str) -> Upload:
                      f"upload it again to {prefix}/ or drop the partition")
 
 
+def list_transcripts(bucket: Bucket) -> tuple[dict[str, BucketEntry], list[Skipped]]:
+    """``transcripts/<script file stem>.txt`` files by that stem, and the files there that are not transcripts."""
+    found: dict[str, BucketEntry] = {}
+    skipped: list[Skipped] = []
+    for entry in bucket.list_files(TRANSCRIPTS_PREFIX):
+        stem, ext = stem_and_ext(entry.name)
+        if is_hidden(entry.name) or ext != "txt" or entry.size == 0:
+            skipped.append(Skipped(entry.rel, "not a transcript (transcripts/<script file stem>.txt, not empty)"))
+        else:
+            found[stem] = entry
+    return found, skipped
+
+
+def find_transcript(bucket: Bucket, upload: Upload) -> BucketEntry | None:
+    """The transcript of a script upload, when there is one."""
+    return list_transcripts(bucket)[0].get(stem_and_ext(upload.name)[0])
+
+
 def _safe_or_none(name: str) -> str | None:
     try:
         return safe_id(name)
@@ -482,13 +513,14 @@ class Campaign:
     crf: int | None = None
     preset: str | None = None
     checkpoint: str | None = None
+    subtitles: SubtitleOptions = field(default_factory=SubtitleOptions)
     fingerprint: str = ""
 
     def render_options(self, defaults: RenderOptions) -> RenderOptions:
         return RenderOptions(engine=self.engine or defaults.engine,
                              crf=self.crf if self.crf is not None else defaults.crf,
                              preset=self.preset or defaults.preset,
-                             checkpoint=self.checkpoint or defaults.checkpoint)
+                             checkpoint=self.checkpoint or defaults.checkpoint, subtitles=self.subtitles)
 
     def select(self, uploads: Mapping[str, Upload], patterns: Sequence[str]) -> list[str]:
         return [key for key, upload in sorted(uploads.items()) if _matches(patterns, upload.name, key)]
@@ -510,7 +542,8 @@ def _matches(patterns: Sequence[str], name: str, key: str) -> bool:
     return any(fnmatch.fnmatchcase(n, p) for p in patterns for n in {name, stem, key} if n)
 
 
-CAMPAIGN_KEYS = {"scripts", "avatars", "engine", "checkpoint", "crf", "preset", "output", "description", "name"}
+CAMPAIGN_KEYS = {"scripts", "avatars", "engine", "checkpoint", "crf", "preset", "output", "subtitles", "description",
+                 "name"}
 
 
 def _patterns(value: Any, field_name: str, source: str) -> tuple[str, ...]:
@@ -552,7 +585,8 @@ def parse_campaign(text: str | bytes, source: str, fingerprint: str = "") -> Cam
     return Campaign(key=safe_id(source), source=source, scripts=_patterns(data.get("scripts"), "scripts", source),
                     avatars=_patterns(data.get("avatars"), "avatars", source), engine=engine, crf=crf,
                     preset=str(preset) if preset is not None else None,
-                    checkpoint=os.path.expanduser(checkpoint) if checkpoint else None, fingerprint=fingerprint)
+                    checkpoint=os.path.expanduser(checkpoint) if checkpoint else None,
+                    subtitles=subtitle_options(data.get("subtitles"), source), fingerprint=fingerprint)
 
 
 def implicit_campaign() -> Campaign:
@@ -571,9 +605,14 @@ class BucketScan:
     campaigns: dict[str, Campaign] = field(default_factory=dict)
     skipped: list[Skipped] = field(default_factory=list)
     unsettled: list[BucketEntry] = field(default_factory=list)  # still being uploaded
+    transcripts: dict[str, BucketEntry] = field(default_factory=dict)  # by the stem of the script they belong to
 
     def uploads(self, kind: str) -> dict[str, Upload]:
         return self.scripts if kind == "script" else self.avatars
+
+    def transcript(self, script: str) -> BucketEntry | None:
+        """The transcript of script ``script`` (``transcripts/<its file stem>.txt``), when there is one."""
+        return self.transcripts.get(stem_and_ext(self.scripts[script].name)[0])
 
     def campaign_pairs(self, campaign: Campaign) -> list[tuple[str, str]]:
         return campaign.pairs(self.scripts, self.avatars)
@@ -598,6 +637,13 @@ def scan_bucket(bucket: Bucket, settled: Callable[[BucketEntry], bool] | None = 
         uploads, skipped = classify(kind, ready)
         scan.uploads(kind).update(uploads)
         scan.skipped.extend(skipped)
+    transcripts, skipped = list_transcripts(bucket)
+    scan.skipped.extend(skipped)
+    for stem, entry in transcripts.items():
+        if settled is not None and not settled(entry):
+            scan.unsettled.append(entry)
+        else:
+            scan.transcripts[stem] = entry
     campaign_files = [e for e in bucket.list_files(CAMPAIGNS_PREFIX)]
     for entry in campaign_files:
         _, ext = stem_and_ext(entry.name)
@@ -609,7 +655,7 @@ def scan_bucket(bucket: Bucket, settled: Callable[[BucketEntry], bool] | None = 
             continue
         try:
             campaign = parse_campaign(bucket.read_bytes(entry.rel), entry.name, entry.fingerprint)
-        except (CampaignError, InputError) as error:
+        except (CampaignError, InputError, SubtitleOptionsError) as error:
             scan.skipped.append(Skipped(entry.rel, str(error)))
             continue
         if campaign.key in scan.campaigns:
@@ -677,8 +723,12 @@ class PairState:
 class FactoryState:
     """Reads stamps and records once per evaluation (a sensor tick, a schedule, a run) and answers questions."""
 
-    def __init__(self, bucket: Bucket, scan: BucketScan, media: MediaOptions, defaults: RenderOptions) -> None:
+    def __init__(self, bucket: Bucket, scan: BucketScan, media: MediaOptions, defaults: RenderOptions,
+                 failures_since: float = 0.0) -> None:
+        """``failures_since``: failures recorded before this time (epoch seconds) count as not final, so the work is
+        planned again (a request through the API retries what failed before it, once)."""
         self.bucket, self.scan, self.media, self.defaults = bucket, scan, media, defaults
+        self.failures_since = failures_since
         self._json: dict[str, dict | None] = {}
 
     def read(self, rel: str) -> dict | None:
@@ -689,7 +739,18 @@ class FactoryState:
     # -- upstream stages
 
     def script_token(self, script: str) -> str:
-        return script_token(self.scan.scripts[script].entry, self.media)
+        return script_token(self.scan.scripts[script].entry, self.media, self.scan.transcript(script))
+
+    def script_seconds(self, script: str) -> float | None:
+        """How long a prepared script's voice lasts (None before it is prepared)."""
+        seconds = (self.read(script_stamp_path(self.bucket, script)) or {}).get("duration_s")
+        return float(seconds) if seconds is not None else None
+
+    def script_record(self, script: str) -> dict:
+        """What intake found about a prepared script (its captions' summary among it)."""
+        from heygem_pipeline.pipeline import SCRIPT_RECORD  # the engine's heavy modules, only when needed
+
+        return self.read(f"{script_dir(self.bucket, script)}/{SCRIPT_RECORD}") or {}
 
     def avatar_token(self, avatar: str) -> str:
         return avatar_token(self.scan.avatars[avatar].entry, self.media)
@@ -708,7 +769,8 @@ class FactoryState:
     def stage_error(self, stage: str, key: str, token: str) -> str | None:
         """The message of a final failure of ``stage`` for exactly this ``token``, if there is one."""
         record = self.read(error_path(self.bucket, stage, key))
-        if record and record.get("token") == token and record.get("final", True):
+        if (record and record.get("token") == token and record.get("final", True)
+                and float(record.get("at", 0.0)) >= self.failures_since):
             return str(record.get("message", "failed"))
         return None
 
@@ -794,7 +856,15 @@ def output_names(pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]
     return names
 
 
-def manifest_row(state: PairState, scan: BucketScan, output: str) -> dict[str, Any]:
+def subtitles_delivered(captions: Mapping[str, Any], options: RenderOptions) -> str:
+    """What the manifest says of a delivered video's subtitles: ``srt+vtt`` (and ``burnt in``), or why none."""
+    if captions.get("status") != "captioned":
+        return str(captions.get("status") or "no transcript")
+    return "srt+vtt, burnt in" if options.subtitles.burn else "srt+vtt"
+
+
+def manifest_row(state: PairState, scan: BucketScan, output: str, captions: Mapping[str, Any]) -> dict[str, Any]:
+    """``captions``: the summary of the script's captions (its intake record's ``captions``)."""
     record, quality = state.record or {}, state.quality or {}
     rendered = state.status in DELIVERABLE_STATUSES
     checks_passed = quality.get("passed") if rendered and quality else None
@@ -814,6 +884,8 @@ def manifest_row(state: PairState, scan: BucketScan, output: str) -> dict[str, A
         "sync_offset_frames": quality.get("sync_offset_frames") if rendered else None,
         "sync_confidence": quality.get("sync_confidence") if rendered else None,
         "checks_passed": checks_passed,
+        "subtitles": subtitles_delivered(captions, state.options) if rendered else "",
+        "captions_timing": str(captions.get("method") or "") if rendered else "",
         "error": error,
     }
 
@@ -828,7 +900,8 @@ def manifest_frame(rows: Sequence[Mapping[str, Any]]):  # -> pandas.DataFrame (p
     for column in ("frames", "width", "height", "sync_offset_frames"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("Int64")
     frame["checks_passed"] = frame["checks_passed"].astype("boolean")
-    for column in ("campaign", "script", "avatar", "status", "output", "engine", "error"):
+    for column in ("campaign", "script", "avatar", "status", "output", "engine", "subtitles", "captions_timing",
+                   "error"):
         frame[column] = frame[column].fillna("").astype(str)
     return frame
 
@@ -861,21 +934,38 @@ def deliverables_digest(campaign: Campaign, states: Sequence[PairState]) -> str:
     return hashlib.sha1("\n".join(parts).encode()).hexdigest()[:16]
 
 
+def _write_sidecars(bucket: Bucket, script: str, video_rel: str) -> list[str]:
+    """``<video>.srt`` and ``.vtt`` beside a delivered video, from its script's captions; [] when it has none."""
+    from heygem_pipeline.captions import CaptionTrack, to_srt, to_webvtt
+    from heygem_pipeline.pipeline import SCRIPT_CAPTIONS
+
+    with contextlib.suppress(FileNotFoundError):
+        with bucket.local_file(f"{script_dir(bucket, script)}/{SCRIPT_CAPTIONS}") as local:
+            track = CaptionTrack.load(local)
+        stem = video_rel[: -len(".mp4")]
+        bucket.write_bytes(f"{stem}.srt", to_srt(track.cues).encode("utf-8"))
+        bucket.write_bytes(f"{stem}.vtt", to_webvtt(track.cues).encode("utf-8"))
+        return [f"{stem}.srt", f"{stem}.vtt"]
+    return []
+
+
 def write_manifest(bucket: Bucket, state: FactoryState, campaign: Campaign) -> Deliverables:
-    """Copy the campaign's fresh videos to ``outputs/<campaign>/`` and write ``manifest.csv`` + ``.parquet``."""
+    """Copy the campaign's fresh videos to ``outputs/<campaign>/`` with their subtitles (SRT and WebVTT, when the
+    script has captions) and write ``manifest.csv`` + ``.parquet``."""
     states = state.campaign_pairs(campaign)
     folder = outputs_dir(campaign.key)
     names = output_names([(s.script, s.avatar) for s in states])
-    rows, videos = [], []
+    rows, videos, delivered = [], [], set()
     for pair in states:
         name = names[(pair.script, pair.avatar)]
         if pair.status in DELIVERABLE_STATUSES:
             bucket.copy(render_path(bucket, pair.variant, pair.script, pair.avatar), f"{folder}/{name}")
             videos.append(f"{folder}/{name}")
-        rows.append(manifest_row(pair, state.scan, name))
-    # Videos of pairs no longer in the campaign (or no longer fresh) must not be delivered.
+            delivered |= {f"{folder}/{name}", *_write_sidecars(bucket, pair.script, f"{folder}/{name}")}
+        rows.append(manifest_row(pair, state.scan, name, state.script_record(pair.script).get("captions") or {}))
+    # Videos (and subtitles) of pairs no longer in the campaign, or no longer fresh, must not be delivered.
     for entry in bucket.list_files(folder):
-        if entry.name.endswith(".mp4") and entry.rel not in videos:
+        if entry.name.endswith((".mp4", *SUBTITLE_SIDECARS)) and entry.rel not in delivered:
             bucket.remove(entry.rel)
     frame = manifest_frame(rows)
     csv_rel, parquet_rel = f"{folder}/manifest.csv", f"{folder}/manifest.parquet"
@@ -888,16 +978,18 @@ def write_manifest(bucket: Bucket, state: FactoryState, campaign: Campaign) -> D
 
 
 def write_zip(bucket: Bucket, campaign: str) -> tuple[str, list[str]]:
-    """``outputs/<campaign>/<campaign>.zip`` with the delivered videos and the manifest; returns it and its members."""
+    """``outputs/<campaign>/<campaign>.zip`` with the delivered videos, their subtitles and the manifest; returns it
+    and its members."""
     folder = outputs_dir(campaign)
-    members = [e for e in bucket.list_files(folder) if e.name.endswith(".mp4") or e.name == "manifest.csv"]
+    members = [e for e in bucket.list_files(folder)
+               if e.name.endswith((".mp4", *SUBTITLE_SIDECARS)) or e.name == "manifest.csv"]
     zip_rel = f"{folder}/{campaign}.zip"
     with tempfile.TemporaryDirectory(prefix="heygem-zip-") as tmp:
         local_zip = Path(tmp) / f"{campaign}.zip"
-        # Videos are already compressed: store them; deflate only the manifest.
+        # Videos are already compressed: store them; deflate the text files.
         with zipfile.ZipFile(local_zip, "w") as archive:
             for entry in members:
-                compression = zipfile.ZIP_DEFLATED if entry.name.endswith(".csv") else zipfile.ZIP_STORED
+                compression = zipfile.ZIP_STORED if entry.name.endswith(".mp4") else zipfile.ZIP_DEFLATED
                 with bucket.local_file(entry.rel) as local:
                     archive.write(local, arcname=entry.name, compress_type=compression)
         bucket.upload(local_zip, zip_rel)

@@ -6,6 +6,8 @@ Subcommands:
   render  render one voice onto one avatar, outside Dagster (quick trial)
   ui      start the Dagster UI (webserver + daemon + workers) on this workspace
   worker  a Celery worker that executes the runs Dagster launches (for hosts of a scaled-out instance)
+  submit  ask a running `heygem ui` to deliver a campaign or one pair (GraphQL); prints the request's id
+  status  where a submitted request stands, pair by pair, with its outputs
 """
 
 from __future__ import annotations
@@ -113,6 +115,33 @@ def _ui(args: argparse.Namespace) -> int:
     return start_ui(host=args.host, port=args.port)
 
 
+def _submit(args: argparse.Namespace) -> int:
+    from heygem_pipeline.api import FactoryClient
+
+    client = FactoryClient(args.url)
+    request = client.submit(campaign=args.campaign, script=args.script, avatar=args.avatar, bucket=args.bucket)
+    print(request)
+    if args.wait:
+        return _print_status(client.wait(request, timeout=args.wait))
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from heygem_pipeline.api import FactoryClient
+
+    return _print_status(FactoryClient(args.url).status(args.request))
+
+
+def _print_status(status) -> int:  # status: api.RequestStatus
+    print(f"request {status.request_id}: {status.state.value}" + (f", campaign {status.campaign}, "
+          f"{status.progress()} settled" if status.pairs else "") + (f": {status.error}" if status.error else ""))
+    for pair in status.pairs:
+        where = pair.output or pair.error
+        print(f"  {pair.script} × {pair.avatar}: {pair.state.value}" + (f"  {where}" if where else ""))
+    failed = status.state.value == "failed" or any(p.state.value == "failed" for p in status.pairs)
+    return 1 if failed else 0
+
+
 def _worker(args: argparse.Namespace) -> int:
     from heygem_pipeline.worker import run_worker
 
@@ -169,6 +198,25 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=3000)
     ui.set_defaults(handler=_ui)
+
+    submit = commands.add_parser("submit", help="ask a running `heygem ui` to deliver a campaign or one pair",
+                                 description="Submit a request to the factory's Dagster webserver (GraphQL): a "
+                                 "campaign, or one script × avatar pair of it, brought up to date and delivered. "
+                                 "Prints the request's id (see `heygem status`).")
+    submit.add_argument("--url", default="http://127.0.0.1:3000", help="the webserver (default %(default)s)")
+    submit.add_argument("--campaign", help="campaign file name, stem or id (default: the only one, or default)")
+    submit.add_argument("--script", help="with --avatar: only this pair")
+    submit.add_argument("--avatar", help="with --script: only this pair")
+    submit.add_argument("--bucket", help="the bucket (default: the one the UI's factory uses)")
+    submit.add_argument("--wait", type=float, metavar="SECONDS", help="wait up to SECONDS and print the result")
+    submit.set_defaults(handler=_submit)
+
+    status = commands.add_parser("status", help="where a submitted request stands, pair by pair",
+                                 description="Query a request's state, each pair's stage and, once delivered, the "
+                                 "paths of its videos and subtitles. Exits non-zero if the request or a pair failed.")
+    status.add_argument("request", help="the id `heygem submit` printed")
+    status.add_argument("--url", default="http://127.0.0.1:3000", help="the webserver (default %(default)s)")
+    status.set_defaults(handler=_status)
 
     worker = commands.add_parser("worker", help="run a Celery worker for the instance in $DAGSTER_HOME",
                                  description="Execute the runs Dagster launches on the given Celery queues: gpu "

@@ -43,6 +43,11 @@ class ToolLimits:
     def total(self, media_seconds: float | None) -> float:
         return self.stall_seconds + self.timeout_factor * max(media_seconds or 0.0, 0.0)
 
+    def run_seconds(self, media_seconds: float | None) -> int:
+        """The time limit of a whole run over media this long (Dagster's ``dagster/max_runtime``): a backstop
+        over its tools' own limits, with room for the several tools a stage runs one after another."""
+        return round(5 * self.stall_seconds + 2 * self.timeout_factor * max(media_seconds or 0.0, 0.0))
+
     @classmethod
     def from_env(cls) -> ToolLimits:
         """``HEYGEM_STALL_SECONDS`` and ``HEYGEM_TOOL_TIMEOUT_FACTOR``, read at each call (tests and workers may

@@ -9,6 +9,7 @@ from assets.avatars import avatar_video, face_track
 from assets.campaigns import campaign_manifest, campaign_zip
 from assets.checks import lipsync_quality_checks
 from assets.jobs import JOBS
+from assets.requests import request_job, request_sensor
 from assets.schedules import nightly_campaigns
 from assets.scripts import script_intake
 from assets.sensors import bucket_sensor
@@ -19,8 +20,8 @@ from resources import build_resources
 defs = Definitions(
     assets=[script_intake, avatar_video, face_track, lipsync_video, campaign_manifest, campaign_zip],
     asset_checks=[lipsync_quality_checks],
-    jobs=list(JOBS),
-    sensors=[bucket_sensor],
+    jobs=[*JOBS, request_job],
+    sensors=[bucket_sensor, request_sensor],
     schedules=[nightly_campaigns],
     resources=build_resources(Settings.from_env()),
     # Runs are small (one partition each): stepping in the run's own process keeps the engine loaded across its

@@ -139,14 +139,15 @@ class Client:
     """Submits the items' runs in dependency order and follows them in the instance until all are finished."""
 
     def __init__(self, instance, submitter, items: dict[str, WorkItem], session_tags: dict[str, str],
-                 deliverables_token: Callable[[str], str], progress: ProgressFn, total_pairs: int,
-                 planned_at: float) -> None:
+                 deliverables_token: Callable[[str], str], item_tags: Callable[[WorkItem], dict[str, str]],
+                 progress: ProgressFn, total_pairs: int, planned_at: float) -> None:
         self.instance, self.submitter, self.items = instance, submitter, items
         self.planned_at = planned_at  # when the bucket was read (epoch seconds)
-        self.session_tags, self.deliverables_token = session_tags, deliverables_token
+        self.session_tags, self.deliverables_token, self.item_tags = session_tags, deliverables_token, item_tags
         self.progress, self.total_pairs = progress, total_pairs
         self.started = time.monotonic()
         self.last_note = self.started
+        self.done_at_start = self.pairs_done()
         self.retry_wait: dict[str, float] = {}
 
     # -- submitting
@@ -170,7 +171,8 @@ class Client:
             return
         run_id = work_run_id(item.key, item.token, attempt=len(existing))
         partition = pair_partition_key(*item.partition) if isinstance(item.partition, tuple) else item.partition
-        self.submitter.submit(item.job, partition, item.run_config, {**tags, **self.session_tags}, run_id)
+        self.submitter.submit(item.job, partition, item.run_config,
+                              {**tags, **self.session_tags, **self.item_tags(item)}, run_id)
         self._follow(item, run_id)  # created here or, at the same moment, by another client: the same work
 
     def _follow(self, item: WorkItem, run_id: str) -> None:
@@ -233,12 +235,21 @@ class Client:
         else:
             verdict = "FAILED: " + ("; ".join(item.errors) or "see the run in the Dagster UI")
         seconds = f" ({item.finished_at - item.submitted_at:.1f} s)" if item.submitted_at else ""
-        self.progress(self.pairs_done(), self.total_pairs, f"{item.key}: {verdict}{seconds}")
+        self.progress(self.pairs_done(), self.total_pairs, f"{item.key}: {verdict}{seconds}{self._eta()}")
         self.last_note = time.monotonic()
 
     def pairs_done(self) -> int:
         open_pairs = {p for i in self.items.values() if not i.finished for p in i.pairs}
         return self.total_pairs - len(open_pairs)
+
+    def _eta(self) -> str:
+        """"; ETA 2 min 5 s" from the pace of the pairs finished so far by this command ("" when none or all)."""
+        done = self.pairs_done()
+        finished_here = done - self.done_at_start
+        if not finished_here or done >= self.total_pairs:
+            return "" if done >= self.total_pairs else "; ETA after the first pair"
+        seconds = round((time.monotonic() - self.started) * (self.total_pairs - done) / finished_here)
+        return f"; ETA {seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"; ETA {seconds} s"
 
     def _note_waiting(self) -> None:
         now = time.monotonic()
@@ -246,11 +257,9 @@ class Client:
             return
         self.last_note = now
         submitted = [i for i in self.items.values() if i.state is ItemState.SUBMITTED]
-        done = self.pairs_done()
-        elapsed = now - self.started
-        eta = (f"ETA {(self.total_pairs - done) * elapsed / done:.0f} s" if done else "ETA after the first pair")
         running = ", ".join(i.key for i in submitted[:3]) + (" …" if len(submitted) > 3 else "")
-        self.progress(done, self.total_pairs, f"waiting on {len(submitted)} run(s) ({running}); {eta}")
+        self.progress(self.pairs_done(), self.total_pairs,
+                      f"waiting on {len(submitted)} run(s) ({running}){self._eta()}")
 
     def run(self, check_services: Callable[[], None]) -> None:
         """Until every item is finished; ``check_services`` raises when the services stopped under it."""
@@ -284,7 +293,8 @@ def failure_messages(instance, run) -> tuple[str, ...]:
     from dagster import DagsterEventType
 
     messages = []
-    for event in instance.all_logs(run.run_id, of_type={DagsterEventType.STEP_FAILURE, DagsterEventType.RUN_FAILURE}):
+    kinds = {DagsterEventType.STEP_FAILURE, DagsterEventType.RUN_FAILURE, DagsterEventType.RUN_CANCELING}
+    for event in instance.all_logs(run.run_id, of_type=kinds):
         dagster_event = event.dagster_event
         if dagster_event.is_step_failure:
             data = dagster_event.step_failure_data
@@ -351,10 +361,18 @@ def run_factory(bucket: str, campaign: str | None = None, progress: ProgressFn |
             chosen = now.scan.campaigns[key]
             return deliverables_digest(chosen, now.campaign_pairs(chosen))
 
+        def item_tags(item: WorkItem) -> dict[str, str]:
+            from assets.jobs import runtime_limit_tags
+
+            if item.stage not in (Stage.RENDER, Stage.CHECKS):
+                return {}  # dagster.yaml's default limit
+            script = item.partition[0]
+            return runtime_limit_tags(FactoryState(store, scan, media, defaults).script_seconds(script))
+
         session_tags = {"heygem/trigger": "cli", "heygem/session": uuid.uuid4().hex[:12],
                         **({"heygem/campaign": selected[0].key} if campaign else {})}
-        _follow_work(services, scan, items, session_tags, deliverables_token, progress, total, len(selected),
-                     planned_at)
+        _follow_work(services, scan, items, session_tags, deliverables_token, item_tags, progress, total,
+                     len(selected), planned_at)
     runs = [RunOutcome(item.key, item.job, item.run_id, item.state.value, item.errors)
             for item in items.values() if item.run_id]
     report = build_report(store, selected, media, defaults, str(home), runs, scan.skipped)
@@ -363,8 +381,8 @@ def run_factory(bucket: str, campaign: str | None = None, progress: ProgressFn |
 
 
 def _follow_work(services, scan: BucketScan, items: dict[str, WorkItem], session_tags: dict[str, str],
-                 deliverables_token: Callable[[str], str], progress: ProgressFn, total: int, campaigns: int,
-                 planned_at: float) -> None:
+                 deliverables_token: Callable[[str], str], item_tags: Callable[[WorkItem], dict[str, str]],
+                 progress: ProgressFn, total: int, campaigns: int, planned_at: float) -> None:
     from heygem_pipeline.instance import init
     from heygem_pipeline.launch import RunSubmitter
     from heygem_pipeline.services import LOCATION_NAME
@@ -377,7 +395,8 @@ def _follow_work(services, scan: BucketScan, items: dict[str, WorkItem], session
         if new:
             instance.add_dynamic_partitions(name, new)
     with RunSubmitter(instance, services.workspace(), LOCATION_NAME) as submitter:
-        client = Client(instance, submitter, items, session_tags, deliverables_token, progress, total, planned_at)
+        client = Client(instance, submitter, items, session_tags, deliverables_token, item_tags, progress, total,
+                        planned_at)
         renders = sum(i.stage is Stage.RENDER for i in items.values())
         progress(client.pairs_done(), total, f"{campaigns} campaign(s), {total} pairs: {len(items)} runs to "
                  f"submit ({renders} renders)")

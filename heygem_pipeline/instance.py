@@ -18,30 +18,6 @@ from heygem_pipeline.config import Settings
 GPU_POOL = "gpu"
 GPU_SLOTS = 1
 REPO_DAGSTER_YAML = Path(__file__).resolve().parents[1] / "dagster.yaml"
-# Used only when the package is installed without the repository (no dagster.yaml beside it).
-FALLBACK_DAGSTER_YAML = """\
-telemetry:
-  enabled: false
-compute_logs:
-  module: heygem_pipeline.instance_storage
-  class: FileComputeLogManager
-event_log_storage:
-  module: heygem_pipeline.instance_storage
-  class: SharedIndexSqliteEventLogStorage
-concurrency:
-  pools:
-    default_limit: 1
-    granularity: op
-  runs:
-    max_concurrent_runs: 4
-run_monitoring:
-  enabled: true
-  free_slots_after_run_end_seconds: 300
-run_retries:
-  enabled: true
-  max_retries: 1
-  retry_on_asset_or_op_failure: false
-"""
 
 
 def dagster_home() -> Path:
@@ -57,10 +33,11 @@ def prepare_home(home: Path | None = None) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists():
-        if REPO_DAGSTER_YAML.exists():
-            shutil.copyfile(REPO_DAGSTER_YAML, config)
-        else:
-            config.write_text(FALLBACK_DAGSTER_YAML)
+        if not REPO_DAGSTER_YAML.exists():
+            raise FileNotFoundError(f"{config}: no instance settings, and no dagster.yaml beside the package to copy; "
+                                    "install the project from its repository (pip install -e .) or put a "
+                                    "dagster.yaml there")
+        shutil.copyfile(REPO_DAGSTER_YAML, config)
     return home
 
 

@@ -11,6 +11,7 @@ import zipfile
 import pandas as pd
 import pytest
 
+from heygem_pipeline.burnin import SubtitleOptions
 from heygem_pipeline.campaigns import (
     CHECK_FAILED,
     CODE_VERSIONS,
@@ -39,6 +40,7 @@ from heygem_pipeline.campaigns import (
     render_path,
     render_record_path,
     scan_bucket,
+    script_dir,
     script_stamp_path,
     script_token,
     settled_since,
@@ -49,7 +51,9 @@ from heygem_pipeline.campaigns import (
     write_manifest,
     write_zip,
 )
+from heygem_pipeline.captions import CaptionTrack, build_cues
 from heygem_pipeline.errors import InputError
+from heygem_pipeline.script_text import Word
 
 MEDIA = MediaOptions()
 DEFAULTS = RenderOptions()
@@ -291,11 +295,21 @@ def test_plan_work_stages_and_retry_policy(memory_bucket: Bucket) -> None:
 # ------------------------------------------------------------------------------------------- deliverables
 
 
+def caption_script(bucket: Bucket, script: str, text: str) -> None:
+    """Captions for a prepared script, as intake writes them: captions.json and the summary in script.json."""
+    words = [Word(word, 0.2 + 0.4 * i, 0.5 + 0.4 * i) for i, word in enumerate(text.split())]
+    track = CaptionTrack(build_cues(words, 3.0), words, "pocketsphinx", "en", "script text", 3.0)
+    folder = script_dir(bucket, script)
+    track.save(bucket.local_path(f"{folder}/captions.json"))
+    bucket.write_json(f"{folder}/script.json", {"captions": track.summary()})
+
+
 def test_manifest_and_zip(tmp_path) -> None:
     bucket = Bucket(str(tmp_path / "bucket"))
     state, inputs = prepared_bucket(bucket)
     put(bucket, "avatars/bob.png")  # bob is never prepared: his pair is missing
     fake_render(bucket, inputs, passed=True)
+    caption_script(bucket, "welcome", "Welcome to the launch")
     state = FactoryState(bucket, scan_bucket(bucket), MEDIA, DEFAULTS)
     delivered = write_manifest(bucket, state, state.scan.campaigns[DEFAULT_CAMPAIGN])
     assert delivered.videos == ["outputs/default/welcome__anna.mp4"]
@@ -304,15 +318,25 @@ def test_manifest_and_zip(tmp_path) -> None:
     rows = {row["avatar"]: row for row in frame.to_dict(orient="records")}
     assert rows["anna.mp4"]["status"] == OK and rows["anna.mp4"]["output"] == "welcome__anna.mp4"
     assert rows["anna.mp4"]["frames"] == 50 and bool(rows["anna.mp4"]["checks_passed"])
+    assert rows["anna.mp4"]["subtitles"] == "srt+vtt" and rows["anna.mp4"]["captions_timing"] == "pocketsphinx"
     assert rows["bob.png"]["status"] == MISSING and pd.isna(rows["bob.png"]["output"])
+    srt = bucket.read_bytes("outputs/default/welcome__anna.srt").decode()
+    assert srt.startswith("1\n00:00:00,200 --> ") and "Welcome to the launch" in srt
+    assert bucket.read_bytes("outputs/default/welcome__anna.vtt").decode().startswith("WEBVTT")
     parquet = pd.read_parquet(io.BytesIO(bucket.read_bytes("outputs/default/manifest.parquet")))
     assert tuple(parquet.columns) == MANIFEST_COLUMNS and str(parquet["frames"].dtype) == "Int64"
     zip_rel, _ = write_zip(bucket, "default")
     assert zip_rel == "outputs/default/default.zip"
     with zipfile.ZipFile(tmp_path / "bucket" / zip_rel) as archive:
-        assert sorted(archive.namelist()) == ["manifest.csv", "welcome__anna.mp4"]
+        assert sorted(archive.namelist()) == ["manifest.csv", "welcome__anna.mp4", "welcome__anna.srt",
+                                              "welcome__anna.vtt"]
         assert archive.getinfo("welcome__anna.mp4").compress_type == zipfile.ZIP_STORED
     assert os.stat(tmp_path / "bucket/outputs/default/welcome__anna.mp4").st_mode & 0o044  # readable by others
+    # A pair no longer delivered takes its subtitles with it.
+    bucket.remove(render_record_path(bucket, DEFAULTS.variant, "welcome", "anna"))
+    write_manifest(bucket, FactoryState(bucket, scan_bucket(bucket), MEDIA, DEFAULTS),
+                   state.scan.campaigns[DEFAULT_CAMPAIGN])
+    assert not [e.name for e in bucket.list_files("outputs/default") if e.name.startswith("welcome__anna")]
 
 
 def test_campaign_checkpoint_selects_the_wav2lip_weights() -> None:
@@ -328,3 +352,43 @@ def test_campaign_checkpoint_selects_the_wav2lip_weights() -> None:
     assert options.variant != plain.variant and "checkpoint" not in plain.as_config()
     with pytest.raises(CampaignError, match=r"launch\.yaml"):
         parse_campaign("engine: wav2lip\ncheckpoint: [1, 2]\n", "launch.yaml")
+
+
+def test_subtitles_option_burns_into_another_variant() -> None:
+    burn = parse_campaign("subtitles: {mode: burn, size: 7, position: top}\n", "launch.yaml")
+    options = burn.render_options(RenderOptions())
+    assert options.subtitles.burn and options.subtitles.style.size == 7
+    assert options.variant != RenderOptions().variant  # captions in the picture: other videos
+    assert SubtitleOptions.model_validate_json(options.as_config()["subtitles"]) == options.subtitles
+    sidecar = parse_campaign("subtitles: sidecar\n", "launch.yaml").render_options(RenderOptions())
+    assert sidecar.variant == RenderOptions().variant and "subtitles" not in sidecar.as_config()
+
+
+def test_a_bad_subtitles_option_skips_the_campaign_file_with_its_reason(memory_bucket: Bucket) -> None:
+    put(memory_bucket, "campaigns/launch.yaml", b"subtitles: {mode: burn, size: 40}\n")
+    (skip,) = scan_bucket(memory_bucket).skipped
+    assert skip.rel == "campaigns/launch.yaml" and "subtitles.size" in skip.reason
+
+
+def test_a_transcript_belongs_to_its_script_and_is_part_of_its_input_version(memory_bucket: Bucket) -> None:
+    put(memory_bucket, "scripts/Welcome Talk.mp3")
+    bare = scan_bucket(memory_bucket)
+    (script,) = bare.scripts
+    put(memory_bucket, "transcripts/Welcome Talk.txt", b"Welcome, everyone.")
+    put(memory_bucket, "transcripts/notes.md", b"not a transcript")
+    scan = scan_bucket(memory_bucket)
+    assert scan.transcript(script).rel == "transcripts/Welcome Talk.txt"
+    assert "transcripts/notes.md" in [s.rel for s in scan.skipped]
+    with_text = FactoryState(memory_bucket, scan, MEDIA, DEFAULTS).script_token(script)
+    assert with_text != FactoryState(memory_bucket, bare, MEDIA, DEFAULTS).script_token(script)
+
+
+def test_failures_before_a_request_are_planned_again(memory_bucket: Bucket) -> None:
+    put(memory_bucket, "scripts/welcome.wav")
+    put(memory_bucket, "avatars/anna.mp4")
+    state = FactoryState(memory_bucket, scan_bucket(memory_bucket), MEDIA, DEFAULTS)
+    write_error(memory_bucket, "script", "welcome", state.script_token("welcome"), "unreadable", final=True)
+    before = FactoryState(memory_bucket, scan_bucket(memory_bucket), MEDIA, DEFAULTS)
+    assert plan_work(before, before.scan.campaigns.values(), retry_failed=False).scripts == []
+    after = FactoryState(memory_bucket, scan_bucket(memory_bucket), MEDIA, DEFAULTS, failures_since=time.time() + 1)
+    assert plan_work(after, after.scan.campaigns.values(), retry_failed=False).scripts == ["welcome"]

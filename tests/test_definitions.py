@@ -54,9 +54,9 @@ def test_inference_runs_in_the_gpu_pool_with_retries_and_checks() -> None:
 
 def test_jobs_sensor_schedule_and_resources() -> None:
     jobs = {"script_job", "avatar_job", "pair_job", "check_job", "campaign_job"}
-    assert {job.name for job in defs.jobs} == jobs
-    sensor = defs.resolve_sensor_def("bucket_sensor")
-    assert {job.name for job in sensor.jobs} == jobs
+    assert {job.name for job in defs.jobs} == jobs | {"request_job"}
+    for name in ("bucket_sensor", "request_sensor"):
+        assert {job.name for job in defs.resolve_sensor_def(name).jobs} == jobs
     schedule = defs.resolve_schedule_def("nightly_campaigns")
     assert schedule.cron_schedule == "0 2 * * *" and schedule.job_name == "pair_job"
     assert set(defs.resources) == {"bucket", "engine", "ffmpeg"}
@@ -65,7 +65,7 @@ def test_jobs_sensor_schedule_and_resources() -> None:
 def test_renders_go_to_the_gpu_queue_and_everything_else_to_the_cpu_queue() -> None:
     queues = {job.name: job.tags.get("dagster-celery/queue") for job in defs.jobs}
     assert queues == {"script_job": "cpu", "avatar_job": "cpu", "pair_job": "gpu", "check_job": "cpu",
-                      "campaign_job": "cpu"}
+                      "campaign_job": "cpu", "request_job": "cpu"}
     # A render run renders only: its checks run on a CPU worker, beside the next render.
     assert [node.name for node in defs.resolve_job_def("pair_job").nodes] == ["lipsync_video"]
     assert [node.name for node in defs.resolve_job_def("check_job").nodes] == ["lipsync_quality_checks"]

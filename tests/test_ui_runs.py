@@ -1,6 +1,7 @@
 """`heygem ui` runs the webserver with the services its runs need; what a user does on the Runs page works on runs
 that `heygem run` submitted: Terminate stops a render and frees the `gpu` slot, and "Re-execute from failure"
-reruns a failed pair. The UI's buttons are GraphQL mutations, sent here as the UI sends them."""
+reruns a failed pair. The UI's buttons are GraphQL mutations, sent here as the UI sends them. The API
+(`heygem_pipeline.api`, `heygem submit`/`status`) submits and follows requests over the same GraphQL endpoint."""
 
 from __future__ import annotations
 
@@ -56,7 +57,8 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     home = tmp_path_factory.mktemp("dagster_home")
     previous = os.environ.get("DAGSTER_HOME")
     os.environ["DAGSTER_HOME"] = str(home)
-    env = {**os.environ, "DAGSTER_HOME": str(home)}
+    # The UI's own sensor watches a bucket of its own, empty: the tests' buckets are driven by what they test.
+    env = {**os.environ, "DAGSTER_HOME": str(home), "HEYGEM_BUCKET": str(tmp_path_factory.mktemp("ui-bucket"))}
     port = free_port()
     log = (tmp_path_factory.mktemp("logs") / "ui.log").open("w")
     process = subprocess.Popen([sys.executable, "-m", "heygem_pipeline.cli", "ui", "--port", str(port)], env=env,
@@ -163,3 +165,50 @@ def test_reexecute_from_failure_reruns_a_failed_pair(ui: dict, tmp_path: Path) -
     assert run.status == DagsterRunStatus.SUCCESS and run.parent_run_id == record.dagster_run.run_id
     assert run.tags["dagster-celery/queue"] == "gpu" and run.tags["dagster/partition"] == "portrait|retry"
     assert list((bucket / "work" / "renders").rglob("portrait.mp4"))
+
+
+def test_submit_and_query_through_the_graphql_api(ui: dict, tmp_path: Path) -> None:
+    from heygem_pipeline.api import FactoryClient, PairState, RequestState
+
+    bucket = tmp_path / "bucket"
+    (bucket / "scripts").mkdir(parents=True)
+    (bucket / "scripts" / "hello.txt").write_text("Hello from the factory's own API, with captions.")
+    write_still(bucket / "avatars" / "portrait.png", **SIZE)
+    write_still(bucket / "avatars" / "anchor.png", **SIZE)
+    (bucket / "campaigns").mkdir()
+    (bucket / "campaigns" / "launch.yaml").write_text("scripts: ['*']\navatars: ['*']\n")
+    client = FactoryClient(ui["url"])
+
+    request = client.submit(campaign="launch", bucket=str(bucket))
+    seen = set()
+    deadline = time.monotonic() + 600
+    while not (status := client.status(request)).finished:
+        seen |= {p.state for p in status.pairs}
+        assert time.monotonic() < deadline, status
+        time.sleep(1)
+    assert status.state == RequestState.DONE and status.campaign == "launch", status
+    assert seen & {PairState.RENDERING, PairState.CHECKING, PairState.PREPARING, PairState.QUEUED}  # progress showed
+    assert [p.state for p in status.pairs] == [PairState.RENDERED, PairState.RENDERED]
+    for pair in status.pairs:
+        assert Path(pair.output).stat().st_size > 1000 and pair.output.startswith(str(bucket / "outputs" / "launch"))
+        assert [Path(s).suffix for s in pair.subtitles] == [".srt", ".vtt"]
+        assert "captions" in Path(pair.subtitles[0]).read_text()
+    runs = ui["instance"].get_run_records(RunsFilter(tags={"heygem/request": request}))
+    assert {r.dagster_run.job_name for r in runs} == {"script_job", "avatar_job", "pair_job", "check_job",
+                                                      "campaign_job"}
+
+    # One pair of it, already up to date: nothing is rendered again, and the request is delivered.
+    again = client.wait(client.submit(campaign="launch", script="hello", avatar="portrait", bucket=str(bucket)),
+                        timeout=300)
+    assert again.state == RequestState.DONE and [p.state for p in again.pairs] == [PairState.UP_TO_DATE]
+    assert again.pairs[0].output.endswith("hello__portrait.mp4")
+
+    # A request the bucket cannot serve fails at once, saying why.
+    bad = client.wait(client.submit(campaign="nope", bucket=str(bucket)), timeout=300)
+    assert bad.state == RequestState.FAILED and "no campaign 'nope'" in bad.error
+
+    # The same from the command line.
+    result = subprocess.run([sys.executable, "-m", "heygem_pipeline.cli", "status", request, "--url", ui["url"]],
+                            cwd=REPO, capture_output=True, text=True, env=ui["env"])
+    assert result.returncode == 0 and "done, campaign launch, 2/2 pairs settled" in result.stdout, result.stdout
+    assert "hello.txt × anchor.png: rendered" in result.stdout

@@ -1,0 +1,183 @@
+"""Requests through the API (``heygem submit``, ``heygem_pipeline.api``): a run of ``request_job`` asks for one
+campaign, or one pair of it, to be brought up to date and delivered; its run id is the request's id.
+
+``request_job`` checks the request against the bucket, registers its uploads as partitions and records the plan
+(the pairs and where their videos will be delivered). The ``request_sensor`` then requests each stage's runs as
+soon as the previous stage has succeeded (every few seconds, not the bucket sensor's settling pace), each tagged
+with the request's id, and ends every request with its campaign's deliverables. What failed before the request is
+tried again once; what fails during it stays failed, in the manifest.
+"""
+
+# No `from __future__ import annotations`: Dagster reads the parameter annotations at definition time.
+import datetime
+import json
+import time
+
+from dagster import (
+    Config,
+    DagsterRunStatus,
+    DefaultSensorStatus,
+    Failure,
+    MetadataValue,
+    OpExecutionContext,
+    Output,
+    RunsFilter,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    job,
+    op,
+    sensor,
+)
+from pydantic import Field
+
+from assets.jobs import CPU_QUEUE, JOBS, StageRun, in_flight, stage_run, stage_runs
+from heygem_pipeline.campaigns import (
+    SETTLED_STATUSES,
+    Bucket,
+    BucketScan,
+    Campaign,
+    FactoryState,
+    deliverables_digest,
+    output_names,
+    outputs_dir,
+    plan_work,
+    scan_bucket,
+)
+from heygem_pipeline.config import Settings
+from resources.bucket import BucketResource
+from resources.engine import LipSyncEngineResource
+from resources.ffmpeg import FFmpegResource
+
+REQUEST_TAG = "heygem/request"
+REQUEST_TICK_SECONDS = 5
+REQUEST_DAYS = 7  # requests older than this are no longer driven
+DEFAULT_STATUS = DefaultSensorStatus.RUNNING if Settings.from_env().automation else DefaultSensorStatus.STOPPED
+
+
+class RequestConfig(Config):
+    campaign: str | None = Field(default=None, description="the campaign (file name, stem or id); default: the "
+                                 "bucket's only campaign, or `default`")
+    script: str | None = Field(default=None, description="with avatar: only this pair (file name, stem or id)")
+    avatar: str | None = Field(default=None, description="with script: only this pair")
+
+
+def resolve(scan: BucketScan, config: RequestConfig) -> tuple[Campaign, list[tuple[str, str]]]:
+    """The request's campaign and the pairs it covers; a ``Failure`` naming what is unknown."""
+    campaigns = list(scan.campaigns.values())
+    if config.campaign:
+        chosen = [c for c in campaigns if config.campaign in (c.key, c.source, c.source.rsplit(".", 1)[0])]
+    else:
+        chosen = campaigns if len(campaigns) == 1 else [c for c in campaigns if c.key == "default"]
+    if not chosen:
+        names = ", ".join(sorted(scan.campaigns)) or "none"
+        raise Failure(description=f"no campaign {config.campaign or '(unnamed)'!r} in the bucket (campaigns: {names})",
+                      allow_retries=False)
+    campaign = chosen[0]
+    pairs = scan.campaign_pairs(campaign)
+    if config.script or config.avatar:
+        def key(uploads: dict, name: str | None, kind: str) -> str:
+            found = [k for k, u in uploads.items() if name in (k, u.name, u.name.rsplit(".", 1)[0])]
+            if not found:
+                raise Failure(description=f"no {kind} {name!r} in the bucket", allow_retries=False)
+            return found[0]
+
+        pair = (key(scan.scripts, config.script, "script"), key(scan.avatars, config.avatar, "avatar"))
+        if pair not in pairs:
+            raise Failure(description=f"{config.script} × {config.avatar} is not a pair of campaign {campaign.key}",
+                          allow_retries=False)
+        pairs = [pair]
+    return campaign, pairs
+
+
+@op(description="Check a request against the bucket, register its uploads, and record its plan.")
+def campaign_request(context: OpExecutionContext, config: RequestConfig, bucket: BucketResource) -> Output:
+    store = bucket.get()
+    scan = scan_bucket(store, logger=context.log)
+    campaign, pairs = resolve(scan, config)
+    for name, keys in (("script", scan.scripts), ("avatar", scan.avatars), ("campaign", scan.campaigns)):
+        new = sorted(set(keys) - set(context.instance.get_dynamic_partitions(name)))
+        if new:
+            context.instance.add_dynamic_partitions(name, new)
+    names = output_names(scan.campaign_pairs(campaign))
+    folder = outputs_dir(campaign.key)
+    plan = {"campaign": campaign.key, "bucket": store.url, "folder": store.uri(folder), "pairs": [
+        {"script": scan.scripts[s].name, "avatar": scan.avatars[a].name, "script_id": s, "avatar_id": a,
+         "output": store.uri(f"{folder}/{names[(s, a)]}")} for s, a in pairs]}
+    context.log.info(f"request for campaign {campaign.key}: {len(pairs)} pair(s)")
+    return Output(None, metadata={"plan": MetadataValue.json(plan), "pairs": len(pairs),
+                                  "campaign": campaign.key})
+
+
+@job(name="request_job", tags=CPU_QUEUE,
+     description="A request through the API: one campaign (or one pair of it) brought up to date and delivered.")
+def request_job() -> None:
+    campaign_request()
+
+
+def _config(run) -> RequestConfig:
+    return RequestConfig(**((run.run_config.get("ops") or {}).get("campaign_request", {}).get("config") or {}))
+
+
+def _request_runs(store: Bucket, request_id: str, started: float, config: RequestConfig,
+                  engine: LipSyncEngineResource, ffmpeg: FFmpegResource, running: set[tuple[str, str]],
+                  instance) -> tuple[list[StageRun], bool]:
+    """The runs request ``request_id`` needs now, and whether it is finished."""
+    scan = scan_bucket(store)
+    campaign, pairs = resolve(scan, config)
+    state = FactoryState(store, scan, ffmpeg.media_options(), ffmpeg.render_defaults(engine.engine),
+                         failures_since=started)
+    work = plan_work(state, [campaign], retry_failed=False)
+    scope = set(pairs)
+    work.renders = [p for p in work.renders if (p.script, p.avatar) in scope]
+    work.checks = [p for p in work.checks if (p.script, p.avatar) in scope]
+    work.scripts = sorted({p.script for p in work.renders} & set(work.scripts))
+    work.avatars = sorted({p.avatar for p in work.renders} & set(work.avatars))
+    tags = {"heygem/trigger": "request", REQUEST_TAG: request_id}
+    runs = stage_runs(state, work, run_key_prefix=(request_id,), tags=tags)
+    mine = instance.get_run_records(RunsFilter(tags={REQUEST_TAG: request_id}))
+    busy = any(not r.dagster_run.is_finished for r in mine)
+    settled = not runs and not busy and all(s.status in SETTLED_STATUSES for s in work.states[campaign.key]
+                                            if (s.script, s.avatar) in scope)
+    if not settled:
+        return [r for r in runs if (r.job, r.partition) not in running], False
+    delivered = [r for r in mine if r.dagster_run.job_name == "campaign_job"]
+    if delivered:
+        return [], True
+    # Every request ends with its campaign's deliverables, as they are now.
+    digest = deliverables_digest(campaign, work.states[campaign.key])
+    return [stage_run(store.url, f"campaign:{campaign.key}", digest, "campaign_job", campaign.key,
+                      run_key_parts=(request_id, "campaign", campaign.key), tags=tags)], False
+
+
+@sensor(name="request_sensor", jobs=list(JOBS), minimum_interval_seconds=REQUEST_TICK_SECONDS,
+        default_status=DEFAULT_STATUS,
+        description="Drives each request of the API (request_job) stage by stage, until it is delivered.")
+def request_sensor(context: SensorEvaluationContext, bucket: BucketResource, engine: LipSyncEngineResource,
+                   ffmpeg: FFmpegResource) -> SensorResult | SkipReason:
+    finished = set(json.loads(context.cursor or "[]"))
+    instance = context.instance
+    recent = time.time() - REQUEST_DAYS * 86400
+    requests = instance.get_run_records(RunsFilter(job_name="request_job", statuses=[DagsterRunStatus.SUCCESS],
+                                                   updated_after=datetime.datetime.fromtimestamp(recent, datetime.UTC)))
+    open_requests = [r for r in requests if r.dagster_run.run_id not in finished and (r.end_time or 0) > recent]
+    if not open_requests:
+        return SkipReason("no request in progress")
+    running = in_flight(instance)
+    run_requests = []
+    for record in open_requests:
+        run = record.dagster_run
+        url = ((run.run_config.get("resources") or {}).get("bucket") or {}).get("config", {}).get("url")
+        store = Bucket(url) if url else bucket.get()
+        try:
+            wanted, done = _request_runs(store, run.run_id, record.start_time or 0.0, _config(run), engine, ffmpeg,
+                                         running, instance)
+        except Failure as failure:  # the bucket changed under the request (a campaign file removed)
+            context.log.warning(f"request {run.run_id}: {failure.description}")
+            wanted, done = [], True
+        if done:
+            finished.add(run.run_id)
+        run_requests += [r.request for r in wanted]
+    # Only requests still recent are remembered: the cursor stays small.
+    finished &= {r.dagster_run.run_id for r in requests if (r.end_time or 0) > recent}
+    return SensorResult(run_requests=run_requests, cursor=json.dumps(sorted(finished)))

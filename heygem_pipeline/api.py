@@ -1,0 +1,256 @@
+"""Submit and query through Dagster's GraphQL API, which the webserver of ``heygem ui`` serves: HeyGem's
+``/easy/submit`` and ``/easy/query``, on the factory.
+
+``submit`` launches a run of ``request_job`` (dagster-graphql's client) for a campaign, or one pair of it: its run id
+is the request's id. The ``request_sensor`` then runs the stages (see ``assets/requests.py``). ``status`` reads back,
+over GraphQL only, the request's plan, the runs it started and, once delivered, the campaign's manifest: where every
+pair stands and where its video and subtitles are.
+
+    from heygem_pipeline.api import FactoryClient
+    client = FactoryClient("http://127.0.0.1:3000")
+    request = client.submit(campaign="launch")
+    status = client.wait(request)           # or poll client.status(request)
+    for pair in status.pairs: print(pair.script, pair.avatar, pair.state, pair.output)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+from urllib.parse import urlsplit
+
+from heygem_pipeline.errors import HeygemError
+
+REQUEST_JOB = "request_job"
+REQUEST_TAG = "heygem/request"
+
+
+class ApiError(HeygemError):
+    """The webserver could not be reached, or refused the request (the message says why)."""
+
+
+class PairState(Enum):
+    WAITING = "waiting"  # its stages have not started
+    PREPARING = "preparing"  # its script or avatar is being prepared
+    QUEUED = "queued"  # its render waits for the GPU worker
+    RENDERING = "rendering"
+    CHECKING = "checking"
+    RENDERED = "rendered"  # rendered and checked; delivered with the campaign's deliverables
+    UP_TO_DATE = "up to date"  # nothing to do: rendered and checked before the request
+    FAILED = "failed"
+
+
+class RequestState(Enum):
+    PLANNING = "planning"  # request_job is queued or running
+    RUNNING = "running"
+    DONE = "done"  # delivered: outputs/<campaign>/ holds the videos, subtitles, manifest and zip
+    FAILED = "failed"  # the request itself could not be planned (an unknown campaign, script or avatar)
+
+
+@dataclass
+class PairProgress:
+    script: str
+    avatar: str
+    state: PairState
+    output: str = ""  # the delivered video (once the request is done and the pair was delivered)
+    subtitles: list[str] = field(default_factory=list)  # its .srt and .vtt, when its script has captions
+    error: str = ""
+
+
+@dataclass
+class RequestStatus:
+    request_id: str
+    state: RequestState
+    campaign: str = ""
+    folder: str = ""  # outputs/<campaign>/
+    pairs: list[PairProgress] = field(default_factory=list)
+    error: str = ""
+
+    @property
+    def finished(self) -> bool:
+        return self.state in (RequestState.DONE, RequestState.FAILED)
+
+    def progress(self) -> str:
+        settled = sum(p.state in (PairState.RENDERED, PairState.UP_TO_DATE, PairState.FAILED) for p in self.pairs)
+        return f"{settled}/{len(self.pairs)} pairs"
+
+
+_RUN = """
+query Run($runId: ID!) {
+  runOrError(runId: $runId) {
+    __typename
+    ... on Run { status }
+    ... on PythonError { message }
+  }
+  logsForRun(runId: $runId) {
+    __typename
+    ... on EventConnection {
+      events {
+        __typename
+        ... on MessageEvent { message }
+        ... on ExecutionStepFailureEvent { error { message } failureMetadata { description } }
+        ... on ExecutionStepOutputEvent { metadataEntries { label ... on JsonMetadataEntry { jsonString } } }
+        ... on MaterializationEvent {
+          assetKey { path }
+          metadataEntries { label ... on TableMetadataEntry { table { records } } }
+        }
+      }
+    }
+  }
+}
+"""
+
+_RUNS = """
+query Runs($tag: String!) {
+  runsOrError(filter: {tags: [{key: "heygem/request", value: $tag}]}) {
+    __typename
+    ... on Runs { results { runId jobName status tags { key value } } }
+    ... on PythonError { message }
+  }
+}
+"""
+
+ACTIVE = {"QUEUED", "NOT_STARTED", "STARTING", "MANAGED"}
+RUNNING = {"STARTED", "CANCELING"}
+FAILED = {"FAILURE", "CANCELED"}
+
+
+class FactoryClient:
+    """A client of the factory's Dagster webserver at ``url`` (``heygem ui``: http://127.0.0.1:3000)."""
+
+    def __init__(self, url: str = "http://127.0.0.1:3000", timeout: int = 60) -> None:
+        from dagster_graphql import DagsterGraphQLClient
+        from gql import Client
+        from gql.transport.requests import RequestsHTTPTransport
+
+        parts = urlsplit(url if "://" in url else f"http://{url}")
+        self.url = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+        self._dagster = DagsterGraphQLClient(parts.hostname or "127.0.0.1", port_number=parts.port,
+                                             use_https=parts.scheme == "https", timeout=timeout,
+                                             path_prefix=parts.path.rstrip("/"))
+        self._gql = Client(transport=RequestsHTTPTransport(url=f"{self.url}/graphql", timeout=timeout))
+
+    def _query(self, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+        from gql import GraphQLRequest
+
+        try:
+            return self._gql.execute(GraphQLRequest(query, variable_values=variables))
+        except Exception as error:  # connection refused, HTTP errors, GraphQL errors: one line for the user
+            raise ApiError(f"{self.url}: {type(error).__name__}: {error}") from error
+
+    def submit(self, campaign: str | None = None, script: str | None = None, avatar: str | None = None,
+               bucket: str | None = None) -> str:
+        """Ask for ``campaign`` (or only the pair ``script`` × ``avatar`` of it) to be brought up to date and
+        delivered; returns the request's id. ``bucket``: default, the one the UI's factory uses."""
+        from dagster_graphql import DagsterGraphQLClientError
+
+        if (script is None) != (avatar is None):
+            raise ApiError("give both a script and an avatar for one pair, or neither for the whole campaign")
+        config = {key: value for key, value in (("campaign", campaign), ("script", script), ("avatar", avatar))
+                  if value}
+        run_config: dict[str, Any] = {"ops": {"campaign_request": {"config": config}}}
+        if bucket:
+            run_config["resources"] = {"bucket": {"config": {"url": bucket}}}
+        try:
+            return self._dagster.submit_job_execution(REQUEST_JOB, run_config=run_config,
+                                                      tags={"heygem/trigger": "api"})
+        except DagsterGraphQLClientError as error:
+            raise ApiError(f"{self.url}: the request was refused: {error}") from error
+        except Exception as error:
+            raise ApiError(f"{self.url}: {type(error).__name__}: {error}") from error
+
+    def status(self, request_id: str) -> RequestStatus:
+        """Where request ``request_id`` stands: its state, and every pair's stage and outputs."""
+        request = self._query(_RUN, {"runId": request_id})
+        run = request["runOrError"]
+        if run["__typename"] != "Run":
+            raise ApiError(f"no request {request_id!r} at {self.url} ({run.get('message', run['__typename'])})")
+        events = request["logsForRun"].get("events") or []
+        if run["status"] in FAILED:
+            errors = [e["failureMetadata"]["description"] if e.get("failureMetadata") else e["error"]["message"]
+                      for e in events if e["__typename"] == "ExecutionStepFailureEvent"]
+            return RequestStatus(request_id, RequestState.FAILED, error="; ".join(errors) or run["status"])
+        plan = _metadata_json(events, "plan")
+        if run["status"] != "SUCCESS" or plan is None:
+            return RequestStatus(request_id, RequestState.PLANNING)
+        runs = self._query(_RUNS, {"tag": request_id})["runsOrError"]
+        if runs["__typename"] != "Runs":
+            raise ApiError(f"{self.url}: {runs.get('message', runs['__typename'])}")
+        items: dict[str, list[dict]] = {}
+        for found in runs["results"]:
+            tags = {t["key"]: t["value"] for t in found["tags"]}
+            items.setdefault(tags.get("heygem/item", ""), []).append(found)
+        deliverables = next(iter(items.get(f"campaign:{plan['campaign']}", [])), None)
+        manifest = self._manifest(deliverables["runId"]) if deliverables and deliverables["status"] == "SUCCESS" else {}
+        finished = deliverables is not None and deliverables["status"] not in ACTIVE | RUNNING
+        pairs = [_pair_progress(pair, items, manifest, finished) for pair in plan["pairs"]]
+        state = RequestState.RUNNING
+        if deliverables is not None and deliverables["status"] == "SUCCESS":
+            state = RequestState.DONE
+        return RequestStatus(request_id, state, plan["campaign"], plan["folder"], pairs)
+
+    def wait(self, request_id: str, timeout: float = 3600.0, poll_seconds: float = 2.0) -> RequestStatus:
+        """Poll until the request is done or failed (``ApiError`` after ``timeout`` seconds)."""
+        deadline = time.monotonic() + timeout
+        while not (status := self.status(request_id)).finished:
+            if time.monotonic() > deadline:
+                raise ApiError(f"request {request_id} not finished after {timeout:.0f} s ({status.progress()})")
+            time.sleep(poll_seconds)
+        return status
+
+    def _manifest(self, run_id: str) -> dict[tuple[str, str], dict]:
+        events = self._query(_RUN, {"runId": run_id})["logsForRun"].get("events") or []
+        for event in events:
+            if event["__typename"] == "MaterializationEvent" and event["assetKey"]["path"] == ["campaign_manifest"]:
+                for entry in event["metadataEntries"]:
+                    if entry["label"] == "manifest":
+                        rows = [json.loads(r) for r in entry["table"]["records"]]
+                        return {(r["script"], r["avatar"]): r for r in rows}
+        return {}
+
+
+def _metadata_json(events: list[dict], label: str) -> dict | None:
+    for event in events:
+        for entry in event.get("metadataEntries") or []:
+            if entry.get("label") == label and "jsonString" in entry:
+                return json.loads(entry["jsonString"])
+    return None
+
+
+def _pair_progress(pair: dict, items: dict[str, list[dict]], manifest: dict[tuple[str, str], dict],
+                   finished: bool) -> PairProgress:
+    script, avatar = pair["script_id"], pair["avatar_id"]
+
+    def runs(prefix: str, key: str) -> list[dict]:
+        return [r for item, found in items.items() if item.startswith(prefix) and item.endswith(key) for r in found]
+
+    intake = runs("script:", script) + runs("avatar:", avatar)
+    render, checks = runs("render:", f":{script}|{avatar}"), runs("checks:", f":{script}|{avatar}")
+    progress = PairProgress(pair["script"], pair["avatar"], PairState.WAITING)
+    statuses = {r["status"] for r in intake + render + checks}
+    if statuses & FAILED:
+        progress.state = PairState.FAILED
+    elif any(r["status"] == "SUCCESS" for r in checks):
+        progress.state = PairState.RENDERED
+    elif any(r["status"] in RUNNING for r in checks):
+        progress.state = PairState.CHECKING
+    elif any(r["status"] in RUNNING for r in render):
+        progress.state = PairState.RENDERING
+    elif render:
+        progress.state = PairState.QUEUED if not any(r["status"] == "SUCCESS" for r in render) else PairState.CHECKING
+    elif intake:
+        progress.state = PairState.PREPARING
+    elif finished:
+        progress.state = PairState.UP_TO_DATE
+    row = manifest.get((pair["script"], pair["avatar"]), {})  # the manifest's preview holds the first 50 pairs
+    if row.get("status") == "failed":
+        progress.state, progress.error = PairState.FAILED, str(row.get("error") or "")
+    elif manifest and progress.state in (PairState.RENDERED, PairState.UP_TO_DATE):
+        progress.output = pair["output"]
+        if str(row.get("subtitles", "")).startswith("srt"):
+            stem = progress.output.rsplit(".", 1)[0]
+            progress.subtitles = [f"{stem}.srt", f"{stem}.vtt"]
+    return progress
