@@ -133,6 +133,7 @@ class Service:
     name: str
     command: list[str]
     ready_socket: Path | None = None  # the service is up once this socket accepts connections
+    needs: tuple[str, ...] = ()  # services that must be up before this one starts
     stop_seconds: float = 5.0  # how long it may take to stop before it is killed
     niceness: int = 0
     env: dict[str, str] = field(default_factory=dict)
@@ -168,7 +169,7 @@ class Service:
 
 
 def embedded_services(run: RunDir) -> list[Service]:
-    """Redis, the code server, the daemon, and one worker per queue, in start order."""
+    """Redis, the code server, one worker per queue and the daemon, in start order."""
     python = sys.executable
     bin_dir = Path(python).parent
     # The render (the critical path) lets its ffmpeg use every core; the CPU worker's runs fill the gaps beside it
@@ -182,7 +183,7 @@ def embedded_services(run: RunDir) -> list[Service]:
                                    "--location-name", LOCATION_NAME, "--socket", str(run.code_socket),
                                    "--log-level", "warning"], ready_socket=run.code_socket, stop_seconds=0.5)
     daemon = Service("daemon", [str(bin_dir / "dagster-daemon"), "run", "-w", str(run.workspace),
-                                "--log-level", "warning"])
+                                "--log-level", "warning"], needs=("redis", "code-server"))
     limits = queue_limits(run.home)
 
     def worker(queue: str, concurrency: int, niceness: int = 0, env: dict[str, str] | None = None) -> Service:
@@ -190,11 +191,11 @@ def embedded_services(run: RunDir) -> list[Service]:
         # and retried by Dagster when the services next start.
         return Service(f"worker-{queue}", [python, "-m", "heygem_pipeline.cli", "worker", "--queues", queue,
                                            "--concurrency", str(concurrency), "--name", f"{queue}@%h"],
-                       stop_seconds=STOP_TIMEOUT_SECONDS, niceness=niceness, env=env or {})
+                       needs=("redis",), stop_seconds=STOP_TIMEOUT_SECONDS, niceness=niceness, env=env or {})
 
     # One render at a time (one GPU, or the CPU's cores for the viseme engine); the CPU worker takes as many runs
     # as dagster.yaml lets the run queue hand it.
-    return [redis, code, daemon, worker("gpu", 1), worker("cpu", limits.get("cpu", 1), 10, single_thread)]
+    return [redis, code, worker("gpu", 1), worker("cpu", limits.get("cpu", 1), 10, single_thread), daemon]
 
 
 def _workspace_yaml(run: RunDir) -> str:
@@ -230,9 +231,14 @@ def supervise(home: Path) -> int:
             stale.unlink(missing_ok=True)
         run.workspace.write_text(_workspace_yaml(run))
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        # The workers import the definitions themselves: they start beside the code server, not after it.
+        by_name = {service.name: service for service in services}
         for service in services:
+            for needed in service.needs:
+                _wait_socket(by_name[needed], run, deadline)
             service.start(run)
-            if service.ready_socket is not None:  # the daemon and workers need Redis and the code server
+        for service in services:
+            if service.ready_socket is not None:
                 _wait_socket(service, run, deadline)
         _write_state(run, pid=os.getpid(), ready=True, error="", workspace=str(run.workspace),
                      services={s.name: s.process.pid for s in services if s.process})
