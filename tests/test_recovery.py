@@ -7,12 +7,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from dagster import AssetKey, AssetRecordsFilter, DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
-from servers import alive, descendants
+from servers import alive, descendants, wait_for
 
 from heygem_pipeline.audio import synthesize_speech
 from heygem_pipeline.demo_media import write_still, write_template_video
@@ -36,14 +35,6 @@ def make_bucket(root: Path, sentences: int = 4) -> Path:
 def heygem_run(bucket: Path, env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "heygem_pipeline.cli", "run", "--bucket", str(bucket)], env=env,
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def wait_for(condition, seconds: float, what: str):
-    deadline = time.monotonic() + seconds
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
-    return value
 
 
 def render_step_running(instance: DagsterInstance) -> str | None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from dagster import AssetKey, AssetRecordsFilter, DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
-from servers import kill_group, postgres_server, redis_server, start_group
+from servers import kill_group, postgres_server, redis_server, start_group, wait_for
 
 from heygem_pipeline.audio import synthesize_speech
 from heygem_pipeline.demo_media import write_still, write_template_video
@@ -37,16 +37,6 @@ def host_home(root: Path, name: str, env: dict[str, str]) -> tuple[Path, dict[st
     scratch = root / name / "scratch"
     scratch.mkdir()
     return home, {**env, "DAGSTER_HOME": str(home), "TMPDIR": str(scratch)}
-
-
-def wait_for(condition, seconds: float, what: str):
-    deadline = time.monotonic() + seconds
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 def render_step_running(instance: DagsterInstance) -> str | None:

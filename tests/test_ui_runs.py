@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
+from servers import wait_for
 
 from heygem_pipeline.audio import synthesize_speech
 from heygem_pipeline.demo_media import write_still
@@ -42,14 +43,6 @@ def graphql(url: str, query: str, variables: dict) -> dict:
         body = json.loads(response.read())
     assert "errors" not in body, body
     return body["data"]
-
-
-def wait_for(condition, seconds: float, what: str):
-    deadline = time.monotonic() + seconds
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
-    return value
 
 
 @pytest.fixture(scope="module")
