@@ -1,4 +1,5 @@
-"""The demo bucket: scripts voiced offline by espeak-ng and avatars made from a public-domain portrait.
+"""The demo bucket: scripts voiced offline by espeak-ng (with their transcripts, so the videos get subtitles) and
+avatars made from a public-domain portrait.
 
 Nothing is downloaded. The portrait is scikit-image's ``astronaut`` (a NASA photo in the public domain,
 shipped inside the scikit-image wheel). Building is idempotent: existing files are kept.
@@ -13,6 +14,7 @@ import numpy as np
 import soundfile as sf
 
 from heygem_pipeline.audio import decode_audio, synthesize_speech
+from heygem_pipeline.campaigns import TRANSCRIPTS_PREFIX
 from heygem_pipeline.demo_media import write_still, write_template_video
 from heygem_pipeline.media import atomic_output
 
@@ -55,15 +57,21 @@ def _voice_script(sentences: list[str], dest: Path, voice: str, pause_s: float) 
 
 
 def build_demo_bucket(root: Path = DEMO_BUCKET, size: DemoSize | None = None, voice: str = "en-us") -> Path:
-    """Create (or complete) a demo bucket with 2 scripts and 2 avatars; return its root."""
+    """Create (or complete) a demo bucket with 2 scripts (and their transcripts) and 2 avatars; return its root."""
     size = size or DemoSize()
     scripts, avatars = root / "scripts", root / "avatars"
     scripts.mkdir(parents=True, exist_ok=True)
     avatars.mkdir(parents=True, exist_ok=True)
+    transcripts = root / TRANSCRIPTS_PREFIX
+    transcripts.mkdir(parents=True, exist_ok=True)
     for name, sentences in DEMO_SCRIPTS.items():
         dest = scripts / f"{name}.wav"
         if not dest.exists():
             _voice_script(sentences, dest, voice, size.pause_s)
+        text = transcripts / f"{name}.txt"
+        if not text.exists():
+            with atomic_output(text) as tmp:
+                tmp.write_text(" ".join(sentences) + "\n", encoding="utf-8")
     template = avatars / "presenter.mp4"
     if not template.exists():
         write_template_video(template, size.template_seconds, width=size.width, height=size.height, fps=size.fps)

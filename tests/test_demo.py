@@ -17,6 +17,9 @@ def test_demo_bucket_has_two_voices_and_two_avatars(tmp_path: Path) -> None:
     scripts = sorted((root / "scripts").iterdir())
     avatars = sorted((root / "avatars").iterdir())
     assert [p.stem for p in scripts] == sorted(DEMO_SCRIPTS)
+    transcripts = sorted((root / "transcripts").iterdir())  # the videos get subtitles
+    assert [p.name for p in transcripts] == [f"{name}.txt" for name in sorted(DEMO_SCRIPTS)]
+    assert transcripts[1].read_text() == "Hello and welcome to the HeyGem content factory.\n"
     assert [p.name for p in avatars] == ["portrait.png", "presenter.mp4"]
 
     durations = {p.stem: len(decode_audio(p)) / 16000 for p in scripts}
