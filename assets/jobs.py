@@ -25,7 +25,7 @@ from assets.campaigns import campaign_manifest, campaign_zip
 from assets.partitions import pair_partition_key
 from assets.scripts import script_intake
 from assets.videos import lipsync_video
-from heygem_pipeline.campaigns import FactoryState, RenderOptions, Work
+from heygem_pipeline.campaigns import FactoryState, PairState, RenderOptions, Work
 from heygem_pipeline.config import ToolLimits
 
 # The Celery queue of each job's runs (the run launcher routes by this tag; dagster.yaml limits runs per queue):
@@ -130,18 +130,21 @@ def stage_runs(state: FactoryState, work: Work, *, run_key_prefix: tuple[str, ..
         if not pair.inputs_ready:
             continue  # later, once its script and avatar are prepared
         key = pair_partition_key(pair.script, pair.avatar)
-        pair_tags = {**tags, "heygem/variant": pair.variant, **runtime_limit_tags(state.script_seconds(pair.script))}
         runs.append(stage_run(url, f"render:{pair.variant}:{pair.script}|{pair.avatar}", pair.render_token,
                               pair_job.name, key, run_key_parts=(*run_key_prefix, "pair", pair.variant, str(key)),
-                              render=pair.options, tags=pair_tags))
+                              render=pair.options, tags=_pair_tags(state, pair, tags)))
     for pair in work.checks:
         key = pair_partition_key(pair.script, pair.avatar)
-        check_tags = {**tags, "heygem/variant": pair.variant, **runtime_limit_tags(state.script_seconds(pair.script))}
         render_id = str((pair.record or {}).get("render_id"))
         runs.append(stage_run(url, f"checks:{pair.variant}:{pair.script}|{pair.avatar}", f"{pair.render_token}|checks",
-                              check_job.name, key, tags=check_tags,
+                              check_job.name, key, tags=_pair_tags(state, pair, tags),
                               run_key_parts=(*run_key_prefix, "checks", pair.variant, str(key), render_id)))
     return runs
+
+
+def _pair_tags(state: FactoryState, pair: PairState, tags: Mapping[str, str]) -> dict[str, str]:
+    """A render's or check's tags: its variant, and a maximum runtime that grows with its voice."""
+    return {**tags, "heygem/variant": pair.variant, **runtime_limit_tags(state.script_seconds(pair.script))}
 
 
 def in_flight(instance: DagsterInstance) -> set[tuple[str, str]]:

@@ -16,7 +16,6 @@ import time
 from dagster import (
     Config,
     DagsterRunStatus,
-    DefaultSensorStatus,
     Failure,
     MetadataValue,
     OpExecutionContext,
@@ -32,6 +31,7 @@ from dagster import (
 from pydantic import Field
 
 from assets.jobs import CPU_QUEUE, JOBS, StageRun, in_flight, stage_run, stage_runs
+from assets.sensors import DEFAULT_STATUS
 from heygem_pipeline.campaigns import (
     SETTLED_STATUSES,
     Bucket,
@@ -44,7 +44,6 @@ from heygem_pipeline.campaigns import (
     plan_work,
     scan_bucket,
 )
-from heygem_pipeline.config import Settings
 from resources.bucket import BucketResource
 from resources.engine import LipSyncEngineResource
 from resources.ffmpeg import FFmpegResource
@@ -52,7 +51,6 @@ from resources.ffmpeg import FFmpegResource
 REQUEST_TAG = "heygem/request"
 REQUEST_TICK_SECONDS = 5
 REQUEST_DAYS = 7  # requests older than this are no longer driven
-DEFAULT_STATUS = DefaultSensorStatus.RUNNING if Settings.from_env().automation else DefaultSensorStatus.STOPPED
 
 
 class RequestConfig(Config):

@@ -367,6 +367,7 @@ def run_factory(bucket: str, campaign: str | None = None, progress: ProgressFn |
             if item.stage not in (Stage.RENDER, Stage.CHECKS):
                 return {}  # dagster.yaml's default limit
             script = item.partition[0]
+            # A fresh state: the script's stamp (its length) is written by its intake run, after planning.
             return runtime_limit_tags(FactoryState(store, scan, media, defaults).script_seconds(script))
 
         session_tags = {"heygem/trigger": "cli", "heygem/session": uuid.uuid4().hex[:12],
