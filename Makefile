@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup system-deps demo test ui bench lint constraints clean
+.PHONY: setup system-deps demo test ui studio bench lint constraints clean
 
 setup: system-deps $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 
@@ -45,6 +45,9 @@ test: setup
 
 ui: setup
 	@$(VENV)/bin/heygem ui
+
+studio: setup
+	@$(VENV)/bin/heygem studio
 
 bench: setup
 	@$(PY) -m benchmarks

@@ -134,6 +134,8 @@ def _request_runs(store: Bucket, request_id: str, started: float, config: Reques
     tags = {"heygem/trigger": "request", REQUEST_TAG: request_id}
     runs = stage_runs(state, work, run_key_prefix=(request_id,), tags=tags)
     mine = instance.get_run_records(RunsFilter(tags={REQUEST_TAG: request_id}))
+    if any(r.dagster_run.status == DagsterRunStatus.CANCELED for r in mine):
+        return [], True  # canceled (the studio's Cancel, Terminate in the UI): no further stage, no deliverables
     busy = any(not r.dagster_run.is_finished for r in mine)
     settled = not runs and not busy and all(s.status in SETTLED_STATUSES for s in work.states[campaign.key]
                                             if (s.script, s.avatar) in scope)

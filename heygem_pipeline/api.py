@@ -16,12 +16,14 @@ pair stands and where its video and subtitles are.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 from urllib.parse import urlsplit
 
+from heygem_pipeline.campaigns import DELIVERABLE_STATUSES
 from heygem_pipeline.errors import HeygemError
 
 REQUEST_JOB = "request_job"
@@ -41,6 +43,11 @@ class PairState(Enum):
     RENDERED = "rendered"  # rendered and checked; delivered with the campaign's deliverables
     UP_TO_DATE = "up to date"  # nothing to do: rendered and checked before the request
     FAILED = "failed"
+    CANCELED = "canceled"  # one of its runs was terminated (Cancel, or Terminate in the Dagster UI)
+
+    @property
+    def settled(self) -> bool:
+        return self in (PairState.RENDERED, PairState.UP_TO_DATE, PairState.FAILED, PairState.CANCELED)
 
 
 class RequestState(Enum):
@@ -48,6 +55,7 @@ class RequestState(Enum):
     RUNNING = "running"
     DONE = "done"  # delivered: outputs/<campaign>/ holds the videos, subtitles, manifest and zip
     FAILED = "failed"  # the request itself could not be planned (an unknown campaign, script or avatar)
+    CANCELED = "canceled"  # its runs were terminated: the request_sensor no longer drives it
 
 
 @dataclass
@@ -58,6 +66,9 @@ class PairProgress:
     output: str = ""  # the delivered video (once the request is done and the pair was delivered)
     subtitles: list[str] = field(default_factory=list)  # its .srt and .vtt, when its script has captions
     error: str = ""
+    seconds: float | None = None  # from its first run's start to its last run's end (or now)
+    video: str = ""  # the rendered video as soon as it exists (before delivery: under work/renders/)
+    sync_offset_frames: int | None = None  # the sync check's measured lag, once delivered
 
 
 @dataclass
@@ -68,21 +79,39 @@ class RequestStatus:
     folder: str = ""  # outputs/<campaign>/
     pairs: list[PairProgress] = field(default_factory=list)
     error: str = ""
+    created: float = 0.0  # when the request was submitted (epoch seconds)
+    zip: str = ""  # outputs/<campaign>/<campaign>.zip and its manifest, once delivered
+    manifest: str = ""
 
     @property
     def finished(self) -> bool:
-        return self.state in (RequestState.DONE, RequestState.FAILED)
+        return self.state in (RequestState.DONE, RequestState.FAILED, RequestState.CANCELED)
+
+    @property
+    def settled(self) -> int:
+        return sum(p.state.settled for p in self.pairs)
 
     def progress(self) -> str:
-        settled = sum(p.state in (PairState.RENDERED, PairState.UP_TO_DATE, PairState.FAILED) for p in self.pairs)
-        return f"{settled}/{len(self.pairs)} pairs"
+        return f"{self.settled}/{len(self.pairs)} pairs"
+
+
+@dataclass(frozen=True)
+class RequestSummary:
+    """One past request, as the instance recorded it (``FactoryClient.requests``)."""
+
+    request_id: str
+    created: float
+    run_status: str  # the request_job run's Dagster status
+    campaign: str  # as asked for ('' for the bucket's only or default campaign)
+    script: str = ""
+    avatar: str = ""
 
 
 _RUN = """
 query Run($runId: ID!) {
   runOrError(runId: $runId) {
     __typename
-    ... on Run { status }
+    ... on Run { status creationTime }
     ... on PythonError { message }
   }
   logsForRun(runId: $runId) {
@@ -95,7 +124,7 @@ query Run($runId: ID!) {
         ... on ExecutionStepOutputEvent { metadataEntries { label ... on JsonMetadataEntry { jsonString } } }
         ... on MaterializationEvent {
           assetKey { path }
-          metadataEntries { label ... on TableMetadataEntry { table { records } } }
+          metadataEntries { label ... on TableMetadataEntry { table { records } } ... on PathMetadataEntry { path } }
         }
       }
     }
@@ -107,9 +136,25 @@ _RUNS = """
 query Runs($tag: String!) {
   runsOrError(filter: {tags: [{key: "heygem/request", value: $tag}]}) {
     __typename
-    ... on Runs { results { runId jobName status tags { key value } } }
+    ... on Runs { results { runId jobName status startTime endTime tags { key value } } }
     ... on PythonError { message }
   }
+}
+"""
+
+_REQUESTS = """
+query Requests($limit: Int) {
+  runsOrError(filter: {pipelineName: "request_job"}, limit: $limit) {
+    __typename
+    ... on Runs { results { runId status creationTime runConfigYaml } }
+    ... on PythonError { message }
+  }
+}
+"""
+
+_TERMINATE = """
+mutation Terminate($runIds: [String!]!) {
+  terminateRuns(runIds: $runIds) { __typename ... on PythonError { message } }
 }
 """
 
@@ -132,12 +177,18 @@ class FactoryClient:
                                              use_https=parts.scheme == "https", timeout=timeout,
                                              path_prefix=parts.path.rstrip("/"))
         self._gql = Client(transport=RequestsHTTPTransport(url=f"{self.url}/graphql", timeout=timeout))
+        self._errors: dict[str, str] = {}  # by run id: what failed and finished runs said
+        self._paths: dict[str, str] = {}
+        self.queries = 0  # GraphQL queries sent so far (the studio's benchmark counts them)
+        self._lock = threading.Lock()  # gql's synchronous client holds one session: one query at a time
 
     def _query(self, query: str, variables: dict[str, Any]) -> dict[str, Any]:
         from gql import GraphQLRequest
 
+        self.queries += 1
         try:
-            return self._gql.execute(GraphQLRequest(query, variable_values=variables))
+            with self._lock:
+                return self._gql.execute(GraphQLRequest(query, variable_values=variables))
         except Exception as error:  # connection refused, HTTP errors, GraphQL errors: one line for the user
             raise ApiError(f"{self.url}: {type(error).__name__}: {error}") from error
 
@@ -169,13 +220,15 @@ class FactoryClient:
         if run["__typename"] != "Run":
             raise ApiError(f"no request {request_id!r} at {self.url} ({run.get('message', run['__typename'])})")
         events = request["logsForRun"].get("events") or []
+        created = float(run.get("creationTime") or 0.0)
         if run["status"] in FAILED:
             errors = [e["failureMetadata"]["description"] if e.get("failureMetadata") else e["error"]["message"]
                       for e in events if e["__typename"] == "ExecutionStepFailureEvent"]
-            return RequestStatus(request_id, RequestState.FAILED, error="; ".join(errors) or run["status"])
+            state = RequestState.CANCELED if run["status"] == "CANCELED" else RequestState.FAILED
+            return RequestStatus(request_id, state, error="; ".join(errors) or run["status"], created=created)
         plan = _metadata_json(events, "plan")
         if run["status"] != "SUCCESS" or plan is None:
-            return RequestStatus(request_id, RequestState.PLANNING)
+            return RequestStatus(request_id, RequestState.PLANNING, created=created)
         runs = self._query(_RUNS, {"tag": request_id})["runsOrError"]
         if runs["__typename"] != "Runs":
             raise ApiError(f"{self.url}: {runs.get('message', runs['__typename'])}")
@@ -187,10 +240,61 @@ class FactoryClient:
         manifest = self._manifest(deliverables["runId"]) if deliverables and deliverables["status"] == "SUCCESS" else {}
         finished = deliverables is not None and deliverables["status"] not in ACTIVE | RUNNING
         pairs = [_pair_progress(pair, items, manifest, finished) for pair in plan["pairs"]]
-        state = RequestState.RUNNING
+        for progress, pair in zip(pairs, plan["pairs"], strict=True):
+            if progress.state == PairState.FAILED and not progress.error:
+                failed = [r for r in _pair_runs(pair, items) if r["status"] == "FAILURE"]
+                progress.error = self._run_error(failed[0]["runId"]) if failed else ""
+            if progress.state in (PairState.CHECKING, PairState.RENDERED, PairState.UP_TO_DATE):
+                rendered = [r for r in _runs(items, "render:", f":{pair['script_id']}|{pair['avatar_id']}")
+                            if r["status"] == "SUCCESS"]
+                progress.video = progress.output or (self._render_path(rendered[0]["runId"]) if rendered else "")
+        status = RequestStatus(request_id, RequestState.RUNNING, plan["campaign"], plan["folder"], pairs,
+                               created=created)
+        mine = [r for found in items.values() for r in found]
         if deliverables is not None and deliverables["status"] == "SUCCESS":
-            state = RequestState.DONE
-        return RequestStatus(request_id, state, plan["campaign"], plan["folder"], pairs)
+            status.state = RequestState.DONE
+            status.zip = f"{plan['folder']}/{plan['campaign']}.zip"
+            status.manifest = f"{plan['folder']}/manifest.csv"
+        elif any(r["status"] == "CANCELED" for r in mine) and not any(r["status"] in ACTIVE | RUNNING for r in mine):
+            status.state = RequestState.CANCELED
+        return status
+
+    def requests(self, limit: int = 50) -> list[RequestSummary]:
+        """The latest ``limit`` requests, newest first, as the instance recorded them."""
+        import yaml
+
+        found = self._query(_REQUESTS, {"limit": limit})["runsOrError"]
+        if found["__typename"] != "Runs":
+            raise ApiError(f"{self.url}: {found.get('message', found['__typename'])}")
+        summaries = []
+        for run in found["results"]:
+            config = (((yaml.safe_load(run["runConfigYaml"]) or {}).get("ops") or {}).get("campaign_request")
+                      or {}).get("config") or {}
+            summaries.append(RequestSummary(run["runId"], float(run["creationTime"]), run["status"],
+                                            str(config.get("campaign") or ""), str(config.get("script") or ""),
+                                            str(config.get("avatar") or "")))
+        return summaries
+
+    def cancel(self, request_id: str, settle_seconds: float = 0.0) -> int:
+        """Terminate every run of the request still queued or running; returns how many. The request_sensor
+        stops driving a request that has a terminated run; ``settle_seconds``: keep terminating for that long, for
+        a run the sensor created while this call ran."""
+        deadline = time.monotonic() + settle_seconds
+        terminated: set[str] = set()
+        while True:
+            runs = self._query(_RUNS, {"tag": request_id})["runsOrError"]
+            if runs["__typename"] != "Runs":
+                raise ApiError(f"{self.url}: {runs.get('message', runs['__typename'])}")
+            active = [r["runId"] for r in runs["results"]
+                      if r["status"] in ACTIVE | {"STARTED"} and r["runId"] not in terminated]
+            if active:
+                result = self._query(_TERMINATE, {"runIds": active})["terminateRuns"]
+                if result["__typename"] == "PythonError":
+                    raise ApiError(f"{self.url}: could not cancel: {result['message']}")
+                terminated.update(active)
+            if time.monotonic() >= deadline:
+                return len(terminated)
+            time.sleep(1.0)
 
     def wait(self, request_id: str, timeout: float = 3600.0, poll_seconds: float = 2.0) -> RequestStatus:
         """Poll until the request is done or failed (``ApiError`` after ``timeout`` seconds)."""
@@ -200,6 +304,24 @@ class FactoryClient:
                 raise ApiError(f"request {request_id} not finished after {timeout:.0f} s ({status.progress()})")
             time.sleep(poll_seconds)
         return status
+
+    def _run_error(self, run_id: str) -> str:
+        """The first step failure's message of a failed run (kept: a failed run never changes)."""
+        if run_id not in self._errors:
+            events = self._query(_RUN, {"runId": run_id})["logsForRun"].get("events") or []
+            errors = [e["failureMetadata"]["description"] if e.get("failureMetadata") else e["error"]["message"]
+                      for e in events if e["__typename"] == "ExecutionStepFailureEvent"]
+            self._errors[run_id] = (errors[0] if errors else "").strip().splitlines()[0] if errors else ""
+        return self._errors[run_id]
+
+    def _render_path(self, run_id: str) -> str:
+        """The video a succeeded render run wrote (its materialization's ``path``; kept, as the run is final)."""
+        if run_id not in self._paths:
+            events = self._query(_RUN, {"runId": run_id})["logsForRun"].get("events") or []
+            self._paths[run_id] = next((entry["path"] for event in events if event["__typename"] ==
+                                        "MaterializationEvent" for entry in event["metadataEntries"]
+                                        if entry["label"] == "path" and "path" in entry), "")
+        return self._paths[run_id]
 
     def _manifest(self, run_id: str) -> dict[tuple[str, str], dict]:
         events = self._query(_RUN, {"runId": run_id})["logsForRun"].get("events") or []
@@ -220,19 +342,34 @@ def _metadata_json(events: list[dict], label: str) -> dict | None:
     return None
 
 
+def _runs(items: dict[str, list[dict]], prefix: str, key: str) -> list[dict]:
+    return [r for item, found in items.items() if item.startswith(prefix) and item.endswith(key) for r in found]
+
+
+def _pair_runs(pair: dict, items: dict[str, list[dict]]) -> list[dict]:
+    """The runs of the request that a pair depends on: its script's and avatar's intake, its render and checks."""
+    script, avatar = pair["script_id"], pair["avatar_id"]
+    return (_runs(items, "script:", script) + _runs(items, "avatar:", avatar)
+            + _runs(items, "render:", f":{script}|{avatar}") + _runs(items, "checks:", f":{script}|{avatar}"))
+
+
 def _pair_progress(pair: dict, items: dict[str, list[dict]], manifest: dict[tuple[str, str], dict],
                    finished: bool) -> PairProgress:
     script, avatar = pair["script_id"], pair["avatar_id"]
-
-    def runs(prefix: str, key: str) -> list[dict]:
-        return [r for item, found in items.items() if item.startswith(prefix) and item.endswith(key) for r in found]
-
-    intake = runs("script:", script) + runs("avatar:", avatar)
-    render, checks = runs("render:", f":{script}|{avatar}"), runs("checks:", f":{script}|{avatar}")
+    intake = _runs(items, "script:", script) + _runs(items, "avatar:", avatar)
+    render = _runs(items, "render:", f":{script}|{avatar}")
+    checks = _runs(items, "checks:", f":{script}|{avatar}")
     progress = PairProgress(pair["script"], pair["avatar"], PairState.WAITING)
+    mine = render + checks
+    starts = [r["startTime"] for r in mine if r.get("startTime")]
+    if starts:
+        ends = [r.get("endTime") or time.time() for r in mine if r.get("startTime")]
+        progress.seconds = max(ends) - min(starts)
     statuses = {r["status"] for r in intake + render + checks}
-    if statuses & FAILED:
+    if "FAILURE" in statuses:
         progress.state = PairState.FAILED
+    elif "CANCELED" in statuses:
+        progress.state = PairState.CANCELED
     elif any(r["status"] == "SUCCESS" for r in checks):
         progress.state = PairState.RENDERED
     elif any(r["status"] in RUNNING for r in checks):
@@ -248,8 +385,13 @@ def _pair_progress(pair: dict, items: dict[str, list[dict]], manifest: dict[tupl
     row = manifest.get((pair["script"], pair["avatar"]), {})  # the manifest's preview holds the first 50 pairs
     if row.get("status") == "failed":
         progress.state, progress.error = PairState.FAILED, str(row.get("error") or "")
-    elif manifest and progress.state in (PairState.RENDERED, PairState.UP_TO_DATE):
+    elif row.get("status") in DELIVERABLE_STATUSES and progress.state not in (PairState.FAILED, PairState.CANCELED):
+        # Delivered; its checks may have run outside the request (the bucket sensor got there first).
+        progress.state = PairState.RENDERED if intake or render or checks else PairState.UP_TO_DATE
+    if manifest and progress.state in (PairState.RENDERED, PairState.UP_TO_DATE):
         progress.output = pair["output"]
+        if row.get("sync_offset_frames") is not None:
+            progress.sync_offset_frames = int(row["sync_offset_frames"])
         if str(row.get("subtitles", "")).startswith("srt"):
             stem = progress.output.rsplit(".", 1)[0]
             progress.subtitles = [f"{stem}.srt", f"{stem}.vtt"]

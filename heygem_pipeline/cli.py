@@ -5,6 +5,7 @@ Subcommands:
   run     run every pair of a bucket's campaigns through Dagster on the local instance
   render  render one voice onto one avatar, outside Dagster (quick trial)
   ui      start the Dagster UI (webserver + daemon + workers) on this workspace
+  studio  the web page for uploads, generation, progress, playback and downloads (starts what `ui` starts)
   worker  a Celery worker that executes the runs Dagster launches (for hosts of a scaled-out instance)
   submit  ask a running `heygem ui` to deliver a campaign or one pair (GraphQL); prints the request's id
   status  where a submitted request stands, pair by pair, with its outputs
@@ -115,6 +116,16 @@ def _ui(args: argparse.Namespace) -> int:
     return start_ui(host=args.host, port=args.port)
 
 
+def _studio(args: argparse.Namespace) -> int:
+    from heygem_pipeline.studio.server import StudioSettings, read_auth, start_studio
+
+    settings = StudioSettings(host=args.host, port=args.port, auth=read_auth(args.auth, args.auth_file),
+                              no_auth=args.no_auth, bucket=args.bucket or Settings.from_env().bucket,
+                              dagster_url=args.dagster_url or "", dagster_port=args.dagster_port,
+                              max_upload=args.max_upload)
+    return start_studio(settings)
+
+
 def _submit(args: argparse.Namespace) -> int:
     from heygem_pipeline.api import FactoryClient
 
@@ -198,6 +209,22 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=3000)
     ui.set_defaults(handler=_ui)
+
+    studio = commands.add_parser("studio", help="the web page: upload, generate, follow, watch, download",
+                                 description="Serve the studio page (default http://127.0.0.1:7860) with the Dagster "
+                                 "webserver, daemon and workers behind it (or the webserver at --dagster-url).")
+    studio.add_argument("--host", default="127.0.0.1", help="address to serve on (default %(default)s; any other "
+                        "needs --auth or --no-auth)")
+    studio.add_argument("--port", type=int, default=7860)
+    studio.add_argument("--auth", action="append", default=[], metavar="USER:PASSWORD", help="a login (repeatable)")
+    studio.add_argument("--auth-file", metavar="FILE", help="logins, one user:password a line")
+    studio.add_argument("--no-auth", action="store_true", help="serve another address without a login")
+    studio.add_argument("--bucket", help="the bucket uploads go to (default: $HEYGEM_BUCKET or data/bucket)")
+    studio.add_argument("--dagster-url", help="use the Dagster webserver already running there")
+    studio.add_argument("--dagster-port", type=int, default=3000, help="port of the webserver it starts "
+                        "(default %(default)s)")
+    studio.add_argument("--max-upload", default="2gb", help="largest upload (default %(default)s)")
+    studio.set_defaults(handler=_studio)
 
     submit = commands.add_parser("submit", help="ask a running `heygem ui` to deliver a campaign or one pair",
                                  description="Submit a request to the factory's Dagster webserver (GraphQL): a "

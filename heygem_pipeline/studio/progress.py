@@ -1,0 +1,112 @@
+"""Where requests stand, read from the instance through the factory's GraphQL API once for every open page.
+
+Each page polls every few seconds; with many pages on one large request, asking the webserver once per page
+would load it in proportion to the pages. ``StatusCache`` asks once per request and interval, whoever asks, and
+keeps a finished request's status for good (it no longer changes).
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from heygem_pipeline.api import ApiError, FactoryClient, PairState, RequestStatus, RequestSummary
+from heygem_pipeline.studio.i18n import t
+
+FRESH_SECONDS = 2.0  # an open request's status is asked for at most this often
+KEPT_FINISHED = 512  # finished requests' statuses kept in memory
+
+
+class StatusCache:
+    """``get(request_id)``: the request's status, at most ``fresh_seconds`` old; one query for all callers."""
+
+    def __init__(self, client: FactoryClient, fresh_seconds: float = FRESH_SECONDS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.client, self.fresh_seconds, self.clock = client, fresh_seconds, clock
+        self._entries: OrderedDict[str, tuple[float, RequestStatus]] = OrderedDict()
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+        self._history: tuple[float, list[RequestSummary]] | None = None
+
+    def _lock_for(self, request_id: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(request_id, threading.Lock())
+
+    def get(self, request_id: str) -> RequestStatus:
+        with self._lock_for(request_id):  # callers of one request wait for the one query in flight
+            entry = self._entries.get(request_id)
+            if entry is not None and (entry[1].finished or self.clock() - entry[0] < self.fresh_seconds):
+                return entry[1]
+            status = self.client.status(request_id)
+            with self._guard:
+                self._entries[request_id] = (self.clock(), status)
+                self._entries.move_to_end(request_id)
+                while len(self._entries) > KEPT_FINISHED:
+                    self._entries.popitem(last=False)
+            return status
+
+    def forget(self, request_id: str) -> None:
+        """Ask again next time (after Cancel: the status changes sooner than the interval)."""
+        with self._guard:
+            self._entries.pop(request_id, None)
+
+    def history(self, limit: int = 50) -> list[RequestSummary]:
+        with self._guard:
+            if self._history is not None and self.clock() - self._history[0] < self.fresh_seconds:
+                return self._history[1]
+        found = self.client.requests(limit)
+        with self._guard:
+            self._history = (self.clock(), found)
+        return found
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One request's progress as a page shows it."""
+
+    headline: str  # "3/10 pairs · rendering · about 1 min left"
+    rows: list[list[object]]  # the pairs table
+    videos: list[tuple[str, str]]  # (video path, caption) of the pairs delivered so far
+    finished: bool
+
+
+def format_seconds(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
+def eta_seconds(status: RequestStatus) -> float | None:
+    """Time left: the pairs still open × the median time of a pair of this request so far (renders run one
+    at a time on the GPU worker); None until one pair has finished."""
+    done = [p.seconds for p in status.pairs if p.state in (PairState.RENDERED,) and p.seconds]
+    if not done:
+        return None
+    return (len(status.pairs) - status.settled) * statistics.median(done)
+
+
+def describe(status: RequestStatus, lang: str, plain: Callable[[str], str] = str) -> Progress:
+    """The headline, the pair rows and the finished videos of ``status``, in ``lang``; ``plain`` shortens the
+    messages (file locations)."""
+    total = len(status.pairs)
+    parts = [t("msg_progress", lang, settled=status.settled, total=total)] if total else []
+    parts.append(t(status.state.value, lang))
+    active = [p.state.value for p in status.pairs if not p.state.settled and p.state != PairState.WAITING]
+    if active and not status.finished:
+        parts.append(t(active[0], lang))
+    if not status.finished and total:
+        eta = eta_seconds(status)
+        parts.append(t("msg_eta", lang, eta=format_seconds(eta)) if eta is not None else t("msg_eta_unknown", lang))
+    if status.error:
+        parts.append(plain(status.error))
+    rows = [[p.script, p.avatar, t(p.state.value, lang), round(p.seconds) if p.seconds else None,
+             p.sync_offset_frames, plain(p.error)] for p in status.pairs]
+    videos = [(p.output or p.video, f"{p.script} × {p.avatar}") for p in status.pairs if p.output or p.video]
+    return Progress(" · ".join(parts), rows, videos, status.finished)
+
+
+def describe_error(error: ApiError, lang: str) -> Progress:
+    return Progress(t("msg_unreachable", lang, error=error), [], [], False)
