@@ -14,6 +14,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from heygem_pipeline.config import Settings
 from heygem_pipeline.errors import HeygemError
 from heygem_pipeline.worker import die_with_parent
 
@@ -38,7 +39,8 @@ def webserver(host: str = "127.0.0.1", port: int = 3000, wait: bool = False) -> 
     from heygem_pipeline.services import session
 
     home = Path(init().root_directory)
-    with session(home, REPO_ROOT / "workspace.yaml") as services:
+    # HEYGEM_AUTOMATION=0 starts the sensors stopped here too (the README's promise); the UI can turn them on.
+    with session(home, REPO_ROOT / "workspace.yaml", automation=Settings.from_env().automation) as services:
         command = [str(Path(sys.executable).with_name("dagster-webserver")), "-w", str(services.workspace()), "-h",
                    host, "-p", str(port)]
         process = subprocess.Popen(command, env={**os.environ, "DAGSTER_HOME": str(home)}, preexec_fn=die_with_parent)

@@ -173,6 +173,18 @@ def test_batch_in_the_browser(studio: dict, browser, media: dict[str, Path], tmp
     assert not any("broken" in n and n.endswith(".mp4") for n in names)
     page.close()
 
+    # The history, read from the instance in a fresh page: the request is there, and opens in the batch tab.
+    page = open_page(browser, studio["url"])
+    page.get_by_role("tab", name="History").click()
+    request = address.split("request=")[1]
+    row = page.locator("#history-table").get_by_text(request).last
+    row.wait_for(timeout=30_000)
+    assert "2/2" in page.locator("#history-table").inner_text()
+    row.click()
+    wait_for(lambda: "2/2 pairs · done" in progress_text(page, "batch-progress"), 30, "the request from the history")
+    assert request in page.evaluate("window.location.href")
+    page.close()
+
 
 def test_try_one_with_typed_text_in_chinese(studio: dict, browser, media: dict[str, Path], tmp_path: Path) -> None:
     page = open_page(browser, studio["url"], locale="zh-CN")

@@ -227,16 +227,18 @@ def build(studio: Studio) -> gr.Blocks:
             picks = (gr.update(choices=bucket_files(studio.bucket, "script")),
                      gr.update(choices=bucket_files(studio.bucket, "avatar")))
             if not wanted:
-                return language, "", "", gr.skip(), *picks
+                return language, "", "", gr.skip(), *picks, *[gr.skip()] * len(view_outputs)
             try:
                 single = studio.status(wanted).campaign.startswith(SINGLE_PREFIX)
             except ApiError:
                 single = False
-            if single:
-                return language, wanted, "", gr.Tabs(selected="single"), *picks
-            return language, "", wanted, gr.Tabs(selected="batch"), *picks
+            single_id, batch_id = (wanted, "") if single else ("", wanted)
+            # The request's state comes with the page's first answer, not one round trip later.
+            return (language, single_id, batch_id, gr.Tabs(selected="single" if single else "batch"), *picks,
+                    *poll(single_id, batch_id, language, ("", "")))
 
-        page.load(on_load, None, [lang, single_request, batch_request, tabs, existing_voices, existing_presenters])
+        page.load(on_load, None, [lang, single_request, batch_request, tabs, existing_voices, existing_presenters,
+                                  *view_outputs], queue=False)  # straight away, not behind the queue's events
     return page
 
 

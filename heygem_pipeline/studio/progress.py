@@ -22,15 +22,19 @@ KEPT_FINISHED = 512  # finished requests' statuses kept in memory
 
 
 class StatusCache:
-    """``get(request_id)``: the request's status, at most ``fresh_seconds`` old; one query for all callers."""
+    """``get(request_id)``: the request's status, asked for at most once per ``fresh_seconds`` slot, whoever asks."""
 
     def __init__(self, client: FactoryClient, fresh_seconds: float = FRESH_SECONDS,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.client, self.fresh_seconds, self.clock = client, fresh_seconds, clock
-        self._entries: OrderedDict[str, tuple[float, RequestStatus]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[int, RequestStatus]] = OrderedDict()
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
-        self._history: tuple[float, list[RequestSummary]] | None = None
+        self._history: tuple[int, list[RequestSummary]] | None = None
+
+    def _slot(self) -> int:
+        # Fixed time slots, not an age: pages polling out of phase still share one query per slot.
+        return int(self.clock() // self.fresh_seconds)
 
     def _lock_for(self, request_id: str) -> threading.Lock:
         with self._guard:
@@ -39,11 +43,11 @@ class StatusCache:
     def get(self, request_id: str) -> RequestStatus:
         with self._lock_for(request_id):  # callers of one request wait for the one query in flight
             entry = self._entries.get(request_id)
-            if entry is not None and (entry[1].finished or self.clock() - entry[0] < self.fresh_seconds):
+            if entry is not None and (entry[1].finished or entry[0] == self._slot()):
                 return entry[1]
             status = self.client.status(request_id)
             with self._guard:
-                self._entries[request_id] = (self.clock(), status)
+                self._entries[request_id] = (self._slot(), status)
                 self._entries.move_to_end(request_id)
                 while len(self._entries) > KEPT_FINISHED:
                     self._entries.popitem(last=False)
@@ -56,11 +60,11 @@ class StatusCache:
 
     def history(self, limit: int = 50) -> list[RequestSummary]:
         with self._guard:
-            if self._history is not None and self.clock() - self._history[0] < self.fresh_seconds:
+            if self._history is not None and self._history[0] == self._slot():
                 return self._history[1]
         found = self.client.requests(limit)
         with self._guard:
-            self._history = (self.clock(), found)
+            self._history = (self._slot(), found)
         return found
 
 
