@@ -126,8 +126,9 @@ def _best_load(browser, address: str, element: str, text: str, rounds: int = 3) 
         page = browser.new_page()
         started = time.perf_counter()
         page.goto(address)
-        page.wait_for_function(f"(document.querySelector('#{element}')?.innerText || '').includes({text!r}) && "
-                               f"document.querySelector('#{element}').innerText.length > 0", timeout=60_000)
+        page.wait_for_function(f"(() => {{ const e = document.querySelector('#{element}'); "
+                               f"return e && e.innerText.length > 0 && e.innerText.includes({text!r}); }})()",
+                               timeout=60_000)
         best = min(best, time.perf_counter() - started)
         page.close()
     return round(best, 3)

@@ -267,7 +267,7 @@ def _single_view(studio: Studio, request_id: str, lang: str, shown: str) -> tupl
         status = studio.status(request_id)
     except ApiError as error:
         return (describe_error(error, lang).headline, gr.skip(), gr.skip(), shown), True
-    progress = describe(status, lang, studio.plain)
+    progress = describe(status, lang, studio.plain, studio.cache.typical_pair_seconds())
     pair = status.pairs[0] if status.pairs else None
     text = progress.headline
     if pair is not None and pair.sync_offset_frames is not None:
@@ -292,7 +292,7 @@ def _batch_view(studio: Studio, request_id: str, lang: str, shown: str) -> tuple
         status = studio.status(request_id)
     except ApiError as error:
         return (describe_error(error, lang).headline,) + (gr.skip(),) * 4 + (shown,), True
-    progress = describe(status, lang, studio.plain)
+    progress = describe(status, lang, studio.plain, studio.cache.typical_pair_seconds())
     key = f"{request_id}:{'|'.join(v for v, _ in progress.videos)}:{status.zip}"
     if key == shown:
         return (progress.headline, progress.rows, gr.skip(), gr.skip(), gr.skip(), shown), not status.finished

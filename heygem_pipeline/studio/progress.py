@@ -19,6 +19,7 @@ from heygem_pipeline.studio.i18n import t
 
 FRESH_SECONDS = 2.0  # an open request's status is asked for at most this often
 KEPT_FINISHED = 512  # finished requests' statuses kept in memory
+KEPT_PAIR_TIMES = 200  # the latest pairs' render + check times, for the time left of a request just started
 
 
 class StatusCache:
@@ -31,6 +32,7 @@ class StatusCache:
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self._history: tuple[int, list[RequestSummary]] | None = None
+        self._pair_seconds: OrderedDict[tuple[str, str, str], float] = OrderedDict()  # recent pairs' times
 
     def _slot(self) -> int:
         # Fixed time slots, not an age: pages polling out of phase still share one query per slot.
@@ -48,10 +50,20 @@ class StatusCache:
             status = self.client.status(request_id)
             with self._guard:
                 self._entries[request_id] = (self._slot(), status)
+                for pair in status.pairs:
+                    if pair.state == PairState.RENDERED and pair.seconds:
+                        self._pair_seconds[(request_id, pair.script, pair.avatar)] = pair.seconds
+                while len(self._pair_seconds) > KEPT_PAIR_TIMES:
+                    self._pair_seconds.popitem(last=False)
                 self._entries.move_to_end(request_id)
                 while len(self._entries) > KEPT_FINISHED:
                     self._entries.popitem(last=False)
             return status
+
+    def typical_pair_seconds(self) -> float | None:
+        """The median time of the pairs rendered lately, in any request this studio followed."""
+        with self._guard:
+            return statistics.median(self._pair_seconds.values()) if self._pair_seconds else None
 
     def forget(self, request_id: str) -> None:
         """Ask again next time (after Cancel: the status changes sooner than the interval)."""
@@ -83,16 +95,18 @@ def format_seconds(seconds: float) -> str:
     return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
 
 
-def eta_seconds(status: RequestStatus) -> float | None:
+def eta_seconds(status: RequestStatus, typical: float | None = None) -> float | None:
     """Time left: the pairs still open × the median time of a pair of this request so far (renders run one
-    at a time on the GPU worker); None until one pair has finished."""
-    done = [p.seconds for p in status.pairs if p.state in (PairState.RENDERED,) and p.seconds]
-    if not done:
+    at a time on the GPU worker), or ``typical`` (recent requests') before its first; None without either."""
+    done = [p.seconds for p in status.pairs if p.state == PairState.RENDERED and p.seconds]
+    per_pair = statistics.median(done) if done else typical
+    if per_pair is None:
         return None
-    return (len(status.pairs) - status.settled) * statistics.median(done)
+    return (len(status.pairs) - status.settled) * per_pair
 
 
-def describe(status: RequestStatus, lang: str, plain: Callable[[str], str] = str) -> Progress:
+def describe(status: RequestStatus, lang: str, plain: Callable[[str], str] = str,
+             typical_pair_seconds: float | None = None) -> Progress:
     """The headline, the pair rows and the finished videos of ``status``, in ``lang``; ``plain`` shortens the
     messages (file locations)."""
     total = len(status.pairs)
@@ -102,7 +116,7 @@ def describe(status: RequestStatus, lang: str, plain: Callable[[str], str] = str
     if active and not status.finished:
         parts.append(t(active[0], lang))
     if not status.finished and total:
-        eta = eta_seconds(status)
+        eta = eta_seconds(status, typical_pair_seconds)
         parts.append(t("msg_eta", lang, eta=format_seconds(eta)) if eta is not None else t("msg_eta_unknown", lang))
     if status.error:
         parts.append(plain(status.error))
