@@ -31,10 +31,6 @@ def _types(extensions: frozenset[str]) -> list[str]:
     return sorted(f".{e}" for e in extensions)
 
 
-def _choices(lang: str, keys: list[str]) -> list[tuple[str, str]]:
-    return [(t(f"{prefix}_{key}", lang), key) for prefix, key in keys]
-
-
 def build(studio: Studio) -> gr.Blocks:
     """The page, bound to ``studio``."""
     labelled: list[tuple[gr.components.Component, str]] = []  # relabelled when the language changes

@@ -17,6 +17,7 @@ import time
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 import yaml
 
@@ -60,28 +61,18 @@ def safe_file_name(name: str, fallback: str = "upload") -> str:
     return f"{stem}.{ext}" if ext else stem
 
 
-def _digest(read_chunks) -> str:
+def _digest(handle: BinaryIO) -> str:
     digest = hashlib.sha256()
-    for chunk in read_chunks:
+    while chunk := handle.read(1 << 20):
         digest.update(chunk)
     return digest.hexdigest()
 
 
-def _file_chunks(path: Path, size: int = 1 << 20):
-    with path.open("rb") as handle:
-        while chunk := handle.read(size):
-            yield chunk
-
-
-def _bucket_chunks(bucket: Bucket, rel: str, size: int = 1 << 20):
-    with bucket.fs.open(bucket.path(rel), "rb") as handle:
-        while chunk := handle.read(size):
-            yield chunk
-
-
 def _same_content(bucket: Bucket, rel: str, local: Path) -> bool:
-    return bucket.size(rel) == local.stat().st_size and _digest(_bucket_chunks(bucket, rel)) == _digest(
-        _file_chunks(local))
+    if bucket.size(rel) != local.stat().st_size:
+        return False
+    with bucket.fs.open(bucket.path(rel), "rb") as there, local.open("rb") as here:
+        return _digest(there) == _digest(here)
 
 
 def _free_name(bucket: Bucket, folder: str, name: str) -> str:
