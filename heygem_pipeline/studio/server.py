@@ -118,7 +118,9 @@ def start_studio(settings: StudioSettings) -> int:
     def stop(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, stop)
+    # Ctrl-C and a service manager's stop both end the page, then what it started. SIGINT is set explicitly: a
+    # process started with it ignored (a background job of a script) would otherwise never see Ctrl-C's stop.
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         with contextlib.ExitStack() as stack:
             url = settings.dagster_url or f"http://127.0.0.1:{settings.dagster_port}"
@@ -132,4 +134,5 @@ def start_studio(settings: StudioSettings) -> int:
                 launch(settings, url, home)
         return 0
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
