@@ -222,8 +222,7 @@ class FactoryClient:
         events = request["logsForRun"].get("events") or []
         created = float(run.get("creationTime") or 0.0)
         if run["status"] in FAILED:
-            errors = [e["failureMetadata"]["description"] if e.get("failureMetadata") else e["error"]["message"]
-                      for e in events if e["__typename"] == "ExecutionStepFailureEvent"]
+            errors = _step_errors(events)
             state = RequestState.CANCELED if run["status"] == "CANCELED" else RequestState.FAILED
             return RequestStatus(request_id, state, error="; ".join(errors) or run["status"], created=created)
         plan = _metadata_json(events, "plan")
@@ -309,9 +308,8 @@ class FactoryClient:
         """The first step failure's message of a failed run (kept: a failed run never changes)."""
         if run_id not in self._errors:
             events = self._query(_RUN, {"runId": run_id})["logsForRun"].get("events") or []
-            errors = [e["failureMetadata"]["description"] if e.get("failureMetadata") else e["error"]["message"]
-                      for e in events if e["__typename"] == "ExecutionStepFailureEvent"]
-            self._errors[run_id] = (errors[0] if errors else "").strip().splitlines()[0] if errors else ""
+            errors = _step_errors(events)
+            self._errors[run_id] = next(iter(errors[0].strip().splitlines()), "") if errors else ""
         return self._errors[run_id]
 
     def _render_path(self, run_id: str) -> str:
@@ -332,6 +330,12 @@ class FactoryClient:
                         rows = [json.loads(r) for r in entry["table"]["records"]]
                         return {(r["script"], r["avatar"]): r for r in rows}
         return {}
+
+
+def _step_errors(events: list[dict]) -> list[str]:
+    """What each failed step of a run said, in order."""
+    return [e["failureMetadata"]["description"] if e.get("failureMetadata") else e["error"]["message"]
+            for e in events if e["__typename"] == "ExecutionStepFailureEvent"]
 
 
 def _metadata_json(events: list[dict], label: str) -> dict | None:
