@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup system-deps demo test ui studio bench lint constraints clean
+.PHONY: setup system-deps demo test ui studio bench lint lint-only constraints clean
 
 setup: system-deps $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 
@@ -40,7 +40,7 @@ demo: setup
 
 test: SYSTEM_DEPS = --for-tests
 test: setup
-	@$(VENV)/bin/ruff check .
+	@$(MAKE) --no-print-directory lint-only
 	@$(VENV)/bin/pytest -q
 
 ui: setup
@@ -53,7 +53,13 @@ bench: setup
 	@$(PY) -m benchmarks
 
 lint: setup
+	@$(MAKE) --no-print-directory lint-only
+
+# ruff; the layer contracts (pyproject.toml [tool.importlinter]); no import cycles, no module over 500 lines.
+lint-only:
 	@$(VENV)/bin/ruff check .
+	@$(VENV)/bin/lint-imports --no-cache > .lint-imports.log 2>&1 || { cat .lint-imports.log; exit 1; }
+	@$(VENV)/bin/python scripts/check_layout.py
 
 # After changing dependencies in pyproject.toml: install them, then record the resulting set.
 constraints: $(STAMP)

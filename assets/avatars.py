@@ -5,19 +5,12 @@ from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataV
 
 from assets.common import GROUP_AVATARS, TRANSIENT_RETRY, stage_failures, thumbnail_markdown
 from assets.partitions import avatar_partitions
-from heygem_pipeline import pipeline
-from heygem_pipeline.campaigns import (
-    CODE_VERSIONS,
-    avatar_dir,
-    avatar_stamp_path,
-    avatar_token,
-    find_upload,
-    stamp,
-    track_stamp_path,
-    track_token,
-)
-from heygem_pipeline.media import PREVIEW_AT, thumbnail_jpeg
-from heygem_pipeline.mouth_bank import MouthBank
+from heygem_pipeline.engine import folders, stages
+from heygem_pipeline.engine.media.previews import PREVIEW_AT, thumbnail_jpeg
+from heygem_pipeline.engine.mouth.bank import MouthBank
+from heygem_pipeline.factory.layout import avatar_dir, avatar_stamp_path, track_stamp_path
+from heygem_pipeline.factory.state import CODE_VERSIONS, avatar_token, stamp, track_token
+from heygem_pipeline.factory.uploads import find_upload
 from resources.bucket import BucketResource
 from resources.ffmpeg import FFmpegResource
 
@@ -34,19 +27,19 @@ def avatar_video(context: AssetExecutionContext, bucket: BucketResource, ffmpeg:
     folder = avatar_dir(store, key)
     with stage_failures(context, store, "avatar", key, token, source=store.uri(upload.rel)):
         with store.local_file(upload.rel) as local_upload, store.local_folder(
-                folder, outputs=(pipeline.AVATAR_TEMPLATE, pipeline.AVATAR_RECORD)) as work:
+                folder, outputs=(folders.AVATAR_TEMPLATE, folders.AVATAR_RECORD)) as work:
             settings = ffmpeg.encode_settings()
-            intake = pipeline.prepare_avatar(local_upload, work, fps=media.fps, still_seconds=media.still_seconds,
+            intake = stages.prepare_avatar(local_upload, work, fps=media.fps, still_seconds=media.still_seconds,
                                              settings=settings)
             # A photo's clip shows the same picture throughout: its first frame decodes alone, without a seek.
             thumbnail = thumbnail_markdown(thumbnail_jpeg(
-                work / pipeline.AVATAR_TEMPLATE, at=0.0 if intake.was_still else PREVIEW_AT,
+                work / folders.AVATAR_TEMPLATE, at=0.0 if intake.was_still else PREVIEW_AT,
                 frames=intake.frame_count, fps=intake.fps, threads=settings.threads))
         store.write_json(avatar_stamp_path(store, key), stamp(token, source=upload.name))
     return MaterializeResult(metadata={
         "source": upload.name,
         "source_uri": MetadataValue.path(store.uri(upload.rel)),
-        "path": MetadataValue.path(store.uri(f"{folder}/{pipeline.AVATAR_TEMPLATE}")),
+        "path": MetadataValue.path(store.uri(f"{folder}/{folders.AVATAR_TEMPLATE}")),
         "resolution": f"{intake.width}x{intake.height}",
         "fps": float(intake.fps),
         "frames": int(intake.frame_count),
@@ -73,15 +66,15 @@ def face_track(context: AssetExecutionContext, bucket: BucketResource, ffmpeg: F
         if video_stamp is None:
             raise Failure(description=f"{store.uri(folder)}: no normalized template; materialize avatar_video first",
                           allow_retries=False)
-        with store.local_folder(folder, inputs=(pipeline.AVATAR_TEMPLATE,),
-                                outputs=(pipeline.AVATAR_TRACK, pipeline.AVATAR_BANK)) as work:
-            track = pipeline.track_avatar(work)
-            bank = MouthBank.load(work / pipeline.AVATAR_BANK)
+        with store.local_folder(folder, inputs=(folders.AVATAR_TEMPLATE,),
+                                outputs=(folders.AVATAR_TRACK, folders.AVATAR_BANK)) as work:
+            track = stages.track_avatar(work)
+            bank = MouthBank.load(work / folders.AVATAR_BANK)
         store.write_json(track_stamp_path(store, key), stamp(token, source=upload.name))
     summary = track.summary()
     return MaterializeResult(metadata={
         "source": upload.name,
-        "path": MetadataValue.path(store.uri(f"{folder}/{pipeline.AVATAR_TRACK}")),
+        "path": MetadataValue.path(store.uri(f"{folder}/{folders.AVATAR_TRACK}")),
         "frames": int(summary["frames"]),
         "face_coverage": float(summary["coverage"]),
         "interpolated_frames": int(summary["interpolated_frames"]),

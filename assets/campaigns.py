@@ -17,16 +17,10 @@ from dagster import (
 from assets.common import GROUP_DELIVERABLES, TRANSIENT_RETRY, human_size
 from assets.partitions import campaign_partitions
 from assets.videos import lipsync_video
-from heygem_pipeline.campaigns import (
-    CODE_VERSIONS,
-    MANIFEST_COLUMNS,
-    FactoryState,
-    campaign_record_path,
-    outputs_dir,
-    scan_bucket,
-    write_manifest,
-    write_zip,
-)
+from heygem_pipeline.factory.deliver import MANIFEST_COLUMNS, write_manifest, write_zip
+from heygem_pipeline.factory.layout import campaign_record_path, outputs_dir
+from heygem_pipeline.factory.state import CODE_VERSIONS, FactoryState
+from heygem_pipeline.factory.uploads import scan_bucket
 from resources.bucket import BucketResource
 from resources.engine import LipSyncEngineResource
 from resources.ffmpeg import FFmpegResource

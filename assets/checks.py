@@ -23,10 +23,9 @@ from dagster import (
 from assets.common import TRANSIENT_RETRY, stage_failures
 from assets.partitions import pair_of, pair_partitions
 from assets.videos import lipsync_video
-from heygem_pipeline import pipeline
-from heygem_pipeline.campaigns import CODE_VERSIONS, avatar_dir, quality_record_path, render_error_key
-from heygem_pipeline.faces import FaceTrack
-from heygem_pipeline.quality import (
+from heygem_pipeline.engine import folders
+from heygem_pipeline.engine.face.track import FaceTrack
+from heygem_pipeline.engine.quality import (
     MIN_FACE_COVERAGE,
     SAMPLE_SECONDS,
     duration_verdict,
@@ -34,6 +33,8 @@ from heygem_pipeline.quality import (
     measure_sync,
     sync_verdict,
 )
+from heygem_pipeline.factory.layout import avatar_dir, quality_record_path, render_error_key
+from heygem_pipeline.factory.state import CODE_VERSIONS
 from resources.bucket import BucketResource
 
 SYNC_CHECK, DURATION_CHECK, FACE_CHECK = "av_sync_within_1_frame", "duration_matches_audio", "face_coverage"
@@ -75,7 +76,7 @@ def lipsync_quality_checks(context: AssetCheckExecutionContext, bucket: BucketRe
     error_key = render_error_key(variant, script, avatar)
     with stage_failures(context, store, "checks", error_key, record["render_id"]), \
             store.local_file(record["path"]) as video, \
-            store.local_file(f"{avatar_dir(store, avatar)}/{pipeline.AVATAR_TRACK}") as track_file:
+            store.local_file(f"{avatar_dir(store, avatar)}/{folders.AVATAR_TRACK}") as track_file:
         report = measure_sync(video, face_track=FaceTrack.load(track_file))
     fps = report.fps or float(record["fps"])
     frame = 1.0 / fps

@@ -9,8 +9,9 @@ from collections.abc import Iterator
 from dagster import Backoff, Failure, Jitter, MetadataValue, RetryPolicy
 from dagster._core.errors import DagsterExecutionInterruptedError
 
-from heygem_pipeline.campaigns import Bucket, clear_error, write_error
 from heygem_pipeline.errors import HeygemError, InputError
+from heygem_pipeline.factory.bucket import Bucket
+from heygem_pipeline.factory.state import clear_error, write_error
 
 # Transient faults (storage hiccups, an encoder or the GPU dying mid-run) are retried with exponential backoff:
 # 2 s, 4 s, 8 s (± jitter). Bad input is never retried (see `stage_failures`).

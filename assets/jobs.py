@@ -25,8 +25,10 @@ from assets.campaigns import campaign_manifest, campaign_zip
 from assets.partitions import pair_partition_key
 from assets.scripts import script_intake
 from assets.videos import lipsync_video
-from heygem_pipeline.campaigns import FactoryState, PairState, RenderOptions, Work
-from heygem_pipeline.config import ToolLimits
+from heygem_pipeline.factory.campaigns import RenderOptions
+from heygem_pipeline.factory.plan import Work
+from heygem_pipeline.factory.state import FactoryState, PairState
+from heygem_pipeline.settings import ToolLimits
 
 # The Celery queue of each job's runs (the run launcher routes by this tag; dagster.yaml limits runs per queue):
 # `gpu` workers render, `cpu` workers do everything else, so a GPU host never spends its GPU's time on CPU work.

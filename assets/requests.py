@@ -32,18 +32,13 @@ from pydantic import Field
 
 from assets.jobs import CPU_QUEUE, JOBS, StageRun, in_flight, stage_run, stage_runs
 from assets.sensors import DEFAULT_STATUS
-from heygem_pipeline.campaigns import (
-    SETTLED_STATUSES,
-    Bucket,
-    BucketScan,
-    Campaign,
-    FactoryState,
-    deliverables_digest,
-    output_names,
-    outputs_dir,
-    plan_work,
-    scan_bucket,
-)
+from heygem_pipeline.factory.bucket import Bucket
+from heygem_pipeline.factory.campaigns import Campaign
+from heygem_pipeline.factory.deliver import deliverables_digest, output_names
+from heygem_pipeline.factory.layout import outputs_dir
+from heygem_pipeline.factory.plan import SETTLED_STATUSES, plan_work
+from heygem_pipeline.factory.state import FactoryState
+from heygem_pipeline.factory.uploads import BucketScan, scan_bucket
 from resources.bucket import BucketResource
 from resources.engine import LipSyncEngineResource
 from resources.ffmpeg import FFmpegResource

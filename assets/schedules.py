@@ -16,8 +16,11 @@ from dagster import (
 
 from assets.jobs import in_flight, pair_job, run_config, runtime_limit_tags, work_tags
 from assets.partitions import pair_partition_key
-from heygem_pipeline.campaigns import FactoryState, pair_key_text, plan_work, scan_bucket, settled_since
-from heygem_pipeline.config import Settings
+from heygem_pipeline.factory.layout import pair_key_text
+from heygem_pipeline.factory.plan import plan_work
+from heygem_pipeline.factory.state import FactoryState
+from heygem_pipeline.factory.uploads import scan_bucket, settled_since
+from heygem_pipeline.settings import Settings
 from resources.bucket import BucketResource
 from resources.engine import LipSyncEngineResource
 from resources.ffmpeg import FFmpegResource

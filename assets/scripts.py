@@ -8,21 +8,15 @@ from dagster import AssetExecutionContext, AssetSpec, MaterializeResult, Metadat
 
 from assets.common import GROUP_SCRIPTS, TRANSIENT_RETRY, stage_failures
 from assets.partitions import script_partitions
-from heygem_pipeline import pipeline
-from heygem_pipeline.campaigns import (
-    CODE_VERSIONS,
-    find_transcript,
-    find_upload,
-    script_dir,
-    script_stamp_path,
-    script_token,
-    stamp,
-)
+from heygem_pipeline.engine import folders, stages
+from heygem_pipeline.factory.layout import script_dir, script_stamp_path
+from heygem_pipeline.factory.state import CODE_VERSIONS, script_token, stamp
+from heygem_pipeline.factory.uploads import find_transcript, find_upload
 from resources.bucket import BucketResource
 from resources.ffmpeg import FFmpegResource
 
-SCRIPT_OUTPUTS = (pipeline.SCRIPT_SOURCE, pipeline.SCRIPT_ANALYSIS, pipeline.SCRIPT_FEATURES, pipeline.SCRIPT_RECORD,
-                  pipeline.SCRIPT_CAPTIONS)
+SCRIPT_OUTPUTS = (folders.SCRIPT_SOURCE, folders.SCRIPT_ANALYSIS, folders.SCRIPT_FEATURES, folders.SCRIPT_RECORD,
+                  folders.SCRIPT_CAPTIONS)
 
 script_audio_spec = AssetSpec(
     "script_audio", group_name=GROUP_SCRIPTS, kinds={"audio"},
@@ -50,7 +44,7 @@ def script_intake(context: AssetExecutionContext, bucket: BucketResource,
             local_upload = stack.enter_context(store.local_file(upload.rel))
             local_text = stack.enter_context(store.local_file(transcript.rel)) if transcript else None
             work = stack.enter_context(store.local_folder(folder, outputs=SCRIPT_OUTPUTS))
-            record = pipeline.prepare_script(local_upload, work, voice=media.voice, transcript=local_text)
+            record = stages.prepare_script(local_upload, work, voice=media.voice, transcript=local_text)
         store.write_json(script_stamp_path(store, key),
                          stamp(token, source=upload.name, duration_s=record["duration_s"]))
     common = {"source": upload.name, "source_uri": MetadataValue.path(store.uri(upload.rel)),
@@ -59,16 +53,16 @@ def script_intake(context: AssetExecutionContext, bucket: BucketResource,
     warnings = record.get("warnings") or []
     yield MaterializeResult(asset_key="script_audio", metadata={
         **common,
-        "path": MetadataValue.path(store.uri(f"{folder}/{pipeline.SCRIPT_ANALYSIS}")),
+        "path": MetadataValue.path(store.uri(f"{folder}/{folders.SCRIPT_ANALYSIS}")),
         "codec": str(record.get("codec")), "sample_rate": int(record.get("sample_rate") or 0),
         "channels": int(record.get("channels") or 0), "language": str(record.get("language")),
         "text": str(record.get("text") or ""), "warnings": "; ".join(warnings) or "none",
     })
     yield MaterializeResult(asset_key="script_features", metadata={
         **common,
-        "path": MetadataValue.path(store.uri(f"{folder}/{pipeline.SCRIPT_FEATURES}")),
+        "path": MetadataValue.path(store.uri(f"{folder}/{folders.SCRIPT_FEATURES}")),
         "mel_columns": int(record["mel_columns"]),
-        "captions": str(captions.get("status", pipeline.NO_TRANSCRIPT)),
+        "captions": str(captions.get("status", folders.NO_TRANSCRIPT)),
         "captions_source": str(captions.get("source") or "none"),
         "captions_timing": str(captions.get("method") or "none"),
         "caption_cues": int(captions.get("cues") or 0),

@@ -26,19 +26,18 @@ from assets.partitions import (
     campaign_partitions,
     script_partitions,
 )
-from heygem_pipeline.campaigns import (
+from heygem_pipeline.factory.deliver import deliverables_digest
+from heygem_pipeline.factory.layout import (
     AVATARS_PREFIX,
     CAMPAIGNS_PREFIX,
     SCRIPTS_PREFIX,
     TRANSCRIPTS_PREFIX,
-    FactoryState,
     campaign_record_path,
-    deliverables_digest,
-    plan_work,
-    scan_bucket,
-    settled_since,
 )
-from heygem_pipeline.config import Settings
+from heygem_pipeline.factory.plan import plan_work
+from heygem_pipeline.factory.state import FactoryState
+from heygem_pipeline.factory.uploads import scan_bucket, settled_since
+from heygem_pipeline.settings import Settings
 from resources.bucket import BucketResource
 from resources.engine import LipSyncEngineResource
 from resources.ffmpeg import FFmpegResource

@@ -11,22 +11,21 @@ from assets.avatars import avatar_video, face_track
 from assets.common import GROUP_VIDEOS, TRANSIENT_RETRY, human_size, stage_failures, thumbnail_markdown
 from assets.partitions import pair_of, pair_partitions
 from assets.scripts import script_audio_spec, script_features_spec
-from heygem_pipeline import pipeline
-from heygem_pipeline.burnin import SubtitleOptions
-from heygem_pipeline.campaigns import (
-    CODE_VERSIONS,
-    RenderOptions,
+from heygem_pipeline.engine import folders, stages
+from heygem_pipeline.engine.captions.burnin import SubtitleOptions
+from heygem_pipeline.engine.contact_sheet import sheet_jpeg
+from heygem_pipeline.factory.campaigns import RenderOptions
+from heygem_pipeline.factory.layout import (
     avatar_dir,
     avatar_stamp_path,
     render_error_key,
-    render_inputs_token,
     render_path,
     render_record_path,
     script_dir,
     script_stamp_path,
     track_stamp_path,
 )
-from heygem_pipeline.contact_sheet import sheet_jpeg
+from heygem_pipeline.factory.state import CODE_VERSIONS, render_inputs_token
 from resources.bucket import BucketResource
 from resources.engine import LipSyncEngineResource
 from resources.ffmpeg import FFmpegResource
@@ -82,17 +81,17 @@ def lipsync_video(context: AssetExecutionContext, config: RenderConfig, bucket: 
             context.log.info(f"rendered {done}/{total} frames ({now - started:.0f} s)")
 
     # A face track made before mouth banks has none beside it: the render then builds one from the template.
-    avatar_inputs = (pipeline.AVATAR_TEMPLATE, pipeline.AVATAR_TRACK) + (
-        (pipeline.AVATAR_BANK,) if store.exists(f"{avatar_dir(store, avatar)}/{pipeline.AVATAR_BANK}") else ())
+    avatar_inputs = (folders.AVATAR_TEMPLATE, folders.AVATAR_TRACK) + (
+        (folders.AVATAR_BANK,) if store.exists(f"{avatar_dir(store, avatar)}/{folders.AVATAR_BANK}") else ())
     with stage_failures(context, store, "render", error_key, render_token):
         lip_sync = engine.get(options.engine, checkpoint=options.checkpoint)
-        script_inputs = (pipeline.SCRIPT_FEATURES, pipeline.SCRIPT_SOURCE)
-        if options.subtitles.burn and store.exists(f"{script_dir(store, script)}/{pipeline.SCRIPT_CAPTIONS}"):
-            script_inputs += (pipeline.SCRIPT_CAPTIONS,)
+        script_inputs = (folders.SCRIPT_FEATURES, folders.SCRIPT_SOURCE)
+        if options.subtitles.burn and store.exists(f"{script_dir(store, script)}/{folders.SCRIPT_CAPTIONS}"):
+            script_inputs += (folders.SCRIPT_CAPTIONS,)
         with (store.local_folder(script_dir(store, script), inputs=script_inputs) as script_work,
               store.local_folder(avatar_dir(store, avatar), inputs=avatar_inputs) as avatar_work,
               store.local_folder(video_rel.rpartition("/")[0], outputs=(video_rel.rpartition("/")[2],)) as out):
-            result = pipeline.render_pair(script_work, avatar_work, out / video_rel.rpartition("/")[2], lip_sync,
+            result = stages.render_pair(script_work, avatar_work, out / video_rel.rpartition("/")[2], lip_sync,
                                           settings=ffmpeg.encode_settings(options.crf, options.preset),
                                           progress=progress, subtitles=options.subtitles)
             size = result.path.stat().st_size

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from heygem_pipeline.audio import decode_audio, synthesize_speech
-from heygem_pipeline.captions import caption_speech
-from heygem_pipeline.espeak_events import start_errors
+from heygem_pipeline.engine.audio.intake import decode_audio, synthesize_speech
+from heygem_pipeline.engine.captions.cues import caption_speech
+from heygem_pipeline.engine.captions.espeak_events import start_errors
 
 ENGLISH = [
     "Welcome to the quarterly update. This quarter we shipped the new onboarding flow, doubled the number of "

@@ -27,9 +27,9 @@ import time
 from pathlib import Path
 
 from benchmarks.common import template, voice
-from heygem_pipeline.audio import synthesize_speech
 from heygem_pipeline.demo import DemoSize, build_demo_bucket
 from heygem_pipeline.demo_media import write_still, write_template_video
+from heygem_pipeline.engine.audio.intake import synthesize_speech
 
 TARGET_RATIO = 1.25
 REPO = Path(__file__).resolve().parents[1]

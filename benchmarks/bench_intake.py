@@ -13,7 +13,7 @@ from pathlib import Path
 import ffmpeg
 
 from benchmarks.common import CACHE, child_peak_rss_mb, template, timed
-from heygem_pipeline.media import ff_path, run_ffmpeg
+from heygem_pipeline.engine.media.tools import ff_path, run_ffmpeg
 
 _INTAKE_CODE = """
 from pathlib import Path

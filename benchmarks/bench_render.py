@@ -17,10 +17,11 @@ from pathlib import Path
 import ffmpeg
 
 from benchmarks.common import child_peak_rss_mb, template, timed, voice
-from heygem_pipeline import pipeline
-from heygem_pipeline.engines.registry import create_engine
-from heygem_pipeline.faces import FaceTrack
-from heygem_pipeline.media import EncodeSettings, ff_path, run_ffmpeg
+from heygem_pipeline.engine import folders, stages
+from heygem_pipeline.engine.face.track import FaceTrack
+from heygem_pipeline.engine.lipsync.registry import create_engine
+from heygem_pipeline.engine.media.frames import EncodeSettings
+from heygem_pipeline.engine.media.tools import ff_path, run_ffmpeg
 
 
 def _baseline(template_mp4: Path, audio: Path, frames: int, dest: Path, settings: EncodeSettings) -> None:
@@ -33,9 +34,9 @@ def _baseline(template_mp4: Path, audio: Path, frames: int, dest: Path, settings
 
 _RSS_CODE = """
 from pathlib import Path
-from heygem_pipeline import pipeline
+from heygem_pipeline.engine import folders, stages
 from heygem_pipeline.engines.registry import create_engine
-r = pipeline.render_pair(Path({script!r}), Path({avatar!r}), Path({dest!r}), create_engine("viseme"))
+r = stages.render_pair(Path({script!r}), Path({avatar!r}), Path({dest!r}), create_engine("viseme"))
 result = r.frames
 """
 
@@ -45,27 +46,27 @@ def run(seconds: float = 30.0, width: int = 1280, height: int = 720, repeats: in
     with tempfile.TemporaryDirectory(prefix="heygem-bench-") as tmp:
         work = Path(tmp)
         audio = voice(seconds)
-        pipeline.prepare_script(audio, work / "script")
-        pipeline.prepare_avatar(template(seconds, width, height), work / "avatar", settings=settings)
+        stages.prepare_script(audio, work / "script")
+        stages.prepare_avatar(template(seconds, width, height), work / "avatar", settings=settings)
         # Tracking builds the avatar's mouth bank too; this first run also loads MediaPipe once, as a warm worker has.
-        frames = len(pipeline.track_avatar(work / "avatar"))
-        bank = pipeline.load_mouth_bank(work / "avatar", FaceTrack.load(work / "avatar" / pipeline.AVATAR_TRACK))
+        frames = len(stages.track_avatar(work / "avatar"))
+        bank = stages.load_mouth_bank(work / "avatar", FaceTrack.load(work / "avatar" / folders.AVATAR_TRACK))
 
         # Interleaved, best of `repeats`: on a shared 2-core machine one-off timings swing by 30 %.
         engine = create_engine("viseme")
         base_runs, render_runs, track_runs = [], [], []
         for _ in range(repeats):
-            track_runs.append(timed(lambda: pipeline.track_avatar(work / "avatar"))[0])
-            base_runs.append(timed(lambda: _baseline(work / "avatar" / pipeline.AVATAR_TEMPLATE, work / "script" /
-                                                     pipeline.SCRIPT_SOURCE, frames, work / "baseline.mp4",
+            track_runs.append(timed(lambda: stages.track_avatar(work / "avatar"))[0])
+            base_runs.append(timed(lambda: _baseline(work / "avatar" / folders.AVATAR_TEMPLATE, work / "script" /
+                                                     folders.SCRIPT_SOURCE, frames, work / "baseline.mp4",
                                                      settings))[0])
-            elapsed, result = timed(lambda: pipeline.render_pair(work / "script", work / "avatar",
+            elapsed, result = timed(lambda: stages.render_pair(work / "script", work / "avatar",
                                                                  work / "out.mp4", engine, settings=settings))
             render_runs.append(elapsed)
         base_s, render_s, track_s = min(base_runs), min(render_runs), min(track_runs)
 
         short_audio = voice(seconds / 3)
-        pipeline.prepare_script(short_audio, work / "short")
+        stages.prepare_script(short_audio, work / "short")
         rss_short, _ = child_peak_rss_mb(_RSS_CODE.format(script=str(work / "short"), avatar=str(work / "avatar"),
                                                           dest=str(work / "short.mp4")))
         rss_long, _ = child_peak_rss_mb(_RSS_CODE.format(script=str(work / "script"), avatar=str(work / "avatar"),

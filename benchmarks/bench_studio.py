@@ -138,7 +138,7 @@ def run() -> dict:
     from playwright.sync_api import sync_playwright
 
     from heygem_pipeline.api import FactoryClient
-    from heygem_pipeline.campaigns import Bucket
+    from heygem_pipeline.factory.bucket import Bucket
     from heygem_pipeline.studio.uploads import StudioOptions, write_campaign
 
     work = Path(tempfile.mkdtemp(prefix="heygem-bench-studio-"))

@@ -28,9 +28,10 @@ import numpy as np
 import soundfile as sf
 
 from benchmarks.common import peak_rss_kib
-from heygem_pipeline.audio import frame_count, synthesize_speech
 from heygem_pipeline.demo_media import write_template_video
-from heygem_pipeline.pipeline import prepare_avatar, prepare_script, track_avatar
+from heygem_pipeline.engine.audio.features import frame_count
+from heygem_pipeline.engine.audio.intake import synthesize_speech
+from heygem_pipeline.engine.stages import prepare_avatar, prepare_script, track_avatar
 
 FPS = 25
 TEXT = (
@@ -115,8 +116,8 @@ def _voice(dest: Path, seconds: float, workdir: Path) -> Path:
 def _render_stage(script_dir: str, avatar_dir: str, dest: str, checkpoint: str, device: str | None,
                   batch_size: int) -> dict:
     """The timed part, run in a fresh process: engine creation and load, then the whole render."""
-    from heygem_pipeline.engines.registry import create_engine
-    from heygem_pipeline.pipeline import render_pair
+    from heygem_pipeline.engine.lipsync.registry import create_engine
+    from heygem_pipeline.engine.stages import render_pair
 
     started = time.perf_counter()
     engine = create_engine("wav2lip", checkpoint=checkpoint, device=device, batch_size=batch_size)
@@ -143,7 +144,7 @@ def run(seconds: float = 30.0, width: int = 1280, height: int = 720, *, device: 
     """
     import torch
 
-    from heygem_pipeline.wav2lip import Wav2Lip, save_wav2lip_checkpoint
+    from heygem_pipeline.engine.lipsync.wav2lip import Wav2Lip, save_wav2lip_checkpoint
 
     with tempfile.TemporaryDirectory(prefix="bench_wav2lip_") as tmp:
         root = Path(tmp)

@@ -26,7 +26,7 @@ def voice(seconds: float) -> Path:
     """A voice track of at least ``seconds`` (espeak-ng, repeated text), cut to exactly ``seconds``."""
     import soundfile as sf
 
-    from heygem_pipeline.audio import synthesize_speech
+    from heygem_pipeline.engine.audio.intake import synthesize_speech
 
     dest = CACHE / f"voice_{seconds:g}s.wav"
     if dest.exists():

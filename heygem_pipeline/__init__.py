@@ -7,15 +7,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from heygem_pipeline.audio import wav2lip_mel
+from heygem_pipeline.engine.audio.features import wav2lip_mel
 
 if TYPE_CHECKING:  # for type checkers and IDEs only; at run time the name is resolved lazily by __getattr__
-    from heygem_pipeline.wav2lip import load_wav2lip_checkpoint
+    from heygem_pipeline.engine.lipsync.wav2lip import load_wav2lip_checkpoint
 
 __all__ = ["load_wav2lip_checkpoint", "wav2lip_mel"]
 
 # Names served from submodules that import torch: resolved on first use, so `import heygem_pipeline` stays cheap.
-_LAZY = {"load_wav2lip_checkpoint": "heygem_pipeline.wav2lip"}
+_LAZY = {"load_wav2lip_checkpoint": "heygem_pipeline.engine.lipsync.wav2lip"}
 
 
 def __getattr__(name: str) -> Any:

@@ -23,8 +23,8 @@ from enum import Enum
 from typing import Any
 from urllib.parse import urlsplit
 
-from heygem_pipeline.campaigns import DELIVERABLE_STATUSES
 from heygem_pipeline.errors import HeygemError
+from heygem_pipeline.factory.state import DELIVERABLE_STATUSES
 
 REQUEST_JOB = "request_job"
 REQUEST_TAG = "heygem/request"

@@ -19,8 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from heygem_pipeline.config import Settings
 from heygem_pipeline.errors import HeygemError
+from heygem_pipeline.settings import Settings
 
 
 class ProgressBar:
@@ -56,33 +56,33 @@ class ProgressBar:
 
 
 def _render(args: argparse.Namespace) -> int:
-    from heygem_pipeline import pipeline
-    from heygem_pipeline.burnin import subtitle_options
-    from heygem_pipeline.config import encode_settings
-    from heygem_pipeline.engines.registry import create_engine
-    from heygem_pipeline.media import atomic_output
-    from heygem_pipeline.quality import measure_sync
+    from heygem_pipeline.engine import stages
+    from heygem_pipeline.engine.captions.burnin import subtitle_options
+    from heygem_pipeline.engine.lipsync.registry import create_engine
+    from heygem_pipeline.engine.media.files import atomic_output
+    from heygem_pipeline.engine.media.frames import EncodeSettings
+    from heygem_pipeline.engine.quality import measure_sync
 
     settings = Settings.from_env()
     # The engine is created (and a wav2lip checkpoint checked) before any media work starts.
     engine = create_engine(args.engine, checkpoint=args.checkpoint or settings.wav2lip_checkpoint,
                            batch_size=settings.wav2lip_batch_size)
     output = Path(args.output)
-    encode = encode_settings(settings)
+    encode = EncodeSettings(crf=settings.crf, preset=settings.preset, threads=settings.ffmpeg_threads)
     subtitles = subtitle_options(args.subtitles, "--subtitles")
     with tempfile.TemporaryDirectory(prefix="heygem-render-") as tmp:
         work = Path(tmp)
         print(f"analysing voice  {args.audio}", file=sys.stderr)
-        pipeline.prepare_script(args.audio, work / "script", voice=args.voice or settings.voice,
+        stages.prepare_script(args.audio, work / "script", voice=args.voice or settings.voice,
                                 transcript=args.transcript)
         print(f"normalizing      {args.avatar}", file=sys.stderr)
-        pipeline.prepare_avatar(args.avatar, work / "avatar", fps=args.fps, still_seconds=settings.still_seconds,
+        stages.prepare_avatar(args.avatar, work / "avatar", fps=args.fps, still_seconds=settings.still_seconds,
                                 settings=encode)
-        pipeline.track_avatar(work / "avatar", progress=ProgressBar("tracking face ", "frames"))
-        result = pipeline.render_pair(work / "script", work / "avatar", output, engine, settings=encode,
+        stages.track_avatar(work / "avatar", progress=ProgressBar("tracking face ", "frames"))
+        result = stages.render_pair(work / "script", work / "avatar", output, engine, settings=encode,
                                       progress=ProgressBar(f"rendering {engine.name:<5}", "frames"),
                                       subtitles=subtitles)
-        sidecars = pipeline.write_subtitles(work / "script", output)
+        sidecars = stages.write_subtitles(work / "script", output)
     if args.contact_sheet:
         with atomic_output(Path(args.contact_sheet)) as tmp:
             tmp.write_bytes(result.contact_sheet_png)
@@ -99,19 +99,39 @@ def _render(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from heygem_pipeline.factory import run_command
+    return _run_bucket(args.bucket or Settings.from_env().bucket, args.campaign)
 
-    return run_command(args.bucket or Settings.from_env().bucket, args.campaign)
+
+def _run_bucket(bucket: str, campaign: str | None = None) -> int:
+    """``heygem run``: run, print the summary and failures; exit status 0 only when every pair is ok."""
+    from heygem_pipeline.client.report import print_report
+    from heygem_pipeline.client.run import FactoryError, run_factory
+
+    try:
+        report = run_factory(bucket, campaign)
+    except FactoryError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print_report(report)
+    return 0 if report.ok else 1
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from heygem_pipeline.factory import demo_main
+    """``heygem demo``: build the demo bucket (offline), run it, say where everything is and how to see it."""
+    from heygem_pipeline.demo import DEMO_BUCKET, build_demo_bucket, describe_bucket
 
-    return demo_main()
+    print(f"building the demo bucket in {DEMO_BUCKET}/ …", file=sys.stderr, flush=True)
+    root = build_demo_bucket(DEMO_BUCKET)
+    for line in describe_bucket(root):
+        print(f"  {line}", file=sys.stderr)
+    status = _run_bucket(str(root))
+    print("\nOpen the Dagster UI on these runs with `make ui` (or `heygem ui`), then http://127.0.0.1:3000 "
+          "(assets: the lineage graph; runs: every step of this demo).")
+    return status
 
 
 def _ui(args: argparse.Namespace) -> int:
-    from heygem_pipeline.ui import start_ui
+    from heygem_pipeline.instance.ui import start_ui
 
     return start_ui(host=args.host, port=args.port)
 
@@ -154,7 +174,7 @@ def _print_status(status) -> int:  # status: api.RequestStatus
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from heygem_pipeline.worker import run_worker
+    from heygem_pipeline.instance.worker import run_worker
 
     run_worker([q for q in args.queues.split(",") if q], args.concurrency, args.name, args.loglevel)
     return 0

@@ -14,7 +14,7 @@ from assets.schedules import nightly_campaigns
 from assets.scripts import script_intake
 from assets.sensors import bucket_sensor
 from assets.videos import lipsync_video
-from heygem_pipeline.config import Settings
+from heygem_pipeline.settings import Settings
 from resources import build_resources
 
 defs = Definitions(

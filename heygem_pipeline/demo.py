@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from heygem_pipeline.audio import decode_audio, synthesize_speech
-from heygem_pipeline.campaigns import TRANSCRIPTS_PREFIX
 from heygem_pipeline.demo_media import write_still, write_template_video
-from heygem_pipeline.media import atomic_output
+from heygem_pipeline.engine.audio.intake import decode_audio, synthesize_speech
+from heygem_pipeline.engine.media.files import atomic_output
+from heygem_pipeline.factory.layout import TRANSCRIPTS_PREFIX
 
 DEMO_BUCKET = Path("data/demo-bucket")
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from heygem_pipeline.media import EncodeSettings, FrameWriter, atomic_output
+from heygem_pipeline.engine.media.files import atomic_output
+from heygem_pipeline.engine.media.frames import EncodeSettings, FrameWriter
 
 # Where the astronaut photo is placed: its height as a share of the frame height, and its bottom edge flush with
 # the frame's bottom like a presenter standing in front of the camera. 0.8 gives a face box ≈ 0.16 of the frame

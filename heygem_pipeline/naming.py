@@ -50,3 +50,11 @@ def safe_id(name: str) -> str:
     if not readable[0].isalnum():
         readable = f"id_{readable}"
     return readable[:MAX_ID_LENGTH]
+
+
+def safe_id_or_none(name: str) -> str | None:
+    """``safe_id(name)``, or None for a name that has no safe id."""
+    try:
+        return safe_id(name)
+    except UnsafeNameError:
+        return None

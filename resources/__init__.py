@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from heygem_pipeline.config import Settings
+from heygem_pipeline.settings import Settings
 from resources.bucket import BucketResource
 from resources.engine import LipSyncEngineResource
 from resources.ffmpeg import FFmpegResource

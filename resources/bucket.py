@@ -5,7 +5,7 @@ from __future__ import annotations
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from heygem_pipeline.campaigns import Bucket
+from heygem_pipeline.factory.bucket import Bucket
 
 
 class BucketResource(ConfigurableResource):

@@ -8,8 +8,8 @@ import threading
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from heygem_pipeline.engines.base import LipSyncEngine
-from heygem_pipeline.engines.registry import create_engine
+from heygem_pipeline.engine.lipsync.base import LipSyncEngine
+from heygem_pipeline.engine.lipsync.registry import create_engine
 
 # Loading a model costs seconds (and GPU memory): keep each engine for the life of the process, so a run worker
 # or a CLI worker process that renders many pairs loads it once.

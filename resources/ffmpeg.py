@@ -5,8 +5,8 @@ from __future__ import annotations
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from heygem_pipeline.campaigns import MediaOptions, RenderOptions
-from heygem_pipeline.media import EncodeSettings
+from heygem_pipeline.engine.media.frames import EncodeSettings
+from heygem_pipeline.factory.campaigns import MediaOptions, RenderOptions
 
 
 class FFmpegResource(ConfigurableResource):

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from heygem_pipeline.demo_media import portrait, write_still, write_template_video
-from heygem_pipeline.media import EncodeSettings
+from heygem_pipeline.engine.media.frames import EncodeSettings
 
 TEST_WIDTH, TEST_HEIGHT = 640, 360
 FAST = EncodeSettings(crf=20, preset="ultrafast")  # test media only needs to decode, not to look good

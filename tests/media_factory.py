@@ -12,7 +12,7 @@ from pathlib import Path
 
 import ffmpeg
 
-from heygem_pipeline.media import ff_path, run_ffmpeg
+from heygem_pipeline.engine.media.tools import ff_path, run_ffmpeg
 
 # Encoder arguments per output extension (ffmpeg-python keyword form). ``.aac`` is raw ADTS.
 AUDIO_CODECS: dict[str, dict[str, object]] = {

@@ -15,24 +15,27 @@ import soundfile
 from media_factory import make_speech, make_tone, make_video, truncate_copy
 
 import heygem_pipeline
-from heygem_pipeline import audio
-from heygem_pipeline.audio import (
+from heygem_pipeline.engine.audio.features import (
     ANALYSIS_RATE,
-    SCRIPT_EXTENSIONS,
-    decode_audio,
+    ScriptFeatures,
     frame_count,
     load_features,
     mel_chunk,
     mel_chunk_batch,
     mel_chunk_starts,
     mel_chunks,
-    normalize_script,
     save_features,
     script_features,
-    synthesize_speech,
     wav2lip_mel,
 )
-from heygem_pipeline.engines.base import ScriptFeatures
+from heygem_pipeline.engine.audio.intake import (
+    SCRIPT_EXTENSIONS,
+    decode_audio,
+    language_of_voice,
+    load_analysis,
+    normalize_script,
+    synthesize_speech,
+)
 from heygem_pipeline.errors import (
     EmptyFileError,
     InputError,
@@ -81,7 +84,7 @@ def test_normalize_writes_analysis_wav_and_keeps_source(tmp_path: Path) -> None:
     info = soundfile.info(intake.analysis_wav)
     assert rate == ANALYSIS_RATE and data.ndim == 1 and info.subtype == "FLOAT"
     assert data.size == 2 * ANALYSIS_RATE
-    np.testing.assert_array_equal(data, audio.load_analysis(intake.analysis_wav))
+    np.testing.assert_array_equal(data, load_analysis(intake.analysis_wav))
     assert (intake.source, intake.upload) == (source, source)
     assert (intake.sample_rate, intake.channels, intake.codec) == (48000, 2, "aac")
     assert intake.language == "de" and intake.text is None and intake.warnings == []
@@ -140,7 +143,7 @@ def test_text_script_is_voiced_with_espeak(tmp_path: Path) -> None:
     assert intake.upload == script and intake.source == tmp_path / "work" / "source.wav"
     assert intake.source.is_file() and intake.codec == "pcm_s16le" and intake.sample_rate == 22050
     assert intake.duration_s > 2.0  # both lines were spoken, not just the first
-    assert float(np.max(np.abs(audio.load_analysis(intake.analysis_wav)))) > 0.05
+    assert float(np.max(np.abs(load_analysis(intake.analysis_wav)))) > 0.05
 
 
 def test_synthesize_speech_mandarin_and_option_like_text(tmp_path: Path) -> None:
@@ -148,7 +151,7 @@ def test_synthesize_speech_mandarin_and_option_like_text(tmp_path: Path) -> None
     assert dest == tmp_path / "-zh.wav" and soundfile.info(dest).duration > 0.5
     dashed = synthesize_speech("--help -v xx; rm -rf / $(echo hi)", tmp_path / "dash.wav")
     assert soundfile.info(dashed).duration > 1.0  # spoken as words, not parsed as options
-    assert audio.language_of_voice("cmn") == "zh" and audio.language_of_voice("en-us") == "en"
+    assert language_of_voice("cmn") == "zh" and language_of_voice("en-us") == "en"
 
 
 def test_text_script_language_follows_voice(tmp_path: Path) -> None:

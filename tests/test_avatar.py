@@ -13,7 +13,15 @@ import numpy as np
 import pytest
 from avatar_factory import FAST, make_portrait, make_still, make_template_video
 
-from heygem_pipeline.avatar import AVATAR_IMAGE_EXTENSIONS, AVATAR_VIDEO_EXTENSIONS, AvatarIntake, normalize_avatar
+from heygem_pipeline.engine.avatar import (
+    AVATAR_IMAGE_EXTENSIONS,
+    AVATAR_VIDEO_EXTENSIONS,
+    AvatarIntake,
+    normalize_avatar,
+)
+from heygem_pipeline.engine.media.frames import FrameWriter, iter_frames
+from heygem_pipeline.engine.media.probe import probe
+from heygem_pipeline.engine.media.tools import ff_path, run_ffmpeg
 from heygem_pipeline.errors import (
     EmptyFileError,
     InputError,
@@ -22,7 +30,6 @@ from heygem_pipeline.errors import (
     TooShortError,
     UnsupportedFormatError,
 )
-from heygem_pipeline.media import FrameWriter, ff_path, iter_frames, probe, run_ffmpeg
 
 # Codec options per container: what a phone, an editor or a screen recorder would typically put in it.
 VIDEO_CODECS: dict[str, dict[str, object]] = {

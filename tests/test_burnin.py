@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from avatar_factory import make_template_video
 
-from heygem_pipeline import pipeline
-from heygem_pipeline.burnin import (
+from heygem_pipeline.engine import folders, stages
+from heygem_pipeline.engine.captions.burnin import (
     CaptionStyle,
     Placement,
     SubtitleOptions,
@@ -23,10 +23,11 @@ from heygem_pipeline.burnin import (
     text_width,
     to_ass,
 )
-from heygem_pipeline.captions import Cue
-from heygem_pipeline.engines.registry import create_engine
-from heygem_pipeline.faces import FaceTrack
-from heygem_pipeline.media import FrameReader, ff_path, run_ffmpeg
+from heygem_pipeline.engine.captions.cues import Cue
+from heygem_pipeline.engine.face.track import FaceTrack
+from heygem_pipeline.engine.lipsync.registry import create_engine
+from heygem_pipeline.engine.media.frames import FrameReader
+from heygem_pipeline.engine.media.tools import ff_path, run_ffmpeg
 
 FPS = 25.0
 TWO_LINES = [Cue(0.0, 2.0, "Every presenter can now speak\nevery script in every language."), Cue(2.1, 3.0, "Hi.")]
@@ -160,8 +161,8 @@ def prepared_avatar(work: Path, name: str, crop: tuple[int, int, int, int] | Non
         run_ffmpeg(ffmpeg.output(stream, ff_path(cropped), vcodec="libx264", preset="ultrafast", pix_fmt="yuv420p")
                    .overwrite_output(), "making a close-up")
         template = cropped
-    pipeline.prepare_avatar(template, work / name, fps=FPS)
-    pipeline.track_avatar(work / name)
+    stages.prepare_avatar(template, work / name, fps=FPS)
+    stages.track_avatar(work / name)
     return work / name
 
 
@@ -169,17 +170,17 @@ def prepared_avatar(work: Path, name: str, crop: tuple[int, int, int, int] | Non
 def script_dir(work: Path) -> Path:
     upload = work / "hello.txt"
     upload.write_text("Every presenter can now speak every script, in every language we support.")
-    pipeline.prepare_script(upload, work / "script")
+    stages.prepare_script(upload, work / "script")
     return work / "script"
 
 
 def caption_pixels(work: Path, script: Path, avatar: Path, name: str) -> tuple[np.ndarray, np.ndarray, Cue]:
     """Where the burnt-in captions changed the picture, mid-way through the longest cue; and the face track."""
     engine = create_engine("viseme")
-    plain = pipeline.render_pair(script, avatar, work / f"{name}_plain.mp4", engine)
-    burnt = pipeline.render_pair(script, avatar, work / f"{name}_burnt.mp4", engine,
+    plain = stages.render_pair(script, avatar, work / f"{name}_plain.mp4", engine)
+    burnt = stages.render_pair(script, avatar, work / f"{name}_burnt.mp4", engine,
                                  subtitles=subtitle_options("burn", "test.yaml"))
-    captions = pipeline.load_captions(script)
+    captions = stages.load_captions(script)
     assert captions is not None
     cue = max(captions.cues, key=lambda c: c.end - c.start)
     index = int((cue.start + cue.end) / 2 * FPS)
@@ -201,10 +202,10 @@ def test_burnt_in_captions_are_inside_the_frame_and_clear_of_the_mouth(work: Pat
     changed, _, cue = caption_pixels(work, script_dir, avatar, "wide")
     assert changed.sum() > 500, "no captions were burnt in"
     box = bbox(changed)
-    track = FaceTrack.load(avatar / pipeline.AVATAR_TRACK)
+    track = FaceTrack.load(avatar / folders.AVATAR_TRACK)
     zone = mouth_zone(track.landmarks, track.usable())
     assert zone is not None and not overlaps(box, zone)
-    placement = place_captions(CaptionStyle(), track.width, track.height, pipeline.load_captions(script_dir).cues,
+    placement = place_captions(CaptionStyle(), track.width, track.height, stages.load_captions(script_dir).cues,
                                zone)
     assert placement.side == "bottom" and box[1] >= zone[3]
     # The estimate that placement works with contains the ink (a few pixels of anti-aliasing aside).
@@ -217,7 +218,7 @@ def test_in_a_close_up_captions_go_to_the_top(work: Path, script_dir: Path) -> N
     # The template's face: mouth near (300, 160) in 640×360; crop so the chin lands near the bottom, then enlarge.
     avatar = prepared_avatar(work, "close", crop=(160, 40, 294, 165))
     changed, _, _ = caption_pixels(work, script_dir, avatar, "close")
-    track = FaceTrack.load(avatar / pipeline.AVATAR_TRACK)
+    track = FaceTrack.load(avatar / folders.AVATAR_TRACK)
     zone = mouth_zone(track.landmarks, track.usable())
     assert zone is not None
     box = bbox(changed[: zone[1]])  # captions are all above the mouth zone...

@@ -11,49 +11,46 @@ import zipfile
 import pandas as pd
 import pytest
 
-from heygem_pipeline.burnin import SubtitleOptions
-from heygem_pipeline.campaigns import (
+from heygem_pipeline.engine.captions.burnin import SubtitleOptions
+from heygem_pipeline.engine.captions.cues import CaptionTrack, build_cues
+from heygem_pipeline.engine.captions.text import Word
+from heygem_pipeline.errors import InputError
+from heygem_pipeline.factory.bucket import Bucket, BucketEntry
+from heygem_pipeline.factory.campaigns import (
+    DEFAULT_CAMPAIGN,
+    CampaignError,
+    MediaOptions,
+    RenderOptions,
+    parse_campaign,
+)
+from heygem_pipeline.factory.deliver import MANIFEST_COLUMNS, output_names, write_manifest, write_zip
+from heygem_pipeline.factory.layout import (
+    avatar_stamp_path,
+    quality_record_path,
+    render_path,
+    render_record_path,
+    script_dir,
+    script_stamp_path,
+    track_stamp_path,
+)
+from heygem_pipeline.factory.plan import plan_work
+from heygem_pipeline.factory.state import (
     CHECK_FAILED,
     CODE_VERSIONS,
-    DEFAULT_CAMPAIGN,
     FAILED,
-    MANIFEST_COLUMNS,
     MISSING,
     OK,
     STALE,
     UNCHECKED,
-    Bucket,
-    BucketEntry,
-    CampaignError,
     FactoryState,
-    MediaOptions,
-    RenderOptions,
-    avatar_stamp_path,
     avatar_token,
-    classify,
-    find_upload,
-    output_names,
-    parse_campaign,
-    plan_work,
-    quality_record_path,
     render_inputs_token,
-    render_path,
-    render_record_path,
-    scan_bucket,
-    script_dir,
-    script_stamp_path,
     script_token,
-    settled_since,
     stamp,
-    track_stamp_path,
     track_token,
     write_error,
-    write_manifest,
-    write_zip,
 )
-from heygem_pipeline.captions import CaptionTrack, build_cues
-from heygem_pipeline.errors import InputError
-from heygem_pipeline.script_text import Word
+from heygem_pipeline.factory.uploads import classify, find_upload, scan_bucket, settled_since
 
 MEDIA = MediaOptions()
 DEFAULTS = RenderOptions()

@@ -15,10 +15,10 @@ import pytest
 import soundfile as sf
 from media_factory import make_speech, make_tone
 
-from heygem_pipeline import pipeline
-from heygem_pipeline.alignment import METHOD_POCKETSPHINX, METHOD_VOICED, align_text, espeak_phones
-from heygem_pipeline.audio import decode_audio
-from heygem_pipeline.captions import (
+from heygem_pipeline.engine import folders, stages
+from heygem_pipeline.engine.audio.intake import decode_audio
+from heygem_pipeline.engine.captions.align import METHOD_POCKETSPHINX, METHOD_VOICED, align_text, espeak_phones
+from heygem_pipeline.engine.captions.cues import (
     MAX_CUE_SECONDS,
     MAX_LINE_WIDTH,
     CaptionTrack,
@@ -29,9 +29,9 @@ from heygem_pipeline.captions import (
     to_webvtt,
     wrap_lines,
 )
+from heygem_pipeline.engine.captions.espeak_events import espeak_words, start_errors
+from heygem_pipeline.engine.captions.text import Word, split_sentences
 from heygem_pipeline.errors import EmptyFileError
-from heygem_pipeline.espeak_events import espeak_words, start_errors
-from heygem_pipeline.script_text import Word, split_sentences
 
 ENGLISH = ("Welcome to HeyGem, the factory for talking presenters. Before you start, check three things: is the "
            "cable plugged in? Is the green light on? Did you install version 2.4 of the Wav2Lip weights? If so, "
@@ -50,7 +50,7 @@ def english_script(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict
     folder = tmp_path_factory.mktemp("english")
     upload = folder / "welcome.txt"
     upload.write_text(ENGLISH, encoding="utf-8")
-    record = pipeline.prepare_script(upload, folder / "work")
+    record = stages.prepare_script(upload, folder / "work")
     return folder / "work", record
 
 
@@ -69,7 +69,7 @@ def test_english_cues_start_within_150_ms_of_their_words(english_script: tuple[P
     folder, record = english_script
     assert record["captions"]["status"] == "captioned"
     assert record["captions"]["method"] == METHOD_POCKETSPHINX and record["captions"]["source"] == "script text"
-    track = CaptionTrack.load(folder / pipeline.SCRIPT_CAPTIONS)
+    track = CaptionTrack.load(folder / folders.SCRIPT_CAPTIONS)
     errors = start_errors(ENGLISH, [(c.text, c.start) for c in track.cues])
     measured = [abs(e) for e in errors if e is not None]
     assert len(measured) >= len(track.cues) - 1 >= 5
@@ -80,7 +80,7 @@ def test_english_cues_start_within_150_ms_of_their_words(english_script: tuple[P
 
 def test_cues_say_the_whole_script_once_in_order(english_script: tuple[Path, dict]) -> None:
     folder, _ = english_script
-    track = CaptionTrack.load(folder / pipeline.SCRIPT_CAPTIONS)
+    track = CaptionTrack.load(folder / folders.SCRIPT_CAPTIONS)
     assert normalized("".join(c.text for c in track.cues)) == normalized(ENGLISH)
     for cue, following in zip(track.cues, track.cues[1:], strict=False):
         assert cue.start < cue.end <= following.start
@@ -101,9 +101,9 @@ def test_words_missing_from_the_dictionary_get_espeak_pronunciations() -> None:
 def test_sidecars_srt_and_webvtt(english_script: tuple[Path, dict], tmp_path: Path) -> None:
     folder, _ = english_script
     video = tmp_path / "out" / "welcome__anna.mp4"
-    srt, vtt = pipeline.write_subtitles(folder, video)
+    srt, vtt = stages.write_subtitles(folder, video)
     assert (srt.name, vtt.name) == ("welcome__anna.srt", "welcome__anna.vtt")
-    track = CaptionTrack.load(folder / pipeline.SCRIPT_CAPTIONS)
+    track = CaptionTrack.load(folder / folders.SCRIPT_CAPTIONS)
     blocks = srt.read_text(encoding="utf-8").strip().split("\n\n")
     assert len(blocks) == len(track.cues)
     first = blocks[0].split("\n")
@@ -160,9 +160,9 @@ def test_sentences() -> None:
 def test_mandarin_is_timed_sentence_by_sentence_to_the_voice(tmp_path: Path) -> None:
     upload = tmp_path / "hello.txt"
     upload.write_text(MANDARIN, encoding="utf-8")
-    record = pipeline.prepare_script(upload, tmp_path / "work", voice="cmn")
+    record = stages.prepare_script(upload, tmp_path / "work", voice="cmn")
     assert record["language"] == "zh" and record["captions"]["method"] == METHOD_VOICED
-    track = CaptionTrack.load(tmp_path / "work" / pipeline.SCRIPT_CAPTIONS)
+    track = CaptionTrack.load(tmp_path / "work" / folders.SCRIPT_CAPTIONS)
     assert normalized("".join(c.text for c in track.cues)) == normalized(MANDARIN)
     # Each cue starts on a sentence or clause: measured against espeak-ng's word events for that character.
     errors = [abs(e) for e in start_errors(MANDARIN, [(c.text, c.start) for c in track.cues], "cmn") if e is not None]
@@ -175,11 +175,11 @@ def test_audio_script_without_transcript_has_no_captions(tmp_path: Path) -> None
     voice = make_speech(tmp_path / "voice.wav", "Every presenter can now speak every script.")
     work = tmp_path / "work"
     (work).mkdir()
-    (work / pipeline.SCRIPT_CAPTIONS).write_text("{}")  # left from an earlier run with a transcript
-    record = pipeline.prepare_script(voice, work)
-    assert record["captions"] == {"status": pipeline.NO_TRANSCRIPT}
-    assert not (work / pipeline.SCRIPT_CAPTIONS).exists()
-    assert pipeline.load_captions(work) is None and pipeline.write_subtitles(work, tmp_path / "x.mp4") == []
+    (work / folders.SCRIPT_CAPTIONS).write_text("{}")  # left from an earlier run with a transcript
+    record = stages.prepare_script(voice, work)
+    assert record["captions"] == {"status": folders.NO_TRANSCRIPT}
+    assert not (work / folders.SCRIPT_CAPTIONS).exists()
+    assert stages.load_captions(work) is None and stages.write_subtitles(work, tmp_path / "x.mp4") == []
     assert not (tmp_path / "x.srt").exists()
 
 
@@ -189,15 +189,15 @@ def test_audio_script_with_a_transcript(tmp_path: Path) -> None:
     transcript = tmp_path / "transcripts" / "voice.txt"
     transcript.parent.mkdir()
     transcript.write_text(text + "\n", encoding="utf-8")
-    record = pipeline.prepare_script(voice, tmp_path / "work", transcript=transcript)
+    record = stages.prepare_script(voice, tmp_path / "work", transcript=transcript)
     assert record["captions"]["source"] == "transcript" and record["captions"]["method"] == METHOD_POCKETSPHINX
-    track = pipeline.load_captions(tmp_path / "work")
+    track = stages.load_captions(tmp_path / "work")
     assert track is not None and [c.text.replace("\n", " ") for c in track.cues] == [
         "Every presenter can now speak every script.", "Thank you for watching."]
     # The transcript can come later: captioning again alone updates the record.
-    summary = pipeline.caption_script(tmp_path / "work")
-    assert summary == {"status": pipeline.NO_TRANSCRIPT}
-    assert pipeline.read_record(tmp_path / "work" / pipeline.SCRIPT_RECORD)["captions"] == summary
+    summary = stages.caption_script(tmp_path / "work")
+    assert summary == {"status": folders.NO_TRANSCRIPT}
+    assert stages.read_record(tmp_path / "work" / folders.SCRIPT_RECORD)["captions"] == summary
 
 
 def test_an_empty_transcript_is_a_clear_error(tmp_path: Path) -> None:
@@ -205,7 +205,7 @@ def test_an_empty_transcript_is_a_clear_error(tmp_path: Path) -> None:
     transcript = tmp_path / "voice.txt"
     transcript.write_text("  \n")
     with pytest.raises(EmptyFileError, match=r"voice\.txt: text script has no words"):
-        pipeline.prepare_script(voice, tmp_path / "work", transcript=transcript)
+        stages.prepare_script(voice, tmp_path / "work", transcript=transcript)
 
 
 def test_speech_that_does_not_match_falls_back_to_sentence_timing(tmp_path: Path) -> None:

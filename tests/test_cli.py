@@ -12,9 +12,9 @@ from avatar_factory import make_template_video
 from media_factory import make_speech
 
 from heygem_pipeline.cli import build_parser
-from heygem_pipeline.config import Settings, encode_settings
-from heygem_pipeline.contact_sheet import CAPTION, TILE
-from heygem_pipeline.media import probe
+from heygem_pipeline.engine.contact_sheet import CAPTION, TILE
+from heygem_pipeline.engine.media.probe import probe
+from heygem_pipeline.settings import Settings
 
 SUBCOMMANDS = ("demo", "run", "render", "ui")
 
@@ -45,10 +45,11 @@ def test_ffmpeg_threads_come_from_the_environment(monkeypatch: pytest.MonkeyPatc
     from resources import build_resources
 
     monkeypatch.delenv("HEYGEM_FFMPEG_THREADS", raising=False)
-    assert Settings.from_env().ffmpeg_threads is None and encode_settings(Settings.from_env()).threads is None
+    assert Settings.from_env().ffmpeg_threads is None
+    assert build_resources(Settings.from_env())["ffmpeg"].encode_settings().threads is None
     monkeypatch.setenv("HEYGEM_FFMPEG_THREADS", "2")
     settings = Settings.from_env()
-    assert encode_settings(settings).threads == 2
+    assert settings.ffmpeg_threads == 2
     assert build_resources(settings)["ffmpeg"].encode_settings().threads == 2
 
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from dagster import DagsterEventType, DagsterInstance
 
-from heygem_pipeline.audio import synthesize_speech
 from heygem_pipeline.demo_media import write_still, write_template_video
+from heygem_pipeline.engine.audio.intake import synthesize_speech
 
 pytestmark = pytest.mark.slow
 
@@ -50,7 +50,7 @@ def step_window(instance: DagsterInstance, run_id: str, step: str) -> tuple[floa
 def test_two_runs_never_infer_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     home = tmp_path / "dagster_home"
     monkeypatch.setenv("DAGSTER_HOME", str(home))
-    from heygem_pipeline.instance import init
+    from heygem_pipeline.instance.setup import init
 
     instance = init()  # creates the schema once, before two processes race for it, and sets gpu = 1
     assert {p.name: p.limit for p in instance.event_log_storage.get_pool_limits()} == {"gpu": 1}

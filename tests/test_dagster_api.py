@@ -24,7 +24,8 @@ from dagster._core.workspace.load_target import WorkspaceFileTarget
 from dagster_celery.launcher import CeleryRunLauncher
 from dagster_celery.tasks import create_execute_job_task, create_resume_job_task
 
-from heygem_pipeline import instance_storage, run_launcher
+from heygem_pipeline.instance import run_launcher as run_launcher
+from heygem_pipeline.instance import storage as instance_storage
 
 PINNED = {"dagster": "1.13.27", "dagster-webserver": "1.13.27", "dagster-graphql": "1.13.27",
           "dagster-celery": "0.29.27", "dagster-postgres": "0.29.27"}

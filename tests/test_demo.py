@@ -6,10 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
-from heygem_pipeline.audio import decode_audio
 from heygem_pipeline.demo import DEMO_SCRIPTS, DemoSize, build_demo_bucket
-from heygem_pipeline.media import FrameReader, probe
-from heygem_pipeline.quality import frame_loudness
+from heygem_pipeline.engine.audio.intake import decode_audio
+from heygem_pipeline.engine.media.frames import FrameReader
+from heygem_pipeline.engine.media.probe import probe
+from heygem_pipeline.engine.quality import frame_loudness
 
 
 def test_demo_bucket_has_two_voices_and_two_avatars(tmp_path: Path) -> None:

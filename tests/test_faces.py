@@ -12,20 +12,19 @@ import pytest
 from avatar_factory import FAST, make_portrait, make_template_video
 
 from heygem_pipeline.demo_media import _layer, head_motion
-from heygem_pipeline.engines.base import FaceFrame
-from heygem_pipeline.errors import NoFaceError
-from heygem_pipeline.faces import (
+from heygem_pipeline.engine.face.landmarks import LANDMARK_COUNT, FaceFrame, face_height
+from heygem_pipeline.engine.face.track import (
     FACE_TRACK_SCHEMA_VERSION,
-    LANDMARK_COUNT,
     FaceTrack,
-    FaceTracker,
     FaceTrackFormatError,
     OneEuroFilter,
-    face_height,
     smooth_sequence,
     track_faces,
 )
-from heygem_pipeline.media import FrameWriter, ff_path, run_ffmpeg
+from heygem_pipeline.engine.face.tracker import FaceTracker
+from heygem_pipeline.engine.media.frames import FrameWriter
+from heygem_pipeline.engine.media.tools import ff_path, run_ffmpeg
+from heygem_pipeline.errors import NoFaceError
 
 FPS = 25
 
@@ -212,7 +211,7 @@ def test_worker_stderr_filter_drops_mediapipe_noise_only() -> None:
 
     code = (
         "import os\n"
-        "from heygem_pipeline.faces import filter_native_stderr\n"
+        "from heygem_pipeline.engine.face.tracker import filter_native_stderr\n"
         "finish = filter_native_stderr()\n"
         "os.write(2, b'W0000 00:00:1 123 inference_feedback_manager.cc:114] Feedback manager requires a model\\n')\n"
         "os.write(2, b'a real problem\\nand its second line\\n')\n"

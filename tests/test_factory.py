@@ -21,10 +21,11 @@ import pytest
 from dagster import AssetKey, AssetRecordsFilter, DagsterEventType, DagsterInstance
 from fsspec.implementations.local import LocalFileSystem
 
-from heygem_pipeline.audio import synthesize_speech
-from heygem_pipeline.campaigns import MANIFEST_COLUMNS, RenderOptions
+from heygem_pipeline.client.run import FactoryReport, run_factory
 from heygem_pipeline.demo_media import write_still, write_template_video
-from heygem_pipeline.factory import FactoryReport, run_factory
+from heygem_pipeline.engine.audio.intake import synthesize_speech
+from heygem_pipeline.factory.campaigns import RenderOptions
+from heygem_pipeline.factory.deliver import MANIFEST_COLUMNS
 
 pytestmark = pytest.mark.slow
 
@@ -53,8 +54,8 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     home = tmp_path_factory.mktemp("dagster_home")
     previous = os.environ.get("DAGSTER_HOME")
     os.environ["DAGSTER_HOME"] = str(home)
-    from heygem_pipeline.instance import prepare_home
-    from heygem_pipeline.services import session
+    from heygem_pipeline.instance.services import session
+    from heygem_pipeline.instance.setup import prepare_home
 
     prepare_home(home)
     # Held for the module, as `heygem ui` holds them: every run_factory below uses the same running services.

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from dagster import MAX_RUNTIME_SECONDS_TAG, DagsterInstance, DagsterRunStatus, RunsFilter
 
-from heygem_pipeline.audio import synthesize_speech
-from heygem_pipeline.config import ToolLimits
 from heygem_pipeline.demo_media import write_still
+from heygem_pipeline.engine.audio.intake import synthesize_speech
+from heygem_pipeline.settings import ToolLimits
 
 pytestmark = pytest.mark.slow
 

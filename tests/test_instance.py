@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 
-from heygem_pipeline.instance import GPU_POOL, init
-from heygem_pipeline.instance_storage import FileComputeLogManager, SharedIndexSqliteEventLogStorage
+from heygem_pipeline.instance.setup import GPU_POOL, init
+from heygem_pipeline.instance.storage import FileComputeLogManager, SharedIndexSqliteEventLogStorage
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -15,11 +15,14 @@ import matplotlib
 import numpy as np
 import pytest
 
-from heygem_pipeline import pipeline
-from heygem_pipeline.faces import FaceTrack, FaceTracker, face_height
-from heygem_pipeline.media import EncodeSettings, FrameWriter
-from heygem_pipeline.mouth import MAX_OPEN, render_mouth, target_lips
-from heygem_pipeline.mouth_bank import MouthBank, donor_sample, sample_of
+from heygem_pipeline.engine import folders, stages
+from heygem_pipeline.engine.face.landmarks import face_height
+from heygem_pipeline.engine.face.track import FaceTrack
+from heygem_pipeline.engine.face.tracker import FaceTracker
+from heygem_pipeline.engine.media.frames import EncodeSettings, FrameWriter
+from heygem_pipeline.engine.mouth.bank import MouthBank, donor_sample, sample_of
+from heygem_pipeline.engine.mouth.geometry import MAX_OPEN
+from heygem_pipeline.engine.mouth.warp import render_mouth, target_lips
 
 GRACE = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
 
@@ -184,14 +187,14 @@ def talking_avatar(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list
             for opening in openings + openings[-2:0:-1]:
                 for _ in range(4):
                     writer.write(frames[opening])
-    pipeline.prepare_avatar(work / "talking.mp4", work / "avatar")
-    pipeline.track_avatar(work / "avatar")
+    stages.prepare_avatar(work / "talking.mp4", work / "avatar")
+    stages.track_avatar(work / "avatar")
     return work / "avatar", openings
 
 
 def test_a_talking_template_gets_a_bank_of_its_own_mouths(talking_avatar: tuple[Path, list[float]]) -> None:
     avatar, openings = talking_avatar
-    bank = MouthBank.load(avatar / pipeline.AVATAR_BANK)
+    bank = MouthBank.load(avatar / folders.AVATAR_BANK)
     assert bank is not None and not bank.donor
     gaps = np.sort(bank.features[:, 0])
     # Every open shape the template shows is in the bank (measured by the tracker, so within a few pixels).
@@ -204,7 +207,7 @@ def test_a_talking_template_gets_a_bank_of_its_own_mouths(talking_avatar: tuple[
 
 def test_selection_matches_the_shape_and_does_not_flicker(talking_avatar: tuple[Path, list[float]]) -> None:
     avatar, openings = talking_avatar
-    bank = MouthBank.load(avatar / pipeline.AVATAR_BANK)
+    bank = MouthBank.load(avatar / folders.AVATAR_BANK)
     assert bank is not None
     gaps = bank.features[:, 0]
     rng = np.random.default_rng(1)
@@ -221,13 +224,13 @@ def test_selection_matches_the_shape_and_does_not_flicker(talking_avatar: tuple[
 def test_a_track_without_a_bank_gets_one_from_its_template(talking_avatar: tuple[Path, list[float]],
                                                             tmp_path: Path) -> None:
     avatar, _ = talking_avatar
-    stored = MouthBank.load(avatar / pipeline.AVATAR_BANK)
+    stored = MouthBank.load(avatar / folders.AVATAR_BANK)
     assert stored is not None
     older = tmp_path / "avatar"  # an avatar tracked before banks existed: template and track only
     older.mkdir()
-    for name in (pipeline.AVATAR_TEMPLATE, pipeline.AVATAR_TRACK):
+    for name in (folders.AVATAR_TEMPLATE, folders.AVATAR_TRACK):
         (older / name).write_bytes((avatar / name).read_bytes())
-    built = pipeline.load_mouth_bank(older, FaceTrack.load(older / pipeline.AVATAR_TRACK))
+    built = stages.load_mouth_bank(older, FaceTrack.load(older / folders.AVATAR_TRACK))
     assert not built.donor and len(built) >= 3
     # Built from the smoothed track rather than the tracker's raw landmarks, whose widest openings the smoothing
     # trims a little (this template changes shape every 4 frames): the same shapes within 0.02 face heights.

@@ -12,11 +12,11 @@ import soundfile as sf
 from avatar_factory import make_template_video
 from media_factory import make_speech
 
-from heygem_pipeline import pipeline
-from heygem_pipeline.engines.registry import create_engine
-from heygem_pipeline.faces import FaceTrack
-from heygem_pipeline.media import ff_path, run_ffmpeg
-from heygem_pipeline.quality import SyncReport, measure_sync, speech_bursts, sync_verdict
+from heygem_pipeline.engine import folders, stages
+from heygem_pipeline.engine.face.track import FaceTrack
+from heygem_pipeline.engine.lipsync.registry import create_engine
+from heygem_pipeline.engine.media.tools import ff_path, run_ffmpeg
+from heygem_pipeline.engine.quality import SyncReport, measure_sync, speech_bursts, sync_verdict
 
 FPS = 25.0
 LONG_TEXT = "Every script is analysed once, and every face is tracked once. Then each pair is rendered and checked."
@@ -29,15 +29,15 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def avatar(work: Path) -> Path:
-    pipeline.prepare_avatar(make_template_video(work / "presenter.mp4", seconds=2.0), work / "avatar", fps=FPS)
-    pipeline.track_avatar(work / "avatar")
+    stages.prepare_avatar(make_template_video(work / "presenter.mp4", seconds=2.0), work / "avatar", fps=FPS)
+    stages.track_avatar(work / "avatar")
     return work / "avatar"
 
 
 def _render(work: Path, avatar: Path, name: str, voice: np.ndarray, rate: int) -> Path:
     sf.write(work / f"{name}.wav", voice, rate)
-    pipeline.prepare_script(work / f"{name}.wav", work / name)
-    return pipeline.render_pair(work / name, avatar, work / f"{name}.mp4", create_engine("viseme")).path
+    stages.prepare_script(work / f"{name}.wav", work / name)
+    return stages.render_pair(work / name, avatar, work / f"{name}.mp4", create_engine("viseme")).path
 
 
 def _speech(work: Path, name: str, text: str) -> tuple[np.ndarray, int]:
@@ -46,7 +46,7 @@ def _speech(work: Path, name: str, text: str) -> tuple[np.ndarray, int]:
 
 
 def _check(video: Path, avatar: Path) -> SyncReport:
-    return measure_sync(video, face_track=FaceTrack.load(avatar / pipeline.AVATAR_TRACK))
+    return measure_sync(video, face_track=FaceTrack.load(avatar / folders.AVATAR_TRACK))
 
 
 def test_a_phrase_then_silence_is_not_enough_speech_and_passes_with_a_note(work: Path, avatar: Path) -> None:
@@ -108,7 +108,7 @@ def test_speech_bursts_counts_syllables_and_words() -> None:
 
 
 def test_the_picture_is_measured_on_the_stretch_with_the_most_speech() -> None:
-    from heygem_pipeline.quality import sample_window
+    from heygem_pipeline.engine.quality import sample_window
 
     speech = np.zeros(1000, bool)
     speech[100:150] = True

@@ -13,9 +13,9 @@ import pytest
 from dagster import AssetKey, AssetRecordsFilter, DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 from servers import alive, descendants, wait_for
 
-from heygem_pipeline.audio import synthesize_speech
 from heygem_pipeline.demo_media import write_still, write_template_video
-from heygem_pipeline.services import RunDir, supervisor_alive
+from heygem_pipeline.engine.audio.intake import synthesize_speech
+from heygem_pipeline.instance.services import RunDir, supervisor_alive
 
 pytestmark = pytest.mark.slow
 
@@ -52,7 +52,7 @@ def temporaries(bucket: Path) -> list[Path]:
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "dagster_home"
     monkeypatch.setenv("DAGSTER_HOME", str(home))
-    from heygem_pipeline.instance import init
+    from heygem_pipeline.instance.setup import init
 
     init(home)
     return home

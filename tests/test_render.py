@@ -11,16 +11,19 @@ import soundfile as sf
 from avatar_factory import make_template_video
 from media_factory import make_speech
 
-from heygem_pipeline import pipeline
-from heygem_pipeline.audio import decode_audio, frame_count
-from heygem_pipeline.engines.base import RenderItem
-from heygem_pipeline.engines.registry import create_engine
-from heygem_pipeline.faces import FaceTrack
-from heygem_pipeline.media import EncodeSettings, FrameReader, probe, thumbnail_jpeg
-from heygem_pipeline.mouth import render_mouth, render_mouth_i420
-from heygem_pipeline.quality import SyncReport, best_lag, measure_sync
-from heygem_pipeline.render import RenderResult, pingpong_indices, template_frames
-from heygem_pipeline.visemes import mouth_at, sample_track
+from heygem_pipeline.engine import folders, stages
+from heygem_pipeline.engine.audio.features import frame_count
+from heygem_pipeline.engine.audio.intake import decode_audio
+from heygem_pipeline.engine.audio.visemes import mouth_at, sample_track
+from heygem_pipeline.engine.face.track import FaceTrack
+from heygem_pipeline.engine.lipsync.base import RenderItem
+from heygem_pipeline.engine.lipsync.registry import create_engine
+from heygem_pipeline.engine.media.frames import EncodeSettings, FrameReader
+from heygem_pipeline.engine.media.previews import thumbnail_jpeg
+from heygem_pipeline.engine.media.probe import probe
+from heygem_pipeline.engine.mouth.warp import render_mouth, render_mouth_i420
+from heygem_pipeline.engine.quality import SyncReport, best_lag, measure_sync
+from heygem_pipeline.engine.render import RenderResult, pingpong_indices, template_frames
 
 FPS = 25.0
 PAUSE_S = 1.2
@@ -35,8 +38,8 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def avatar_dir(work: Path) -> Path:
     """A 2 s 360p talking-head template (natural head motion), normalized and tracked."""
     template = make_template_video(work / "presenter.mp4", seconds=2.0)
-    pipeline.prepare_avatar(template, work / "avatar", fps=FPS)
-    pipeline.track_avatar(work / "avatar")
+    stages.prepare_avatar(template, work / "avatar", fps=FPS)
+    stages.track_avatar(work / "avatar")
     return work / "avatar"
 
 
@@ -54,13 +57,13 @@ def pause_script(work: Path) -> tuple[Path, list[tuple[float, float]]]:
     speech = np.flatnonzero(level > 0.02)
     gap_start = speech[speech < len(a)].max() / rate
     gap_end = speech[speech >= len(a)].min() / rate
-    pipeline.prepare_script(work / "pauses.wav", work / "script")
+    stages.prepare_script(work / "pauses.wav", work / "script")
     return work / "script", [(gap_start, gap_end)]
 
 
 @pytest.fixture(scope="module")
 def render_result(work: Path, avatar_dir: Path, pause_script: tuple[Path, list]) -> RenderResult:
-    result = pipeline.render_pair(pause_script[0], avatar_dir, work / "pair.mp4", create_engine("viseme"))
+    result = stages.render_pair(pause_script[0], avatar_dir, work / "pair.mp4", create_engine("viseme"))
     assert result.path.exists()
     return result
 
@@ -98,7 +101,7 @@ def test_mouth_is_closed_in_pauses(sync: SyncReport, pause_script: tuple[Path, l
     inside = np.arange(int((start + 0.12) * FPS) + 1, int((end - 0.12) * FPS))
     assert len(inside) >= 10
     # What the engine asks for: a closed mouth for the whole pause...
-    features = pipeline.load_script(pause_script[0])
+    features = stages.load_script(pause_script[0])
     assert features.visemes is not None
     opening = sample_track(features.visemes, len(sync.aperture), FPS)[:, 0]
     assert opening[inside].max() < 0.02
@@ -111,7 +114,7 @@ def test_mouth_is_closed_in_pauses(sync: SyncReport, pause_script: tuple[Path, l
 
 
 def test_short_template_loops_without_a_jump(rendered: Path, avatar_dir: Path) -> None:
-    template_frames_count = len(FaceTrack.load(avatar_dir / pipeline.AVATAR_TRACK))
+    template_frames_count = len(FaceTrack.load(avatar_dir / folders.AVATAR_TRACK))
     diffs = []
     previous = None
     with FrameReader(rendered) as reader:
@@ -136,7 +139,7 @@ def test_pingpong_schedule() -> None:
 
 
 def test_backward_runs_stream_the_right_frames(avatar_dir: Path) -> None:
-    template = avatar_dir / pipeline.AVATAR_TEMPLATE
+    template = avatar_dir / folders.AVATAR_TEMPLATE
     info = probe(template)
     assert info.video is not None
     with FrameReader(template) as reader:
@@ -149,9 +152,9 @@ def test_backward_runs_stream_the_right_frames(avatar_dir: Path) -> None:
 
 
 def test_only_the_mouth_region_changes(avatar_dir: Path, pause_script: tuple[Path, list], tmp_path: Path) -> None:
-    track = FaceTrack.load(avatar_dir / pipeline.AVATAR_TRACK)
-    features = pipeline.load_script(pause_script[0])
-    template = avatar_dir / pipeline.AVATAR_TEMPLATE
+    track = FaceTrack.load(avatar_dir / folders.AVATAR_TRACK)
+    features = stages.load_script(pause_script[0])
+    template = avatar_dir / folders.AVATAR_TEMPLATE
     engine = create_engine("viseme")
     with FrameReader(template) as reader:
         frames = [frame.copy() for _, frame in zip(range(40), reader, strict=False)]
@@ -178,9 +181,9 @@ def test_only_the_mouth_region_changes(avatar_dir: Path, pause_script: tuple[Pat
 def test_a_chinese_script_moves_the_mouth(work: Path, avatar_dir: Path) -> None:
     text = work / "zh.txt"
     text.write_text("你好，欢迎来到内容工厂。我们每天都会制作新的视频。", encoding="utf-8")
-    record = pipeline.prepare_script(text, work / "zh", voice="cmn")
+    record = stages.prepare_script(text, work / "zh", voice="cmn")
     assert record["language"] == "zh" and record["text"].startswith("你好")
-    output = pipeline.render_pair(work / "zh", avatar_dir, work / "zh.mp4", create_engine("viseme")).path
+    output = stages.render_pair(work / "zh", avatar_dir, work / "zh.mp4", create_engine("viseme")).path
     report = measure_sync(output)
     assert np.nanpercentile(report.aperture, 90) > 0.04
     assert np.nanstd(report.aperture) > 0.01
@@ -196,8 +199,8 @@ def test_best_lag_finds_a_known_shift() -> None:
 
 
 def test_i420_drawing_matches_bgr_and_leaves_the_rest_bit_identical(avatar_dir: Path) -> None:
-    template = avatar_dir / pipeline.AVATAR_TEMPLATE
-    track = FaceTrack.load(avatar_dir / pipeline.AVATAR_TRACK)
+    template = avatar_dir / folders.AVATAR_TEMPLATE
+    track = FaceTrack.load(avatar_dir / folders.AVATAR_TRACK)
     with FrameReader(template, max_frames=1) as reader:
         bgr = next(iter(reader)).copy()
     with FrameReader(template, max_frames=1, pix_fmt="yuv420p") as reader:
@@ -231,7 +234,7 @@ def test_preview_is_a_frame_of_the_render(render_result: RenderResult) -> None:
 
 
 def test_frame_reader_crops_and_scales_in_ffmpeg(avatar_dir: Path) -> None:
-    template = avatar_dir / pipeline.AVATAR_TEMPLATE
+    template = avatar_dir / folders.AVATAR_TEMPLATE
     with FrameReader(template, max_frames=1) as reader:
         full = next(iter(reader)).copy()
     with FrameReader(template, max_frames=1, crop=(100, 40, 160, 120)) as reader:
@@ -247,7 +250,7 @@ def test_render_with_one_ffmpeg_thread_gives_the_same_video(work: Path, avatar_d
                                                            pause_script: tuple[Path, list],
                                                            render_result: RenderResult) -> None:
     # heygem run's lanes use fewer ffmpeg threads; the pictures must not change (x264 is thread-deterministic).
-    single = pipeline.render_pair(pause_script[0], avatar_dir, work / "pair_one_thread.mp4", create_engine("viseme"),
+    single = stages.render_pair(pause_script[0], avatar_dir, work / "pair_one_thread.mp4", create_engine("viseme"),
                                   settings=EncodeSettings(threads=1))
     with FrameReader(render_result.path) as default, FrameReader(single.path) as one:
         pairs = list(zip((f.copy() for f in default), (f.copy() for f in one), strict=True))
@@ -268,7 +271,7 @@ def test_frame_reader_with_one_decoder_thread_yields_the_same_frames(rendered: P
 
 def test_sync_measured_on_the_face_region_agrees_with_the_full_frame(rendered: Path, sync: SyncReport,
                                                                      avatar_dir: Path) -> None:
-    track = FaceTrack.load(avatar_dir / pipeline.AVATAR_TRACK)
+    track = FaceTrack.load(avatar_dir / folders.AVATAR_TRACK)
     cropped = measure_sync(rendered, face_track=track)
     assert cropped.offset_frames == sync.offset_frames and cropped.frames == sync.frames
     assert abs(cropped.confidence - sync.confidence) < 0.1
@@ -289,8 +292,8 @@ def test_the_mouth_closes_in_a_240_ms_pause(work: Path) -> None:
     words = words[spoken[0]: spoken[-1]]  # without espeak's own leading and trailing silence
     pause = int(0.24 * rate)
     sf.write(work / "short_pause.wav", np.concatenate([words, np.zeros(pause, np.float32), words]), rate)
-    pipeline.prepare_script(work / "short_pause.wav", work / "short_pause")
-    features = pipeline.load_script(work / "short_pause")
+    stages.prepare_script(work / "short_pause.wav", work / "short_pause")
+    features = stages.load_script(work / "short_pause")
     assert features.visemes is not None
     opening = sample_track(features.visemes, frame_count(features.duration, FPS), FPS)[:, 0]
     start, end = len(words) / rate, (len(words) + pause) / rate

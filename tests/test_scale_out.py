@@ -19,8 +19,8 @@ import pytest
 from dagster import AssetKey, AssetRecordsFilter, DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 from servers import kill_group, postgres_server, redis_server, start_group, wait_for
 
-from heygem_pipeline.audio import synthesize_speech
 from heygem_pipeline.demo_media import write_still, write_template_video
+from heygem_pipeline.engine.audio.intake import synthesize_speech
 
 pytestmark = pytest.mark.slow
 

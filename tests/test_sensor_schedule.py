@@ -14,10 +14,12 @@ from collections.abc import Iterator
 import pytest
 from dagster import DagsterInstance, RunRequest, SkipReason, build_schedule_context, build_sensor_context
 
-from heygem_pipeline.audio import synthesize_speech
-from heygem_pipeline.campaigns import Bucket, RenderOptions, render_record_path
-from heygem_pipeline.config import Settings
 from heygem_pipeline.demo_media import write_still, write_template_video
+from heygem_pipeline.engine.audio.intake import synthesize_speech
+from heygem_pipeline.factory.bucket import Bucket
+from heygem_pipeline.factory.campaigns import RenderOptions
+from heygem_pipeline.factory.layout import render_record_path
+from heygem_pipeline.settings import Settings
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +32,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     home = tmp_path_factory.mktemp("dagster_home")
     previous = os.environ.get("DAGSTER_HOME")
     os.environ["DAGSTER_HOME"] = str(home)
-    from heygem_pipeline.instance import init
+    from heygem_pipeline.instance.setup import init
 
     instance = init()
     bucket = tmp_path_factory.mktemp("bucket")

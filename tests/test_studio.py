@@ -23,11 +23,11 @@ import pytest
 from servers import wait_for
 
 from heygem_pipeline.api import FactoryClient, PairState, RequestState
-from heygem_pipeline.audio import synthesize_speech
-from heygem_pipeline.campaigns import Bucket
 from heygem_pipeline.demo_media import write_still
-from heygem_pipeline.media import probe
-from heygem_pipeline.services import RunDir, supervisor_alive
+from heygem_pipeline.engine.audio.intake import synthesize_speech
+from heygem_pipeline.engine.media.probe import probe
+from heygem_pipeline.factory.bucket import Bucket
+from heygem_pipeline.instance.services import RunDir, supervisor_alive
 from heygem_pipeline.studio.handlers import Studio, Upload
 from heygem_pipeline.studio.progress import StatusCache
 from heygem_pipeline.studio.uploads import StudioOptions

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from heygem_pipeline.campaigns import Bucket, parse_campaign, scan_bucket
 from heygem_pipeline.errors import UnsupportedFormatError
+from heygem_pipeline.factory.bucket import Bucket
+from heygem_pipeline.factory.campaigns import parse_campaign
+from heygem_pipeline.factory.uploads import scan_bucket
 from heygem_pipeline.studio.i18n import TEXT, browser_language, t
 from heygem_pipeline.studio.server import StudioConfigError, StudioSettings, read_auth
 from heygem_pipeline.studio.uploads import (

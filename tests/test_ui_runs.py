@@ -20,9 +20,9 @@ import pytest
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 from servers import wait_for
 
-from heygem_pipeline.audio import synthesize_speech
 from heygem_pipeline.demo_media import write_still
-from heygem_pipeline.services import RunDir, read_state, supervisor_alive
+from heygem_pipeline.engine.audio.intake import synthesize_speech
+from heygem_pipeline.instance.services import RunDir, read_state, supervisor_alive
 
 pytestmark = pytest.mark.slow
 

@@ -22,20 +22,14 @@ import numpy as np
 import pytest
 from media_factory import make_speech, make_tone
 
-from heygem_pipeline import media
-from heygem_pipeline.audio import decode_audio, normalize_script, synthesize_speech
-from heygem_pipeline.config import ToolLimits
+from heygem_pipeline.engine.audio.intake import decode_audio, normalize_script, synthesize_speech
+from heygem_pipeline.engine.media import files
+from heygem_pipeline.engine.media.files import atomic_output, remove_stale_temporaries
+from heygem_pipeline.engine.media.frames import FrameReader, FrameWriter
+from heygem_pipeline.engine.media.probe import probe
+from heygem_pipeline.engine.media.tools import PROGRESS_STDOUT, ff_path, run_ffmpeg, run_tool
 from heygem_pipeline.errors import ToolTimeoutError
-from heygem_pipeline.media import (
-    FrameReader,
-    FrameWriter,
-    atomic_output,
-    ff_path,
-    probe,
-    remove_stale_temporaries,
-    run_ffmpeg,
-)
-from heygem_pipeline.watchdog import PROGRESS_STDOUT, run_tool
+from heygem_pipeline.settings import ToolLimits
 
 STALL = 1.0
 BOUND = 8.0  # seconds a stalled call may take in all: the stall limit plus process start and clean-up
@@ -274,7 +268,7 @@ def test_an_interrupted_call_kills_its_tool(tmp_path: Path, hanging_path: Path, 
 
 KILLED_WRITER = textwrap.dedent("""
     import os, signal, sys
-    from heygem_pipeline.media import atomic_output
+    from heygem_pipeline.engine.media.files import atomic_output
     with atomic_output(sys.argv[1]) as tmp:
         tmp.write_bytes(b"half a video")
         os.kill(os.getpid(), signal.SIGKILL)
@@ -302,7 +296,7 @@ def test_a_later_writer_removes_what_a_killed_writer_left(killed_writer_leftover
 
 def test_stale_temporaries_of_live_or_remote_writers_are_kept(killed_writer_leftover: Path) -> None:
     dest = killed_writer_leftover
-    ours = dest.parent / f".pair.{media._HOST}.{os.getpid()}.abcdefgh.tmp.mp4"  # a writer alive right now
+    ours = dest.parent / f".pair.{files._HOST}.{os.getpid()}.abcdefgh.tmp.mp4"  # a writer alive right now
     remote = dest.parent / ".pair.other-host.1.abcdefgh.tmp.mp4"
     unrelated = dest.parent / ".pair.tmp.mp4.note"
     for path in (ours, remote, unrelated):

@@ -21,11 +21,14 @@ import torch
 from avatar_factory import FAST
 from media_factory import make_speech
 
-from heygem_pipeline.audio import frame_count
 from heygem_pipeline.demo_media import write_template_video
-from heygem_pipeline.engines.base import FaceFrame, RenderItem, ScriptFeatures
-from heygem_pipeline.engines.registry import create_engine
-from heygem_pipeline.engines.wav2lip import (
+from heygem_pipeline.engine.audio.features import ScriptFeatures, frame_count
+from heygem_pipeline.engine.face.landmarks import FaceFrame
+from heygem_pipeline.engine.face.track import FaceTrack
+from heygem_pipeline.engine.lipsync.base import RenderItem
+from heygem_pipeline.engine.lipsync.registry import create_engine
+from heygem_pipeline.engine.lipsync.wav2lip import ENV_VAR, Wav2Lip, save_wav2lip_checkpoint
+from heygem_pipeline.engine.lipsync.wav2lip.engine import (
     BROW_TOP,
     FACE_OVAL,
     Wav2LipEngine,
@@ -39,18 +42,10 @@ from heygem_pipeline.engines.wav2lip import (
     pad_box,
     smooth_boxes,
 )
+from heygem_pipeline.engine.media.frames import FrameReader
+from heygem_pipeline.engine.render import pingpong_indices, template_frames
+from heygem_pipeline.engine.stages import load_script, prepare_avatar, prepare_script, render_pair, track_avatar
 from heygem_pipeline.errors import CheckpointError
-from heygem_pipeline.faces import FaceTrack
-from heygem_pipeline.media import FrameReader
-from heygem_pipeline.pipeline import (
-    load_script,
-    prepare_avatar,
-    prepare_script,
-    render_pair,
-    track_avatar,
-)
-from heygem_pipeline.render import pingpong_indices, template_frames
-from heygem_pipeline.wav2lip import ENV_VAR, Wav2Lip, save_wav2lip_checkpoint
 
 WIDTH, HEIGHT, FPS = 640, 360, 25
 TEMPLATE_SECONDS = 1.2  # shorter than the voice, so the render also plays the template backwards
@@ -377,7 +372,7 @@ def test_top_level_loader_is_lazy() -> None:
         "assert 'torch' not in sys.modules, 'import heygem_pipeline imported torch'\n"
         "assert 'load_wav2lip_checkpoint' in h.__all__ and 'load_wav2lip_checkpoint' in dir(h)\n"
         "from heygem_pipeline import load_wav2lip_checkpoint\n"
-        "from heygem_pipeline.wav2lip import load_wav2lip_checkpoint as direct\n"
+        "from heygem_pipeline.engine.lipsync.wav2lip import load_wav2lip_checkpoint as direct\n"
         "assert load_wav2lip_checkpoint is direct and 'torch' in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)

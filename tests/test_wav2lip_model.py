@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from heygem_pipeline.errors import CheckpointError
-from heygem_pipeline.wav2lip import (
+from heygem_pipeline.engine.lipsync.wav2lip import (
     ENV_VAR,
     Wav2Lip,
     expected_shapes,
@@ -26,6 +25,7 @@ from heygem_pipeline.wav2lip import (
     resolve_checkpoint,
     save_wav2lip_checkpoint,
 )
+from heygem_pipeline.errors import CheckpointError
 
 SHAPES_JSON = Path(__file__).parent / "data" / "wav2lip_state_dict_shapes.json"
 PARAMS = 36_298_035

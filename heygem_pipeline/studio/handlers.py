@@ -15,8 +15,8 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 
 from heygem_pipeline.api import ApiError, FactoryClient, PairState, RequestStatus
-from heygem_pipeline.campaigns import Bucket
 from heygem_pipeline.errors import HeygemError
+from heygem_pipeline.factory.bucket import Bucket
 from heygem_pipeline.naming import stem_and_ext
 from heygem_pipeline.studio.i18n import t
 from heygem_pipeline.studio.progress import StatusCache

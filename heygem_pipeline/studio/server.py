@@ -64,7 +64,8 @@ def read_auth(pairs: list[str], auth_file: str | None) -> tuple[tuple[str, str],
 
 def served_folders(bucket_url: str, home: Path) -> list[Path]:
     """The folders the page may serve files from: the bucket's outputs and renders (local buckets)."""
-    from heygem_pipeline.campaigns import OUTPUTS_PREFIX, Bucket
+    from heygem_pipeline.factory.bucket import Bucket
+    from heygem_pipeline.factory.layout import OUTPUTS_PREFIX
 
     bucket = Bucket(bucket_url)
     if not bucket.is_local:
@@ -85,8 +86,8 @@ def launch(settings: StudioSettings, dagster_url: str, home: Path, block: bool =
     import gradio as gr
 
     from heygem_pipeline.api import FactoryClient
-    from heygem_pipeline.campaigns import Bucket
-    from heygem_pipeline.config import Settings
+    from heygem_pipeline.factory.bucket import Bucket
+    from heygem_pipeline.settings import Settings
     from heygem_pipeline.studio.app import build
     from heygem_pipeline.studio.handlers import Studio
 
@@ -111,7 +112,7 @@ def launch(settings: StudioSettings, dagster_url: str, home: Path, block: bool =
 
 def start_studio(settings: StudioSettings) -> int:
     """``heygem studio``: the factory's webserver and services (unless one answers), then the page, until Ctrl-C."""
-    from heygem_pipeline.ui import webserver, webserver_answers
+    from heygem_pipeline.instance.ui import webserver, webserver_answers
 
     settings.check()
 

@@ -21,16 +21,11 @@ from typing import BinaryIO
 
 import yaml
 
-from heygem_pipeline.audio import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS
-from heygem_pipeline.avatar import AVATAR_EXTENSIONS
-from heygem_pipeline.campaigns import (
-    AVATARS_PREFIX,
-    CAMPAIGNS_PREFIX,
-    SCRIPTS_PREFIX,
-    TRANSCRIPTS_PREFIX,
-    Bucket,
-)
+from heygem_pipeline.engine.audio.intake import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS
+from heygem_pipeline.engine.avatar import AVATAR_EXTENSIONS
 from heygem_pipeline.errors import UnsupportedFormatError
+from heygem_pipeline.factory.bucket import Bucket
+from heygem_pipeline.factory.layout import AVATARS_PREFIX, CAMPAIGNS_PREFIX, SCRIPTS_PREFIX, TRANSCRIPTS_PREFIX
 from heygem_pipeline.naming import stem_and_ext
 
 MAX_NAME_LENGTH = 80

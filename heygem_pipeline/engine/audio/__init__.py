@@ -1,0 +1,1 @@
+"""Voices: script intake (decode, normalize, offline speech), Mel features, visemes and phonemes."""

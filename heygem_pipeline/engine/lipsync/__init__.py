@@ -1,0 +1,1 @@
+"""Lip-sync engines behind one interface (``base.LipSyncEngine``), created by name (``registry``)."""

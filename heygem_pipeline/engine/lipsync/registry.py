@@ -1,0 +1,22 @@
+"""Engines by name, created lazily so that the viseme path never imports torch."""
+
+from __future__ import annotations
+
+from heygem_pipeline.engine.lipsync.base import LipSyncEngine
+from heygem_pipeline.errors import HeygemError
+
+ENGINE_NAMES = ("viseme", "wav2lip")
+
+
+def create_engine(name: str, *, checkpoint: str | None = None, device: str | None = None,
+                  batch_size: int = 128) -> LipSyncEngine:
+    """A new (not yet loaded) engine. ``checkpoint``/``device``/``batch_size`` only matter for wav2lip."""
+    if name == "viseme":
+        from heygem_pipeline.engine.lipsync.viseme import VisemeEngine
+
+        return VisemeEngine()
+    if name == "wav2lip":
+        from heygem_pipeline.engine.lipsync.wav2lip.engine import Wav2LipEngine
+
+        return Wav2LipEngine(checkpoint=checkpoint, device=device, batch_size=batch_size)
+    raise HeygemError(f"unknown engine {name!r}; choose one of: {', '.join(ENGINE_NAMES)}")

@@ -1,0 +1,1 @@
+"""External tools (ffmpeg, ffprobe) under time limits, probing, frame streams, atomic files, previews."""

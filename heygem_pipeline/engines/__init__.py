@@ -1,1 +1,0 @@
-"""Lip-sync engines behind one interface (see ``base.LipSyncEngine``)."""

@@ -1,0 +1,71 @@
+"""Where everything lives in the bucket: upload prefixes, work/ and outputs/ paths."""
+
+from __future__ import annotations
+
+from heygem_pipeline.engine.audio.intake import SCRIPT_EXTENSIONS
+from heygem_pipeline.engine.avatar import AVATAR_EXTENSIONS
+from heygem_pipeline.factory.bucket import Bucket
+
+SCRIPTS_PREFIX = "scripts"
+AVATARS_PREFIX = "avatars"
+CAMPAIGNS_PREFIX = "campaigns"
+TRANSCRIPTS_PREFIX = "transcripts"
+OUTPUTS_PREFIX = "outputs"
+CAMPAIGN_EXTENSIONS = frozenset({"yaml", "yml"})
+EXTENSIONS = {"script": SCRIPT_EXTENSIONS, "avatar": AVATAR_EXTENSIONS}
+PREFIXES = {"script": SCRIPTS_PREFIX, "avatar": AVATARS_PREFIX}
+SUBTITLE_SIDECARS = (".srt", ".vtt")
+
+
+def script_dir(bucket: Bucket, script: str) -> str:
+    return bucket.work("scripts", script)
+
+
+def avatar_dir(bucket: Bucket, avatar: str) -> str:
+    return bucket.work("avatars", avatar)
+
+
+def script_stamp_path(bucket: Bucket, script: str) -> str:
+    return f"{script_dir(bucket, script)}/stamp.json"
+
+
+def avatar_stamp_path(bucket: Bucket, avatar: str) -> str:
+    return f"{avatar_dir(bucket, avatar)}/video.stamp.json"
+
+
+def track_stamp_path(bucket: Bucket, avatar: str) -> str:
+    return f"{avatar_dir(bucket, avatar)}/track.stamp.json"
+
+
+def render_path(bucket: Bucket, variant: str, script: str, avatar: str) -> str:
+    # One folder per script keeps names unambiguous whatever the ids contain.
+    return bucket.work("renders", variant, script, f"{avatar}.mp4")
+
+
+def render_record_path(bucket: Bucket, variant: str, script: str, avatar: str) -> str:
+    return render_path(bucket, variant, script, avatar)[: -len(".mp4")] + ".json"
+
+
+def quality_record_path(bucket: Bucket, variant: str, script: str, avatar: str) -> str:
+    return render_path(bucket, variant, script, avatar)[: -len(".mp4")] + ".quality.json"
+
+
+def error_path(bucket: Bucket, stage: str, key: str) -> str:
+    return bucket.work("errors", stage, f"{key}.json")
+
+
+def campaign_record_path(bucket: Bucket, campaign: str) -> str:
+    return bucket.work("campaigns", f"{campaign}.json")
+
+
+def outputs_dir(campaign: str) -> str:
+    return f"{OUTPUTS_PREFIX}/{campaign}"
+
+
+def pair_key_text(script: str, avatar: str) -> str:
+    """The pair as Dagster writes a multi-partition key (dimensions in alphabetical order: avatar|script)."""
+    return f"{avatar}|{script}"
+
+
+def render_error_key(variant: str, script: str, avatar: str) -> str:
+    return f"{variant}.{script}.{avatar}"

@@ -1,0 +1,216 @@
+"""The factory's bookkeeping over the bucket: uploads, campaigns, what is fresh or stale, manifests and zips.
+
+Plain Python over fsspec (no Dagster): the Dagster assets, sensor, schedule and the CLI all decide "what exists,
+what is stale, what to deliver" with these functions, and the tests exercise them without an instance.
+
+Bucket layout (``HEYGEM_BUCKET``; a local path, ``file://``, ``memory://``, ``s3://``…)::
+
+    scripts/<name>.<audio|video|txt>         uploads (voice tracks)
+    avatars/<name>.<video|image>             uploads (presenter templates)
+    transcripts/<script stem>.txt            optional: what an audio script says (captions are timed to it)
+    campaigns/<campaign>.yaml                optional: which scripts × avatars, engine, output and subtitle options
+    work/scripts/<script>/…                  prepared script (normalized audio, Mel + visemes) + stamp.json
+    work/avatars/<avatar>/…                  normalized template + video.stamp.json, face track + track.stamp.json
+    work/renders/<variant>/<script>/<avatar>.mp4 (+ .json record, .quality.json)
+    work/errors/<stage>/<key>.json           the last failure of a stage, until it succeeds
+    work/campaigns/<campaign>.json           what the deliverables were built from
+    outputs/<campaign>/<script>__<avatar>.mp4 (+ .srt, .vtt), manifest.csv, manifest.parquet, <campaign>.zip
+
+Every stage writes a *stamp* (a token of exactly what it was computed from: upload size and modification
+version, settings, code version) after its files; a stage is fresh when its stamp matches the token the current
+uploads and settings give. Uploads are identified by ``naming.safe_id`` of their file name.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from heygem_pipeline.factory.bucket import Bucket, BucketEntry
+from heygem_pipeline.factory.campaigns import Campaign, MediaOptions, RenderOptions
+from heygem_pipeline.factory.layout import (
+    avatar_stamp_path,
+    error_path,
+    quality_record_path,
+    render_error_key,
+    render_record_path,
+    script_dir,
+    script_stamp_path,
+    track_stamp_path,
+)
+from heygem_pipeline.factory.uploads import BucketScan
+
+# Bump a stage's version when its code changes what it writes: every output computed by the old code becomes
+# stale, and the sensor (scripts, avatars) or the nightly schedule (renders) computes it again. The Dagster
+# assets declare the same numbers as their `code_version`, so the UI shows the same staleness.
+CODE_VERSIONS = {"script": "2", "avatar": "1", "face_track": "2", "render": "2", "checks": "2", "campaign": "2"}
+# Pair statuses, in the manifest and in the CLI's report.
+OK, CHECK_FAILED, UNCHECKED, STALE, MISSING, FAILED = "ok", "check_failed", "unchecked", "stale", "missing", "failed"
+DELIVERABLE_STATUSES = (OK, CHECK_FAILED, UNCHECKED)  # a fresh video exists
+
+
+def script_token(upload: BucketEntry, media: MediaOptions, transcript: BucketEntry | None = None) -> str:
+    # The voice only matters for .txt scripts, but keeping it always is simpler and harmless.
+    text = transcript.fingerprint if transcript is not None else "none"
+    return f"{upload.fingerprint}|script-v{CODE_VERSIONS['script']}|voice={media.voice}|transcript={text}"
+
+
+def avatar_token(upload: BucketEntry, media: MediaOptions) -> str:
+    return (f"{upload.fingerprint}|avatar-v{CODE_VERSIONS['avatar']}|fps={media.fps:g}"
+            f"|still={media.still_seconds:g}")
+
+
+def track_token(avatar_video_token: str) -> str:
+    return f"{avatar_video_token}|track-v{CODE_VERSIONS['face_track']}"
+
+
+def render_inputs_token(script_tok: str, track_tok: str) -> str:
+    return f"{script_tok}#{track_tok}"
+
+
+def stamp(token: str, **extra: Any) -> dict[str, Any]:
+    return {"token": token, "written_at": time.time(), **extra}
+
+
+@dataclass
+class PairState:
+    """Where one script × avatar pair of a campaign stands, and why."""
+
+    campaign: str
+    script: str
+    avatar: str
+    options: RenderOptions
+    status: str  # OK, CHECK_FAILED, UNCHECKED, STALE, MISSING, FAILED
+    inputs_ready: bool  # script and avatar are prepared from the current uploads
+    inputs_token: str = ""
+    reason: str = ""
+    record: dict | None = None
+    quality: dict | None = None
+
+    @property
+    def variant(self) -> str:
+        return self.options.variant
+
+    @property
+    def needs_render(self) -> bool:
+        return self.status in (STALE, MISSING, FAILED)
+
+    @property
+    def render_token(self) -> str:
+        return f"{self.inputs_token}|{self.variant}|render-v{CODE_VERSIONS['render']}"
+
+
+class FactoryState:
+    """Reads stamps and records once per evaluation (a sensor tick, a schedule, a run) and answers questions."""
+
+    def __init__(self, bucket: Bucket, scan: BucketScan, media: MediaOptions, defaults: RenderOptions,
+                 failures_since: float = 0.0) -> None:
+        """``failures_since``: failures recorded before this time (epoch seconds) count as not final, so the work is
+        planned again (a request through the API retries what failed before it, once)."""
+        self.bucket, self.scan, self.media, self.defaults = bucket, scan, media, defaults
+        self.failures_since = failures_since
+        self._json: dict[str, dict | None] = {}
+
+    def read(self, rel: str) -> dict | None:
+        if rel not in self._json:
+            self._json[rel] = self.bucket.read_json(rel)
+        return self._json[rel]
+
+    # -- upstream stages
+
+    def script_token(self, script: str) -> str:
+        return script_token(self.scan.scripts[script].entry, self.media, self.scan.transcript(script))
+
+    def script_seconds(self, script: str) -> float | None:
+        """How long a prepared script's voice lasts (None before it is prepared)."""
+        seconds = (self.read(script_stamp_path(self.bucket, script)) or {}).get("duration_s")
+        return float(seconds) if seconds is not None else None
+
+    def script_record(self, script: str) -> dict:
+        """What intake found about a prepared script (its captions' summary among it)."""
+        from heygem_pipeline.engine.folders import SCRIPT_RECORD
+
+        return self.read(f"{script_dir(self.bucket, script)}/{SCRIPT_RECORD}") or {}
+
+    def avatar_token(self, avatar: str) -> str:
+        return avatar_token(self.scan.avatars[avatar].entry, self.media)
+
+    def script_ready(self, script: str) -> bool:
+        return (self.read(script_stamp_path(self.bucket, script)) or {}).get("token") == self.script_token(script)
+
+    def avatar_video_ready(self, avatar: str) -> bool:
+        return (self.read(avatar_stamp_path(self.bucket, avatar)) or {}).get("token") == self.avatar_token(avatar)
+
+    def avatar_ready(self, avatar: str) -> bool:
+        wanted = track_token(self.avatar_token(avatar))
+        return self.avatar_video_ready(avatar) and (self.read(track_stamp_path(self.bucket, avatar)) or {}).get(
+            "token") == wanted
+
+    def stage_error(self, stage: str, key: str, token: str) -> str | None:
+        """The message of a final failure of ``stage`` for exactly this ``token``, if there is one."""
+        record = self.read(error_path(self.bucket, stage, key))
+        if (record and record.get("token") == token and record.get("final", True)
+                and float(record.get("at", 0.0)) >= self.failures_since):
+            return str(record.get("message", "failed"))
+        return None
+
+    def script_error(self, script: str) -> str | None:
+        return self.stage_error("script", script, self.script_token(script))
+
+    def avatar_error(self, avatar: str) -> str | None:
+        token = self.avatar_token(avatar)
+        return self.stage_error("avatar", avatar, token) or self.stage_error("face_track", avatar, track_token(token))
+
+    # -- pairs
+
+    def pair(self, campaign: Campaign, script: str, avatar: str) -> PairState:
+        options = campaign.render_options(self.defaults)
+        state = PairState(campaign.key, script, avatar, options, MISSING, inputs_ready=False)
+        script_tok, avatar_tok = self.script_token(script), self.avatar_token(avatar)
+        state.inputs_token = render_inputs_token(script_tok, track_token(avatar_tok))
+        record = self.read(render_record_path(self.bucket, options.variant, script, avatar))
+        state.inputs_ready = self.script_ready(script) and self.avatar_ready(avatar)
+        upstream_error = None
+        if not self.script_ready(script) and (message := self.script_error(script)):
+            upstream_error = f"script {self.scan.scripts[script].name}: {message}"
+        elif not self.avatar_ready(avatar) and (message := self.avatar_error(avatar)):
+            upstream_error = f"avatar {self.scan.avatars[avatar].name}: {message}"
+        if upstream_error:
+            state.status, state.reason = FAILED, upstream_error
+            return state
+        if record is None:
+            message = self.stage_error("render", render_error_key(options.variant, script, avatar),
+                                      state.render_token)
+            state.status, state.reason = (FAILED, message) if message else (MISSING, "not rendered yet")
+            return state
+        state.record = record
+        if record.get("inputs_token") != state.inputs_token:
+            state.status, state.reason = STALE, "inputs changed"
+            return state
+        if record.get("code_version") != CODE_VERSIONS["render"]:
+            state.status, state.reason = STALE, "render code version changed"
+            return state
+        quality = self.read(quality_record_path(self.bucket, options.variant, script, avatar))
+        if quality and quality.get("render_id") == record.get("render_id"):
+            state.quality = quality
+            state.status = OK if quality.get("passed") else CHECK_FAILED
+            state.reason = "" if quality.get("passed") else quality.get("summary", "a check failed")
+        else:
+            message = self.stage_error("checks", render_error_key(options.variant, script, avatar),
+                                      str(record.get("render_id")))
+            state.status, state.reason = UNCHECKED, message or "not checked yet"
+        return state
+
+    def campaign_pairs(self, campaign: Campaign) -> list[PairState]:
+        return [self.pair(campaign, s, a) for s, a in self.scan.campaign_pairs(campaign)]
+
+
+def write_error(bucket: Bucket, stage: str, key: str, token: str, message: str, final: bool) -> None:
+    bucket.write_json(error_path(bucket, stage, key),
+                      {"stage": stage, "key": key, "token": token, "message": message, "final": final,
+                       "at": time.time()})
+
+
+def clear_error(bucket: Bucket, stage: str, key: str) -> None:
+    bucket.remove(error_path(bucket, stage, key))

@@ -1,0 +1,5 @@
+import sys
+
+from heygem_pipeline.instance.setup import main
+
+sys.exit(main())
