@@ -51,68 +51,63 @@ from assets.schedules import nightly_campaigns
 from assets.scripts import SCRIPT_OUTPUTS, script_intake
 from assets.sensors import BucketCursor, bucket_sensor
 from assets.videos import RenderConfig, lipsync_video
-from heygem_pipeline import api, pipeline
-from heygem_pipeline.burnin import SubtitleOptions, subtitle_options
-from heygem_pipeline.campaigns import (
+from heygem_pipeline import api
+from heygem_pipeline.client.run import Stage, plan_items
+from heygem_pipeline.client.submit import RUN_ID_NAMESPACE, work_run_id
+from heygem_pipeline.definitions import defs
+from heygem_pipeline.engine import folders, stages
+from heygem_pipeline.engine.captions.burnin import SubtitleOptions, subtitle_options
+from heygem_pipeline.engine.quality import SyncReport
+from heygem_pipeline.engine.render import RenderResult
+from heygem_pipeline.errors import HeygemError, UnsafeNameError
+from heygem_pipeline.factory.bucket import Bucket, BucketEntry
+from heygem_pipeline.factory.campaigns import DEFAULT_CAMPAIGN, Campaign, MediaOptions, RenderOptions, implicit_campaign
+from heygem_pipeline.factory.deliver import MANIFEST_COLUMNS, output_names
+from heygem_pipeline.factory.layout import (
     AVATARS_PREFIX,
     CAMPAIGN_EXTENSIONS,
     CAMPAIGNS_PREFIX,
-    CHECK_FAILED,
-    CODE_VERSIONS,
-    DEFAULT_CAMPAIGN,
-    DELIVERABLE_STATUSES,
-    FAILED,
-    MANIFEST_COLUMNS,
-    MISSING,
-    OK,
     OUTPUTS_PREFIX,
     PREFIXES,
     SCRIPTS_PREFIX,
-    SETTLED_STATUSES,
-    STALE,
     SUBTITLE_SIDECARS,
     TRANSCRIPTS_PREFIX,
-    UNCHECKED,
-    Bucket,
-    BucketEntry,
-    BucketScan,
-    Campaign,
-    FactoryState,
-    MediaOptions,
-    PairState,
-    RenderOptions,
-    Upload,
-    Work,
     avatar_dir,
     avatar_stamp_path,
-    avatar_token,
     campaign_record_path,
     error_path,
-    implicit_campaign,
-    output_names,
     outputs_dir,
     pair_key_text,
     quality_record_path,
     render_error_key,
-    render_inputs_token,
     render_path,
     render_record_path,
     script_dir,
     script_stamp_path,
+    track_stamp_path,
+)
+from heygem_pipeline.factory.plan import SETTLED_STATUSES, Work
+from heygem_pipeline.factory.state import (
+    CHECK_FAILED,
+    CODE_VERSIONS,
+    DELIVERABLE_STATUSES,
+    FAILED,
+    MISSING,
+    OK,
+    STALE,
+    UNCHECKED,
+    FactoryState,
+    PairState,
+    avatar_token,
+    render_inputs_token,
     script_token,
     stamp,
-    track_stamp_path,
     track_token,
     write_error,
 )
-from heygem_pipeline.definitions import defs
-from heygem_pipeline.errors import HeygemError, UnsafeNameError
-from heygem_pipeline.factory import Stage, plan_items
-from heygem_pipeline.launch import RUN_ID_NAMESPACE, work_run_id
+from heygem_pipeline.factory.uploads import BucketScan, Upload
+from heygem_pipeline.instance.services import LOCATION_NAME, RunDir, _workspace_yaml
 from heygem_pipeline.naming import safe_id
-from heygem_pipeline.quality import SyncReport
-from heygem_pipeline.render import RenderResult
-from heygem_pipeline.services import LOCATION_NAME, RunDir, _workspace_yaml
 from heygem_pipeline.studio.handlers import SINGLE_PREFIX
 from resources import BucketResource, FFmpegResource
 
@@ -348,12 +343,12 @@ def test_bucket_layout() -> None:
 
 def test_prepared_folder_file_names() -> None:
     """The files inside work/scripts/<id>/ and work/avatars/<id>/, which later stages and runs download by name."""
-    assert (pipeline.SCRIPT_SOURCE, pipeline.SCRIPT_ANALYSIS, pipeline.SCRIPT_FEATURES, pipeline.SCRIPT_RECORD,
-            pipeline.SCRIPT_CAPTIONS) == ("source.mka", "analysis.wav", "features.npz", "script.json", "captions.json")
-    assert (pipeline.AVATAR_TEMPLATE, pipeline.AVATAR_RECORD, pipeline.AVATAR_TRACK, pipeline.AVATAR_BANK) == (
+    assert (folders.SCRIPT_SOURCE, folders.SCRIPT_ANALYSIS, folders.SCRIPT_FEATURES, folders.SCRIPT_RECORD,
+            folders.SCRIPT_CAPTIONS) == ("source.mka", "analysis.wav", "features.npz", "script.json", "captions.json")
+    assert (folders.AVATAR_TEMPLATE, folders.AVATAR_RECORD, folders.AVATAR_TRACK, folders.AVATAR_BANK) == (
         "template.mp4", "avatar.json", "face_track.parquet", "mouth_bank.npz")
     assert SCRIPT_OUTPUTS == ("source.mka", "analysis.wav", "features.npz", "script.json", "captions.json")
-    assert pipeline.NO_TRANSCRIPT == "no transcript"  # a captions status, in script.json and the manifest
+    assert folders.NO_TRANSCRIPT == "no transcript"  # a captions status, in script.json and the manifest
 
 
 def test_output_names() -> None:
@@ -532,11 +527,12 @@ def test_code_location_and_instance_classes() -> None:
         named = {key: (value["module"], value["class"]) for key, value in config.items()
                  if isinstance(value, dict) and "module" in value}
         assert named == classes, rel
-    # Dagster reads its own legacy dagster.core.* path as dagster._core.*; the project's classes import as named.
+    # Dagster reads its own legacy dagster.core.* path as dagster._core.*; the project's classes import as named
+    # (the modules dagster.yaml names re-export them from heygem_pipeline.instance).
     for module, name in expected["dagster.yaml"].values():
         if module.startswith("heygem_pipeline."):
             cls = getattr(importlib.import_module(module), name)
-            assert inspect.isclass(cls) and (cls.__module__, cls.__name__) == (module, name)
+            assert inspect.isclass(cls) and cls.__name__ == name
 
 
 # ---------------------------------------------------------------------------------- records in the bucket
@@ -609,20 +605,20 @@ def _touch(folder: Path, *names: str) -> None:
 
 
 def _prepare_script(upload: Path, work: Path, **_: Any) -> dict:
-    _touch(work, pipeline.SCRIPT_SOURCE, pipeline.SCRIPT_ANALYSIS, pipeline.SCRIPT_FEATURES)
-    record = {"duration_s": 2.0, "mel_columns": 160, "captions": {"status": pipeline.NO_TRANSCRIPT}}
-    (work / pipeline.SCRIPT_RECORD).write_text(json.dumps(record))
+    _touch(work, folders.SCRIPT_SOURCE, folders.SCRIPT_ANALYSIS, folders.SCRIPT_FEATURES)
+    record = {"duration_s": 2.0, "mel_columns": 160, "captions": {"status": folders.NO_TRANSCRIPT}}
+    (work / folders.SCRIPT_RECORD).write_text(json.dumps(record))
     return record
 
 
 def _prepare_avatar(upload: Path, work: Path, **_: Any) -> SimpleNamespace:
-    _touch(work, pipeline.AVATAR_TEMPLATE, pipeline.AVATAR_RECORD)
+    _touch(work, folders.AVATAR_TEMPLATE, folders.AVATAR_RECORD)
     return SimpleNamespace(width=640, height=360, fps=25.0, frame_count=50, duration_s=2.0, was_still=False,
                            rotation_applied=0, warnings=[])
 
 
 def _track_avatar(work: Path) -> SimpleNamespace:
-    _touch(work, pipeline.AVATAR_TRACK, pipeline.AVATAR_BANK)
+    _touch(work, folders.AVATAR_TRACK, folders.AVATAR_BANK)
     return SimpleNamespace(summary=lambda: {"frames": 50, "coverage": 1.0, "interpolated_frames": 0,
                                             "mean_face_height_px": 120.0, "longest_gap_frames": 0,
                                             "flagged_gaps": []})
@@ -663,9 +659,9 @@ def factory(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
     pair = pair_partition_key("hello", "anna")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(pipeline, "prepare_script", _prepare_script)
-        patch.setattr(pipeline, "prepare_avatar", _prepare_avatar)
-        patch.setattr(pipeline, "track_avatar", _track_avatar)
+        patch.setattr(stages, "prepare_script", _prepare_script)
+        patch.setattr(stages, "prepare_avatar", _prepare_avatar)
+        patch.setattr(stages, "track_avatar", _track_avatar)
         patch.setattr(avatars_module, "thumbnail_jpeg", lambda *args, **kwargs: b"jpeg")
         patch.setattr(avatars_module, "MouthBank", SimpleNamespace(load=lambda path: None))
         patch.setattr(checks_module, "measure_sync", _measure_sync)
@@ -678,12 +674,12 @@ def factory(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         night = datetime.datetime(2024, 5, 1, 2, 0, tzinfo=datetime.timezone.utc)
         seen["nightly"] = _body(nightly_campaigns)(_context(scheduled_execution_time=night), **resources)
         config = RenderConfig(**render_request.run_config["ops"]["lipsync_video"]["config"])
-        patch.setattr(pipeline, "render_pair", _render_fails)
+        patch.setattr(stages, "render_pair", _render_fails)
         with pytest.raises(Failure):
             _body(lipsync_video)(_context(pair), config=config, bucket=bucket, engine=engine, ffmpeg=ffmpeg)
         seen["render_error"] = Bucket(str(root)).read_json(
             "work/errors/render/viseme-crf18-veryfast.hello.anna.json")
-        patch.setattr(pipeline, "render_pair", _render_pair)
+        patch.setattr(stages, "render_pair", _render_pair)
         seen["render"] = _body(lipsync_video)(_context(pair), config=config, bucket=bucket, engine=engine,
                                               ffmpeg=ffmpeg)
         tick()  # checks
