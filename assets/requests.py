@@ -21,6 +21,7 @@ from dagster import (
     OpExecutionContext,
     Output,
     RunsFilter,
+    SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
@@ -30,20 +31,22 @@ from dagster import (
 )
 from pydantic import Field
 
-from assets.jobs import CPU_QUEUE, JOBS, StageRun, in_flight, stage_run, stage_runs
-from assets.sensors import DEFAULT_STATUS
+from assets.jobs import CPU_QUEUE, JOBS, campaign_job
+from assets.names import REQUEST_JOB, REQUEST_TAG, TRIGGER_TAG
+from assets.runs import StageRun, campaign_run, in_flight, stage_runs
+from assets.sensors import default_status
 from heygem_pipeline.factory.bucket import Bucket
 from heygem_pipeline.factory.campaigns import Campaign
 from heygem_pipeline.factory.deliver import deliverables_digest, output_names
 from heygem_pipeline.factory.layout import outputs_dir
-from heygem_pipeline.factory.plan import SETTLED_STATUSES, plan_work
+from heygem_pipeline.factory.plan import SETTLED_STATUSES, plan_items, plan_work
 from heygem_pipeline.factory.state import FactoryState
 from heygem_pipeline.factory.uploads import BucketScan, scan_bucket
+from heygem_pipeline.settings import Settings
 from resources.bucket import BucketResource
 from resources.engine import LipSyncEngineResource
 from resources.ffmpeg import FFmpegResource
 
-REQUEST_TAG = "heygem/request"
 REQUEST_TICK_SECONDS = 5
 REQUEST_DAYS = 7  # requests older than this are no longer driven
 
@@ -102,7 +105,7 @@ def campaign_request(context: OpExecutionContext, config: RequestConfig, bucket:
                                   "campaign": campaign.key})
 
 
-@job(name="request_job", tags=CPU_QUEUE,
+@job(name=REQUEST_JOB, tags=CPU_QUEUE,
      description="A request through the API: one campaign (or one pair of it) brought up to date and delivered.")
 def request_job() -> None:
     campaign_request()
@@ -126,8 +129,8 @@ def _request_runs(store: Bucket, request_id: str, started: float, config: Reques
     work.checks = [p for p in work.checks if (p.script, p.avatar) in scope]
     work.scripts = sorted({p.script for p in work.renders} & set(work.scripts))
     work.avatars = sorted({p.avatar for p in work.renders} & set(work.avatars))
-    tags = {"heygem/trigger": "request", REQUEST_TAG: request_id}
-    runs = stage_runs(state, work, run_key_prefix=(request_id,), tags=tags)
+    tags = {TRIGGER_TAG: "request", REQUEST_TAG: request_id}
+    runs = stage_runs(state, plan_items(state, work).values(), run_key_prefix=(request_id,), tags=tags)
     mine = instance.get_run_records(RunsFilter(tags={REQUEST_TAG: request_id}))
     if any(r.dagster_run.status == DagsterRunStatus.CANCELED for r in mine):
         return [], True  # canceled (the studio's Cancel, Terminate in the UI): no further stage, no deliverables
@@ -136,24 +139,27 @@ def _request_runs(store: Bucket, request_id: str, started: float, config: Reques
                                             if (s.script, s.avatar) in scope)
     if not settled:
         return [r for r in runs if (r.job, r.partition) not in running], False
-    delivered = [r for r in mine if r.dagster_run.job_name == "campaign_job"]
+    delivered = [r for r in mine if r.dagster_run.job_name == campaign_job.name]
     if delivered:
         return [], True
     # Every request ends with its campaign's deliverables, as they are now.
     digest = deliverables_digest(campaign, work.states[campaign.key])
-    return [stage_run(store.url, f"campaign:{campaign.key}", digest, "campaign_job", campaign.key,
-                      run_key_parts=(request_id, "campaign", campaign.key), tags=tags)], False
+    return [campaign_run(store.url, campaign.key, digest, run_key_prefix=(request_id,), tags=tags)], False
 
 
-@sensor(name="request_sensor", jobs=list(JOBS), minimum_interval_seconds=REQUEST_TICK_SECONDS,
-        default_status=DEFAULT_STATUS,
-        description="Drives each request of the API (request_job) stage by stage, until it is delivered.")
+def make_request_sensor(settings: Settings) -> SensorDefinition:
+    return sensor(name="request_sensor", jobs=list(JOBS), minimum_interval_seconds=REQUEST_TICK_SECONDS,
+                  default_status=default_status(settings),
+                  description="Drives each request of the API (request_job) stage by stage, until it is delivered.",
+                  )(request_sensor)
+
+
 def request_sensor(context: SensorEvaluationContext, bucket: BucketResource, engine: LipSyncEngineResource,
                    ffmpeg: FFmpegResource) -> SensorResult | SkipReason:
     finished = set(json.loads(context.cursor or "[]"))
     instance = context.instance
     recent = time.time() - REQUEST_DAYS * 86400
-    requests = instance.get_run_records(RunsFilter(job_name="request_job", statuses=[DagsterRunStatus.SUCCESS],
+    requests = instance.get_run_records(RunsFilter(job_name=REQUEST_JOB, statuses=[DagsterRunStatus.SUCCESS],
                                                    updated_after=datetime.datetime.fromtimestamp(recent, datetime.UTC)))
     open_requests = [r for r in requests if r.dagster_run.run_id not in finished and (r.end_time or 0) > recent]
     if not open_requests:
@@ -163,7 +169,7 @@ def request_sensor(context: SensorEvaluationContext, bucket: BucketResource, eng
     for record in open_requests:
         run = record.dagster_run
         url = ((run.run_config.get("resources") or {}).get("bucket") or {}).get("config", {}).get("url")
-        store = Bucket(url) if url else bucket.get()
+        store = Bucket(url, work_prefix=bucket.work_prefix) if url else bucket.get()  # the configured work/ too
         try:
             wanted, done = _request_runs(store, run.run_id, record.start_time or 0.0, _config(run), engine, ffmpeg,
                                          running, instance)

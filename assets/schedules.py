@@ -9,15 +9,17 @@ keys. The deliverables of every campaign are rebuilt by the bucket sensor as soo
 from dagster import (
     DefaultScheduleStatus,
     RunRequest,
+    ScheduleDefinition,
     ScheduleEvaluationContext,
     SkipReason,
     schedule,
 )
 
-from assets.jobs import in_flight, pair_job, run_config, runtime_limit_tags, work_tags
-from assets.partitions import pair_partition_key
+from assets.jobs import pair_job
+from assets.names import REASON_TAG, TRIGGER_TAG
+from assets.runs import in_flight, job_partition, to_run_request
 from heygem_pipeline.factory.layout import pair_key_text
-from heygem_pipeline.factory.plan import plan_work
+from heygem_pipeline.factory.plan import Stage, plan_items, plan_work
 from heygem_pipeline.factory.state import FactoryState
 from heygem_pipeline.factory.uploads import scan_bucket, settled_since
 from heygem_pipeline.settings import Settings
@@ -26,37 +28,42 @@ from resources.engine import LipSyncEngineResource
 from resources.ffmpeg import FFmpegResource
 
 NIGHTLY_CRON = "0 2 * * *"
-# Off in services that `heygem run` starts for itself (HEYGEM_AUTOMATION=off); the UI can still turn it on.
-DEFAULT_STATUS = DefaultScheduleStatus.RUNNING if Settings.from_env().automation else DefaultScheduleStatus.STOPPED
 SETTLE_SECONDS = 60.0
 
 
-@schedule(name="nightly_campaigns", cron_schedule=NIGHTLY_CRON, job=pair_job,
-          execution_timezone=Settings.from_env().timezone,
-          default_status=DEFAULT_STATUS,
-          description="02:00: render every missing or stale pair of every campaign (HEYGEM_TIMEZONE sets the zone).")
+def make_nightly_schedule(settings: Settings) -> ScheduleDefinition:
+    """Off in services that `heygem run` starts for itself (HEYGEM_AUTOMATION=off); the UI can still turn it on."""
+    status = DefaultScheduleStatus.RUNNING if settings.automation else DefaultScheduleStatus.STOPPED
+    return schedule(name="nightly_campaigns", cron_schedule=NIGHTLY_CRON, job=pair_job,
+                    execution_timezone=settings.timezone, default_status=status,
+                    description="02:00: render every missing or stale pair of every campaign (HEYGEM_TIMEZONE sets "
+                    "the zone).")(nightly_campaigns)
+
+
 def nightly_campaigns(context: ScheduleEvaluationContext, bucket: BucketResource, engine: LipSyncEngineResource,
                       ffmpeg: FFmpegResource) -> list[RunRequest] | SkipReason:
     store = bucket.get()
     scan = scan_bucket(store, settled=settled_since({}, settle_seconds=SETTLE_SECONDS), logger=context.log)
     state = FactoryState(store, scan, ffmpeg.media_options(), ffmpeg.render_defaults(engine.engine))
     work = plan_work(state, scan.campaigns.values(), retry_failed=True)
+    renders = {(pair.script, pair.avatar, pair.variant): pair for pair in work.renders}
     running = in_flight(context.instance)
     night = context.scheduled_execution_time.strftime("%Y-%m-%d")
     requests = []
-    for pair in work.renders:
+    for item in plan_items(state, work).values():
+        if item.stage is not Stage.RENDER:
+            continue
+        pair = renders[(item.key.script, item.key.avatar, item.key.variant)]
         if not pair.inputs_ready:
             context.log.info(f"{pair.script} × {pair.avatar}: inputs not prepared yet (the bucket sensor does that)")
             continue
-        if ("pair_job", pair_key_text(pair.script, pair.avatar)) in running:
+        if (pair_job.name, pair_key_text(pair.script, pair.avatar)) in running:
             continue
-        key = pair_partition_key(pair.script, pair.avatar)
-        requests.append(RunRequest(
-            partition_key=key, run_key=f"{night}:{pair.variant}:{key}", run_config=run_config(store.url, pair.options),
-            tags={"heygem/trigger": "nightly", "heygem/variant": pair.variant,
-                  "heygem/reason": pair.reason or pair.status,
-                  **work_tags(f"render:{pair.variant}:{pair.script}|{pair.avatar}", pair.render_token),
-                  **runtime_limit_tags(state.script_seconds(pair.script))}))
+        # One run per pair and variant each night: the night is its run key, not the inputs.
+        requests.append(to_run_request(
+            item, store.url, run_key_text=f"{night}:{pair.variant}:{job_partition(item)}",
+            tags={TRIGGER_TAG: "nightly", REASON_TAG: pair.reason or pair.status.value},
+            audio_s=state.script_seconds(pair.script)).request)
     if not requests:
         return SkipReason(f"every pair of {len(work.campaigns)} campaign(s) is up to date")
     context.log.info(f"{len(requests)} pairs to render tonight")

@@ -14,18 +14,21 @@ from dataclasses import dataclass, field
 from dagster import (
     DefaultSensorStatus,
     RunRequest,
+    SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
     sensor,
 )
 
-from assets.jobs import JOBS, StageRun, in_flight, stage_run, stage_runs
+from assets.jobs import JOBS
+from assets.names import TRIGGER_TAG
 from assets.partitions import (
     avatar_partitions,
     campaign_partitions,
     script_partitions,
 )
+from assets.runs import StageRun, campaign_run, in_flight, stage_runs
 from heygem_pipeline.factory.deliver import deliverables_digest
 from heygem_pipeline.factory.layout import (
     AVATARS_PREFIX,
@@ -34,7 +37,7 @@ from heygem_pipeline.factory.layout import (
     TRANSCRIPTS_PREFIX,
     campaign_record_path,
 )
-from heygem_pipeline.factory.plan import plan_work
+from heygem_pipeline.factory.plan import plan_items, plan_work
 from heygem_pipeline.factory.state import FactoryState
 from heygem_pipeline.factory.uploads import scan_bucket, settled_since
 from heygem_pipeline.settings import Settings
@@ -46,8 +49,11 @@ TICK_SECONDS = 30
 # A file whose modification time is this old counts as completely uploaded on first sight; a newer one must look
 # the same on two ticks in a row.
 SETTLE_SECONDS = 60.0
-# Off in services that `heygem run` starts for itself (HEYGEM_AUTOMATION=off); the UI can still turn it on.
-DEFAULT_STATUS = DefaultSensorStatus.RUNNING if Settings.from_env().automation else DefaultSensorStatus.STOPPED
+
+
+def default_status(settings: Settings) -> DefaultSensorStatus:
+    """Off in services that `heygem run` starts for itself (HEYGEM_AUTOMATION=off); the UI can still turn it on."""
+    return DefaultSensorStatus.RUNNING if settings.automation else DefaultSensorStatus.STOPPED
 
 
 @dataclass
@@ -66,9 +72,13 @@ class BucketCursor:
         return json.dumps({"seen": self.seen, "requested": self.requested}, sort_keys=True)
 
 
-@sensor(name="bucket_sensor", jobs=list(JOBS), minimum_interval_seconds=TICK_SECONDS,
-        default_status=DEFAULT_STATUS,
-        description="Registers uploads as partitions and requests the runs every campaign still needs.")
+def make_bucket_sensor(settings: Settings) -> SensorDefinition:
+    return sensor(name="bucket_sensor", jobs=list(JOBS), minimum_interval_seconds=TICK_SECONDS,
+                  default_status=default_status(settings),
+                  description="Registers uploads as partitions and requests the runs every campaign still needs.",
+                  )(bucket_sensor)
+
+
 def bucket_sensor(context: SensorEvaluationContext, bucket: BucketResource, engine: LipSyncEngineResource,
                   ffmpeg: FFmpegResource) -> SensorResult | SkipReason:
     cursor = BucketCursor.parse(context.cursor)
@@ -99,7 +109,7 @@ def bucket_sensor(context: SensorEvaluationContext, bucket: BucketResource, engi
             return  # already asked for this exact input version (Dagster also dedupes the run key)
         requests.append(run.request)
 
-    for run in stage_runs(state, work, tags={"heygem/trigger": "sensor"}):
+    for run in stage_runs(state, plan_items(state, work).values(), tags={TRIGGER_TAG: "sensor"}):
         want(run)
     for key, campaign in work.campaigns.items():
         if not work.states[key] or not work.settled(key) or any(campaign.mentions(e) for e in scan.unsettled):
@@ -108,8 +118,7 @@ def bucket_sensor(context: SensorEvaluationContext, bucket: BucketResource, engi
         if (store.read_json(campaign_record_path(store, key)) or {}).get("digest") == digest:
             requested[f"campaign:{key}"] = digest
             continue
-        want(stage_run(store.url, f"campaign:{key}", digest, "campaign_job", key, run_key_parts=("campaign", key),
-                       tags={"heygem/trigger": "sensor"}))
+        want(campaign_run(store.url, key, digest, tags={TRIGGER_TAG: "sensor"}))
 
     cursor.requested = requested  # work no longer wanted is forgotten, so it is requested again if it returns
     if not requests and not adds:

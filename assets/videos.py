@@ -25,7 +25,7 @@ from heygem_pipeline.factory.layout import (
     script_stamp_path,
     track_stamp_path,
 )
-from heygem_pipeline.factory.state import CODE_VERSIONS, render_inputs_token
+from heygem_pipeline.factory.state import CODE_VERSIONS, render_inputs_token, render_token
 from resources.bucket import BucketResource
 from resources.engine import LipSyncEngineResource
 from resources.ffmpeg import FFmpegResource
@@ -67,7 +67,7 @@ def lipsync_video(context: AssetExecutionContext, config: RenderConfig, bucket: 
     if missing:  # upstream never succeeded: nothing to retry here
         raise Failure(description=f"{script} × {avatar}: materialize {', '.join(missing)} first", allow_retries=False)
     inputs_token = render_inputs_token(script_stamp["token"], track_stamp["token"])
-    render_token = f"{inputs_token}|{options.variant}|render-v{CODE_VERSIONS['render']}"
+    token = render_token(inputs_token, options)
     video_rel = render_path(store, options.variant, script, avatar)
     started = time.perf_counter()
     last_logged = [started]
@@ -83,7 +83,7 @@ def lipsync_video(context: AssetExecutionContext, config: RenderConfig, bucket: 
     # A face track made before mouth banks has none beside it: the render then builds one from the template.
     avatar_inputs = (folders.AVATAR_TEMPLATE, folders.AVATAR_TRACK) + (
         (folders.AVATAR_BANK,) if store.exists(f"{avatar_dir(store, avatar)}/{folders.AVATAR_BANK}") else ())
-    with stage_failures(context, store, "render", error_key, render_token):
+    with stage_failures(context, store, "render", error_key, token):
         lip_sync = engine.get(options.engine, checkpoint=options.checkpoint)
         script_inputs = (folders.SCRIPT_FEATURES, folders.SCRIPT_SOURCE)
         if options.subtitles.burn and store.exists(f"{script_dir(store, script)}/{folders.SCRIPT_CAPTIONS}"):

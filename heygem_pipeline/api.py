@@ -23,11 +23,11 @@ from enum import Enum
 from typing import Any
 from urllib.parse import urlsplit
 
+from assets.names import ITEM_TAG, REQUEST_JOB, REQUEST_TAG, TRIGGER_TAG
 from heygem_pipeline.errors import HeygemError
+from heygem_pipeline.factory.layout import manifest_csv_path, zip_path
+from heygem_pipeline.factory.plan import ItemKey, Stage
 from heygem_pipeline.factory.state import DELIVERABLE_STATUSES
-
-REQUEST_JOB = "request_job"
-REQUEST_TAG = "heygem/request"
 
 
 class ApiError(HeygemError):
@@ -134,23 +134,23 @@ query Run($runId: ID!) {
 
 _RUNS = """
 query Runs($tag: String!) {
-  runsOrError(filter: {tags: [{key: "heygem/request", value: $tag}]}) {
+  runsOrError(filter: {tags: [{key: "REQUEST_TAG", value: $tag}]}) {
     __typename
     ... on Runs { results { runId jobName status startTime endTime tags { key value } } }
     ... on PythonError { message }
   }
 }
-"""
+""".replace("REQUEST_TAG", REQUEST_TAG)
 
 _REQUESTS = """
 query Requests($limit: Int) {
-  runsOrError(filter: {pipelineName: "request_job"}, limit: $limit) {
+  runsOrError(filter: {pipelineName: "REQUEST_JOB"}, limit: $limit) {
     __typename
     ... on Runs { results { runId status creationTime runConfigYaml } }
     ... on PythonError { message }
   }
 }
-"""
+""".replace("REQUEST_JOB", REQUEST_JOB)
 
 _TERMINATE = """
 mutation Terminate($runIds: [String!]!) {
@@ -207,7 +207,7 @@ class FactoryClient:
             run_config["resources"] = {"bucket": {"config": {"url": bucket}}}
         try:
             return self._dagster.submit_job_execution(REQUEST_JOB, run_config=run_config,
-                                                      tags={"heygem/trigger": "api"})
+                                                      tags={TRIGGER_TAG: "api"})
         except DagsterGraphQLClientError as error:
             raise ApiError(f"{self.url}: the request was refused: {error}") from error
         except Exception as error:
@@ -231,11 +231,12 @@ class FactoryClient:
         runs = self._query(_RUNS, {"tag": request_id})["runsOrError"]
         if runs["__typename"] != "Runs":
             raise ApiError(f"{self.url}: {runs.get('message', runs['__typename'])}")
-        items: dict[str, list[dict]] = {}
+        items: dict[ItemKey, list[dict]] = {}
         for found in runs["results"]:
             tags = {t["key"]: t["value"] for t in found["tags"]}
-            items.setdefault(tags.get("heygem/item", ""), []).append(found)
-        deliverables = next(iter(items.get(f"campaign:{plan['campaign']}", [])), None)
+            if (key := ItemKey.parse(tags.get(ITEM_TAG, ""))) is not None:
+                items.setdefault(key, []).append(found)
+        deliverables = next(iter(items.get(ItemKey(Stage.CAMPAIGN, plan["campaign"]), [])), None)
         manifest = self._manifest(deliverables["runId"]) if deliverables and deliverables["status"] == "SUCCESS" else {}
         finished = deliverables is not None and deliverables["status"] not in ACTIVE | RUNNING
         pairs = [_pair_progress(pair, items, manifest, finished) for pair in plan["pairs"]]
@@ -244,16 +245,14 @@ class FactoryClient:
                 failed = [r for r in _pair_runs(pair, items) if r["status"] == "FAILURE"]
                 progress.error = self._run_error(failed[0]["runId"]) if failed else ""
             if progress.state in (PairState.CHECKING, PairState.RENDERED, PairState.UP_TO_DATE):
-                rendered = [r for r in _runs(items, "render:", f":{pair['script_id']}|{pair['avatar_id']}")
-                            if r["status"] == "SUCCESS"]
+                rendered = [r for r in _runs(items, pair, Stage.RENDER) if r["status"] == "SUCCESS"]
                 progress.video = progress.output or (self._render_path(rendered[0]["runId"]) if rendered else "")
         status = RequestStatus(request_id, RequestState.RUNNING, plan["campaign"], plan["folder"], pairs,
                                created=created)
         mine = [r for found in items.values() for r in found]
         if deliverables is not None and deliverables["status"] == "SUCCESS":
             status.state = RequestState.DONE
-            status.zip = f"{plan['folder']}/{plan['campaign']}.zip"
-            status.manifest = f"{plan['folder']}/manifest.csv"
+            status.zip, status.manifest = zip_path(plan["campaign"]), manifest_csv_path(plan["campaign"])
         elif any(r["status"] == "CANCELED" for r in mine) and not any(r["status"] in ACTIVE | RUNNING for r in mine):
             status.state = RequestState.CANCELED
         return status
@@ -346,23 +345,22 @@ def _metadata_json(events: list[dict], label: str) -> dict | None:
     return None
 
 
-def _runs(items: dict[str, list[dict]], prefix: str, key: str) -> list[dict]:
-    return [r for item, found in items.items() if item.startswith(prefix) and item.endswith(key) for r in found]
+def _runs(items: dict[ItemKey, list[dict]], pair: dict, *stages: Stage) -> list[dict]:
+    """The request's runs of ``stages`` that pair ``pair`` depends on (its intake, render or checks)."""
+    script, avatar = pair["script_id"], pair["avatar_id"]
+    return [r for key, found in items.items() if key.stage in stages and key.mentions(script, avatar) for r in found]
 
 
-def _pair_runs(pair: dict, items: dict[str, list[dict]]) -> list[dict]:
+def _pair_runs(pair: dict, items: dict[ItemKey, list[dict]]) -> list[dict]:
     """The runs of the request that a pair depends on: its script's and avatar's intake, its render and checks."""
-    script, avatar = pair["script_id"], pair["avatar_id"]
-    return (_runs(items, "script:", script) + _runs(items, "avatar:", avatar)
-            + _runs(items, "render:", f":{script}|{avatar}") + _runs(items, "checks:", f":{script}|{avatar}"))
+    return _runs(items, pair, Stage.SCRIPT, Stage.AVATAR, Stage.RENDER, Stage.CHECKS)
 
 
-def _pair_progress(pair: dict, items: dict[str, list[dict]], manifest: dict[tuple[str, str], dict],
+def _pair_progress(pair: dict, items: dict[ItemKey, list[dict]], manifest: dict[tuple[str, str], dict],
                    finished: bool) -> PairProgress:
-    script, avatar = pair["script_id"], pair["avatar_id"]
-    intake = _runs(items, "script:", script) + _runs(items, "avatar:", avatar)
-    render = _runs(items, "render:", f":{script}|{avatar}")
-    checks = _runs(items, "checks:", f":{script}|{avatar}")
+    intake = _runs(items, pair, Stage.SCRIPT, Stage.AVATAR)
+    render = _runs(items, pair, Stage.RENDER)
+    checks = _runs(items, pair, Stage.CHECKS)
     progress = PairProgress(pair["script"], pair["avatar"], PairState.WAITING)
     mine = render + checks
     starts = [r["startTime"] for r in mine if r.get("startTime")]

@@ -9,21 +9,22 @@ from assets.avatars import avatar_video, face_track
 from assets.campaigns import campaign_manifest, campaign_zip
 from assets.checks import lipsync_quality_checks
 from assets.jobs import JOBS
-from assets.requests import request_job, request_sensor
-from assets.schedules import nightly_campaigns
+from assets.requests import make_request_sensor, request_job
+from assets.schedules import make_nightly_schedule
 from assets.scripts import script_intake
-from assets.sensors import bucket_sensor
+from assets.sensors import make_bucket_sensor
 from assets.videos import lipsync_video
 from heygem_pipeline.settings import Settings
 from resources import build_resources
 
+settings = Settings.from_env()  # read once, here: the code location's one reader of the environment
 defs = Definitions(
     assets=[script_intake, avatar_video, face_track, lipsync_video, campaign_manifest, campaign_zip],
     asset_checks=[lipsync_quality_checks],
     jobs=[*JOBS, request_job],
-    sensors=[bucket_sensor, request_sensor],
-    schedules=[nightly_campaigns],
-    resources=build_resources(Settings.from_env()),
+    sensors=[make_bucket_sensor(settings), make_request_sensor(settings)],
+    schedules=[make_nightly_schedule(settings)],
+    resources=build_resources(settings),
     # Runs are small (one partition each): stepping in the run's own process keeps the engine loaded across its
     # steps and spares a 2-core machine a Python start-up per step.
     executor=in_process_executor,

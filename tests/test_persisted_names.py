@@ -32,27 +32,16 @@ import assets.checks as checks_module
 from assets.avatars import avatar_video, face_track
 from assets.campaigns import campaign_manifest, campaign_zip
 from assets.checks import DURATION_CHECK, FACE_CHECK, SYNC_CHECK, lipsync_quality_checks
-from assets.jobs import (
-    CPU_QUEUE,
-    GPU_QUEUE,
-    ITEM_TAG,
-    TOKEN_TAG,
-    digest,
-    run_config,
-    run_key,
-    runtime_limit_tags,
-    stage_run,
-    stage_runs,
-    work_tags,
-)
+from assets.jobs import CPU_QUEUE, GPU_QUEUE, JOB_OF_STAGE
+from assets.names import ITEM_TAG, TOKEN_TAG
 from assets.partitions import pair_of, pair_partition_key, partition_tags
 from assets.requests import REQUEST_TAG, RequestConfig, campaign_request
+from assets.runs import campaign_run, digest, run_config, run_key, runtime_limit_tags, stage_runs, work_tags
 from assets.schedules import nightly_campaigns
 from assets.scripts import SCRIPT_OUTPUTS, script_intake
 from assets.sensors import BucketCursor, bucket_sensor
 from assets.videos import RenderConfig, lipsync_video
 from heygem_pipeline import api
-from heygem_pipeline.client.run import Stage, plan_items
 from heygem_pipeline.client.submit import RUN_ID_NAMESPACE, work_run_id
 from heygem_pipeline.definitions import defs
 from heygem_pipeline.engine import folders, stages
@@ -86,7 +75,7 @@ from heygem_pipeline.factory.layout import (
     script_stamp_path,
     track_stamp_path,
 )
-from heygem_pipeline.factory.plan import SETTLED_STATUSES, Work
+from heygem_pipeline.factory.plan import SETTLED_STATUSES, Stage, Work, plan_items
 from heygem_pipeline.factory.state import (
     CHECK_FAILED,
     CODE_VERSIONS,
@@ -196,7 +185,8 @@ def test_tag_keys_and_queues() -> None:
     assert sorted({key for text in sources for key in re.findall(r"\"(heygem/[a-z_]+)\"", text)}) == [
         "heygem/campaign", "heygem/item", "heygem/reason", "heygem/request", "heygem/session", "heygem/token",
         "heygem/trigger", "heygem/variant"]
-    assert sorted({value for text in sources for value in re.findall(r"\"heygem/trigger\": \"(\w+)\"", text)}) == [
+    trigger = r"(?:\"heygem/trigger\"|TRIGGER_TAG): \"(\w+)\""
+    assert sorted({value for text in sources for value in re.findall(trigger, text)}) == [
         "api", "cli", "nightly", "request", "sensor"]
     # dagster.yaml limits runs per queue by the same tag and values, and launches untagged runs on `cpu`.
     for config in (_yaml("dagster.yaml"), _yaml("deploy/dagster-postgres.yaml")):
@@ -395,7 +385,12 @@ def test_item_keys_and_run_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     assert run_key("script", "hello", SCRIPT_TOKEN) == "script:hello:ab40dbb5e352"
     assert digest(SCRIPT_TOKEN) == "ab40dbb5e352"
     state, work, campaigns = _planned_state()
-    runs = stage_runs(state, work, run_key_prefix=("req-1",), tags={"heygem/trigger": "request"})
+    # Intake first; renders and checks of prepared inputs on a later tick (the plan holds both).
+    intake = Work(scripts=work.scripts, avatars=work.avatars, states=work.states)
+    renders = Work(renders=work.renders, states=work.states)
+    checks = Work(checks=work.checks, states=work.states)
+    runs = [run for step in (intake, renders, checks) for run in stage_runs(
+        state, plan_items(state, step).values(), run_key_prefix=("req-1",), tags={"heygem/trigger": "request"})]
     summary = [(run.item, run.token, run.job, run.partition, run.request.job_name, run.request.partition_key,
                 run.request.run_key, run.request.tags) for run in runs]
     pair_tags = {"heygem/trigger": "request", "heygem/variant": "viseme-crf18-veryfast", "dagster/max_runtime": "300"}
@@ -414,12 +409,11 @@ def test_item_keys_and_run_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     ]
     assert runs[2].request.run_config["ops"] == {"lipsync_video": {"config": {
         "engine": "viseme", "crf": 18, "preset": "veryfast"}}}
-    deliverables = stage_run("memory://golden", "campaign:launch", "f" * 16, "campaign_job", "launch",
-                             run_key_parts=("campaign", "launch"))
+    deliverables = campaign_run("memory://golden", "launch", "f" * 16)
     assert deliverables.request.run_key == "campaign:launch:83fb23b393d6"
     # `heygem run` plans the same items, with the same keys and tokens.
     items = plan_items(state, work, campaigns)
-    assert [(i.key, i.stage, i.job, i.partition, i.token, i.deps) for i in items.values()] == [
+    assert [(str(i.key), i.stage, JOB_OF_STAGE[i.stage], i.partition, i.token, i.deps) for i in items.values()] == [
         ("script:hello", Stage.SCRIPT, "script_job", "hello", SCRIPT_TOKEN, ()),
         ("avatar:anna", Stage.AVATAR, "avatar_job", "anna", AVATAR_TOKEN, ()),
         ("render:viseme-crf18-veryfast:hello|anna", Stage.RENDER, "pair_job", ("hello", "anna"), RENDER_TOKEN,
@@ -565,6 +559,8 @@ UPLOADS = {"scripts/hello.wav": b"RIFF" * 25, "avatars/anna.mp4": b"mp4" * 100,
 
 def _body(definition: Any) -> Any:
     """The Python function under a Dagster asset, asset check, op, sensor or schedule (called with stand-ins)."""
+    if callable(definition) and not hasattr(definition, "node_def") and not hasattr(definition, "compute_fn"):
+        return definition  # a sensor's or schedule's function (its definition is made by make_*(settings))
     if hasattr(definition, "_raw_fn"):  # a sensor
         return definition._raw_fn
     if hasattr(definition, "_execution_fn"):  # a schedule

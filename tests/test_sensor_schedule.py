@@ -148,7 +148,8 @@ def test_schedule_requests_only_missing_or_stale_pairs(env: dict, monkeypatch: p
     bucket.write_json(render_record_path(bucket, variant, "hello", "presenter"), {**record, "code_version": "0"})
     (env["bucket"] / "campaigns" / "late.yaml").write_text("scripts: [late]\navatars: [presenter]\ncrf: 30\n")
     requests = nightly(env, monkeypatch)
-    assert summary(requests) == {(None, "portrait|hello"), (None, "presenter|hello"), (None, "presenter|late")}
+    assert summary(requests) == {("pair_job", "portrait|hello"), ("pair_job", "presenter|hello"),
+                                 ("pair_job", "presenter|late")}
     reasons = {str(r.partition_key): r.tags["heygem/reason"] for r in requests}
     assert reasons == {"portrait|hello": "not rendered yet", "presenter|hello": "render code version changed",
                        "presenter|late": "not rendered yet"}  # new output options: a new variant

@@ -3,6 +3,7 @@ the same story), the deliverables, and the Dagster runs that were followed."""
 
 from __future__ import annotations
 
+import logging
 import sys
 from dataclasses import dataclass, field
 from typing import TextIO
@@ -10,9 +11,18 @@ from typing import TextIO
 from heygem_pipeline.factory.bucket import Bucket
 from heygem_pipeline.factory.campaigns import Campaign, MediaOptions, RenderOptions
 from heygem_pipeline.factory.deliver import deliverables_digest, output_names
-from heygem_pipeline.factory.layout import campaign_record_path, outputs_dir
+from heygem_pipeline.factory.layout import (
+    campaign_record_path,
+    manifest_csv_path,
+    manifest_parquet_path,
+    outputs_dir,
+    zip_path,
+)
+from heygem_pipeline.factory.plan import ItemKey
 from heygem_pipeline.factory.state import DELIVERABLE_STATUSES, OK, FactoryState, PairState
 from heygem_pipeline.factory.uploads import Skipped, scan_bucket
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -97,17 +107,13 @@ class FactoryReport:
         return lines
 
 
-class _Silent:
-    def info(self, *args: object) -> None:
-        pass
-
-
 def build_report(store: Bucket, selected: list[Campaign], media: MediaOptions, defaults: RenderOptions,
                  home: str, runs: list[RunOutcome], skipped: list[Skipped]) -> FactoryReport:
     """The report from the bucket's final state (read again: other clients and retries may have changed it)."""
     report = FactoryReport(bucket=store.url, dagster_home=home, skipped=list(skipped), runs=runs)
-    state = FactoryState(store, scan_bucket(store, logger=_Silent()), media, defaults)
-    run_errors = {r.item.split(":", 1)[1]: "; ".join(r.errors) for r in runs if r.errors}
+    state = FactoryState(store, scan_bucket(store, logger=log), media, defaults)
+    run_errors = {(key.variant, key.script, key.avatar): "; ".join(r.errors) for r in runs
+                  if r.errors and (key := ItemKey.parse(r.item)) is not None and key.pairs_stage}
     for campaign in selected:
         campaign = state.scan.campaigns.get(campaign.key, campaign)
         folder = outputs_dir(campaign.key)
@@ -115,8 +121,8 @@ def build_report(store: Bucket, selected: list[Campaign], media: MediaOptions, d
         record = store.read_json(campaign_record_path(store, campaign.key)) or {}
         built = record.get("digest") == deliverables_digest(campaign, pairs)
         report.campaigns.append(CampaignOutcome(
-            campaign.key, store.uri(folder), store.uri(f"{folder}/manifest.csv"),
-            store.uri(f"{folder}/manifest.parquet"), store.uri(f"{folder}/{campaign.key}.zip"), built))
+            campaign.key, store.uri(folder), store.uri(manifest_csv_path(campaign.key)),
+            store.uri(manifest_parquet_path(campaign.key)), store.uri(zip_path(campaign.key)), built))
         names = output_names(state.scan.campaign_pairs(campaign))
         for pair in pairs:
             report.pairs.append(_pair_outcome(store, state, pair, names, run_errors))
@@ -124,12 +130,12 @@ def build_report(store: Bucket, selected: list[Campaign], media: MediaOptions, d
 
 
 def _pair_outcome(store: Bucket, state: FactoryState, pair: PairState, names: dict[tuple[str, str], str],
-                  run_errors: dict[str, str]) -> PairOutcome:
+                  run_errors: dict[tuple[str, str, str], str]) -> PairOutcome:
     delivered = pair.status in DELIVERABLE_STATUSES
     record, quality = pair.record or {}, pair.quality or {}
     error = pair.reason if pair.status != OK else ""
     if pair.status != OK and not error:
-        error = run_errors.get(f"{pair.variant}:{pair.script}|{pair.avatar}", "")
+        error = run_errors.get((pair.variant, pair.script, pair.avatar), "")
     return PairOutcome(
         campaign=pair.campaign, script=state.scan.scripts[pair.script].name,
         avatar=state.scan.avatars[pair.avatar].name, status=pair.status,

@@ -14,6 +14,7 @@ derived from them, so two clients on one bucket never run the same work twice: t
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 import uuid
@@ -21,19 +22,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any
 
+from assets.names import CAMPAIGN_TAG, SESSION_TAG, TRIGGER_TAG
 from heygem_pipeline.client.report import FactoryReport, RunOutcome, build_report
 from heygem_pipeline.errors import HeygemError
 from heygem_pipeline.factory.bucket import Bucket
 from heygem_pipeline.factory.campaigns import Campaign, MediaOptions, RenderOptions
 from heygem_pipeline.factory.deliver import deliverables_digest
-from heygem_pipeline.factory.plan import Work, plan_work
+from heygem_pipeline.factory.plan import Stage, WorkItem, plan_items, plan_work
 from heygem_pipeline.factory.state import FactoryState
 from heygem_pipeline.factory.uploads import BucketScan, scan_bucket
 from heygem_pipeline.settings import Settings
 
 ProgressFn = Callable[[int, int, str], None]  # (pairs done, pairs total, what just happened)
+log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 POLL_SECONDS = 1.0  # each look at the instance is a few queries; runs last seconds at least
 WAITING_NOTE_SECONDS = 15.0  # a progress line at least this often while nothing finishes
@@ -42,14 +44,6 @@ RETRY_TAG_GRACE_SECONDS = 2.0  # Dagster tags a failed run "will retry" just aft
 
 class FactoryError(HeygemError):
     """The run cannot start: unknown campaign, unreadable bucket, no daemon for an instance with its own."""
-
-
-class Stage(Enum):
-    SCRIPT = "script"
-    AVATAR = "avatar"
-    RENDER = "render"
-    CHECKS = "checks"
-    CAMPAIGN = "campaign"
 
 
 class ItemState(Enum):
@@ -61,17 +55,10 @@ class ItemState(Enum):
 
 
 @dataclass
-class WorkItem:
-    """One run's worth of work for the chosen campaigns, and the run that does it."""
+class Followed:
+    """A planned work item, and the runs this command followed for it."""
 
-    key: str  # the heygem/item tag: "render:<variant>:<script>|<avatar>"
-    stage: Stage
-    job: str
-    partition: str | tuple[str, str]  # a key, or (script, avatar) for pairs
-    token: str  # the inputs it is for ("" for campaigns: known once their pairs are done)
-    run_config: dict[str, Any]
-    deps: tuple[str, ...] = ()
-    pairs: tuple[tuple[str, str], ...] = ()  # the pairs it finishes (renders, checks)
+    item: WorkItem
     state: ItemState = ItemState.WAITING
     run_id: str = ""
     runs: list[str] = field(default_factory=list)  # every run followed, retries included
@@ -80,50 +67,24 @@ class WorkItem:
     finished_at: float = 0.0
 
     @property
+    def key(self) -> str:
+        return str(self.item.key)
+
+    @property
+    def stage(self) -> Stage:
+        return self.item.stage
+
+    @property
+    def deps(self) -> tuple[str, ...]:
+        return self.item.deps
+
+    @property
+    def pairs(self) -> tuple[tuple[str, str], ...]:
+        return self.item.pairs
+
+    @property
     def finished(self) -> bool:
         return self.state in (ItemState.SUCCEEDED, ItemState.FAILED, ItemState.BLOCKED)
-
-
-def plan_items(state: FactoryState, work: Work, campaigns: list[Campaign]) -> dict[str, WorkItem]:
-    """The runs the campaigns need, each with the items it waits for."""
-    from assets.jobs import run_config
-
-    store = state.bucket
-    items: dict[str, WorkItem] = {}
-    config = run_config(store.url)
-    # Intake in the order the renders need it (the run queue is first in, first out): the first render's script
-    # and avatar come first, so it can start while the rest is prepared.
-    wanted = [(stage, key) for pair in work.renders
-              for stage, key in ((Stage.SCRIPT, pair.script), (Stage.AVATAR, pair.avatar))]
-    wanted += [(Stage.SCRIPT, key) for key in work.scripts] + [(Stage.AVATAR, key) for key in work.avatars]
-    for stage, key in dict.fromkeys(wanted):
-        if key not in (work.scripts if stage is Stage.SCRIPT else work.avatars):
-            continue
-        token = state.script_token(key) if stage is Stage.SCRIPT else state.avatar_token(key)
-        items[f"{stage.value}:{key}"] = WorkItem(f"{stage.value}:{key}", stage, f"{stage.value}_job", key, token,
-                                                 config)
-    for pair in work.renders:
-        pair_id = f"{pair.variant}:{pair.script}|{pair.avatar}"
-        deps = tuple(d for d in (f"script:{pair.script}", f"avatar:{pair.avatar}") if d in items)
-        items[f"render:{pair_id}"] = WorkItem(
-            f"render:{pair_id}", Stage.RENDER, "pair_job", (pair.script, pair.avatar), pair.render_token,
-            run_config(store.url, pair.options), deps, ((pair.script, pair.avatar),))
-        items[f"checks:{pair_id}"] = WorkItem(
-            f"checks:{pair_id}", Stage.CHECKS, "check_job", (pair.script, pair.avatar),
-            f"{pair.render_token}|checks", config, (f"render:{pair_id}",), ((pair.script, pair.avatar),))
-    for pair in work.checks:
-        pair_id = f"{pair.variant}:{pair.script}|{pair.avatar}"
-        items.setdefault(f"checks:{pair_id}", WorkItem(
-            f"checks:{pair_id}", Stage.CHECKS, "check_job", (pair.script, pair.avatar),
-            f"{pair.render_token}|checks", config, (), ((pair.script, pair.avatar),)))
-    stages = list(items.values())
-    for campaign in campaigns:
-        # Deliverables once everything else is finished: they describe every pair, failed ones too.
-        mine = {(s.script, s.avatar) for s in work.states[campaign.key]}
-        deps = tuple(i.key for i in stages if not i.pairs or set(i.pairs) & mine)
-        items[f"campaign:{campaign.key}"] = WorkItem(f"campaign:{campaign.key}", Stage.CAMPAIGN, "campaign_job",
-                                                     campaign.key, "", config, deps)
-    return items
 
 
 # -------------------------------------------------------------------------------------------------- the client
@@ -132,10 +93,11 @@ def plan_items(state: FactoryState, work: Work, campaigns: list[Campaign]) -> di
 class Client:
     """Submits the items' runs in dependency order and follows them in the instance until all are finished."""
 
-    def __init__(self, instance, submitter, items: dict[str, WorkItem], session_tags: dict[str, str],
+    def __init__(self, instance, submitter, bucket_url: str, items: dict[str, Followed],
+                 session_tags: dict[str, str],
                  deliverables_token: Callable[[str], str], item_tags: Callable[[WorkItem], dict[str, str]],
                  progress: ProgressFn, total_pairs: int, planned_at: float) -> None:
-        self.instance, self.submitter, self.items = instance, submitter, items
+        self.instance, self.submitter, self.bucket_url, self.items = instance, submitter, bucket_url, items
         self.planned_at = planned_at  # when the bucket was read (epoch seconds)
         self.session_tags, self.deliverables_token, self.item_tags = session_tags, deliverables_token, item_tags
         self.progress, self.total_pairs = progress, total_pairs
@@ -146,16 +108,17 @@ class Client:
 
     # -- submitting
 
-    def _submit(self, item: WorkItem) -> None:
+    def _submit(self, item: Followed) -> None:
         from dagster import RunsFilter
 
-        from assets.jobs import work_tags
-        from assets.partitions import pair_partition_key
+        from assets.jobs import JOB_OF_STAGE
+        from assets.runs import job_partition, run_config, work_tags
         from heygem_pipeline.client.submit import work_run_id
 
         if item.stage is Stage.CAMPAIGN:
-            item.token = self.deliverables_token(item.partition)  # type: ignore[arg-type]
-        tags = work_tags(item.key, item.token)
+            item.item.token = self.deliverables_token(item.item.key.name)
+        token = item.item.token
+        tags = work_tags(item.key, token)
         existing = self.instance.get_run_records(RunsFilter(tags=tags))  # newest first; Dagster's retries too
         # Another client or the sensor is doing this work, or did it since this client looked at the bucket: its
         # run is this item's. A run that ended before that did not leave what the bucket needs now: do it again.
@@ -163,13 +126,13 @@ class Client:
         if current:
             self._follow(item, current[0].dagster_run.run_id)
             return
-        run_id = work_run_id(item.key, item.token, attempt=len(existing))
-        partition = pair_partition_key(*item.partition) if isinstance(item.partition, tuple) else item.partition
-        self.submitter.submit(item.job, partition, item.run_config,
-                              {**tags, **self.session_tags, **self.item_tags(item)}, run_id)
+        run_id = work_run_id(item.key, token, attempt=len(existing))
+        self.submitter.submit(JOB_OF_STAGE[item.stage], job_partition(item.item),
+                              run_config(self.bucket_url, item.item.options),
+                              {**tags, **self.session_tags, **self.item_tags(item.item)}, run_id)
         self._follow(item, run_id)  # created here or, at the same moment, by another client: the same work
 
-    def _follow(self, item: WorkItem, run_id: str) -> None:
+    def _follow(self, item: Followed, run_id: str) -> None:
         item.state, item.run_id, item.submitted_at = ItemState.SUBMITTED, run_id, time.monotonic()
         item.runs.append(run_id)
 
@@ -220,7 +183,7 @@ class Client:
             return None
         return run.tags.get(AUTO_RETRY_RUN_ID_TAG, "")
 
-    def _finished(self, item: WorkItem) -> None:
+    def _finished(self, item: Followed) -> None:
         item.finished_at = time.monotonic()
         if item.state is ItemState.SUCCEEDED:
             verdict = "done"
@@ -347,35 +310,35 @@ def run_factory(bucket: str, campaign: str | None = None, progress: ProgressFn |
     with session(home, REPO_ROOT / "workspace.yaml", automation=False) as services:
         state = FactoryState(store, scan, media, defaults)
         work = plan_work(state, selected, retry_failed=True)
-        items = plan_items(state, work, selected)
+        items = {key: Followed(item) for key, item in plan_items(state, work, selected).items()}
         total = len({(s.script, s.avatar) for states in work.states.values() for s in states})
 
         def deliverables_token(key: str) -> str:
-            now = FactoryState(store, scan_bucket(store, logger=_Silent()), media, defaults)
+            now = FactoryState(store, scan_bucket(store, logger=log), media, defaults)
             chosen = now.scan.campaigns[key]
             return deliverables_digest(chosen, now.campaign_pairs(chosen))
 
         def item_tags(item: WorkItem) -> dict[str, str]:
-            from assets.jobs import runtime_limit_tags
+            from assets.runs import item_tags
 
-            if item.stage not in (Stage.RENDER, Stage.CHECKS):
-                return {}  # dagster.yaml's default limit
-            script = item.partition[0]
             # A fresh state: the script's stamp (its length) is written by its intake run, after planning.
-            return runtime_limit_tags(FactoryState(store, scan, media, defaults).script_seconds(script))
+            audio_s = FactoryState(store, scan, media, defaults).script_seconds(item.key.script) if item.pairs else None
+            return item_tags(item, audio_s)
 
-        session_tags = {"heygem/trigger": "cli", "heygem/session": uuid.uuid4().hex[:12],
-                        **({"heygem/campaign": selected[0].key} if campaign else {})}
-        _follow_work(services, scan, items, session_tags, deliverables_token, item_tags, progress, total,
+        session_tags = {TRIGGER_TAG: "cli", SESSION_TAG: uuid.uuid4().hex[:12],
+                        **({CAMPAIGN_TAG: selected[0].key} if campaign else {})}
+        _follow_work(services, store.url, scan, items, session_tags, deliverables_token, item_tags, progress, total,
                      len(selected), planned_at)
-    runs = [RunOutcome(item.key, item.job, item.run_id, item.state.value, item.errors)
+    from assets.jobs import JOB_OF_STAGE
+
+    runs = [RunOutcome(item.key, JOB_OF_STAGE[item.stage], item.run_id, item.state.value, item.errors)
             for item in items.values() if item.run_id]
     report = build_report(store, selected, media, defaults, str(home), runs, scan.skipped)
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _follow_work(services, scan: BucketScan, items: dict[str, WorkItem], session_tags: dict[str, str],
+def _follow_work(services, bucket_url: str, scan: BucketScan, items: dict[str, Followed], session_tags: dict[str, str],
                  deliverables_token: Callable[[str], str], item_tags: Callable[[WorkItem], dict[str, str]],
                  progress: ProgressFn, total: int, campaigns: int, planned_at: float) -> None:
     from heygem_pipeline.client.submit import RunSubmitter
@@ -390,8 +353,8 @@ def _follow_work(services, scan: BucketScan, items: dict[str, WorkItem], session
         if new:
             instance.add_dynamic_partitions(name, new)
     with RunSubmitter(instance, services.workspace(), LOCATION_NAME) as submitter:
-        client = Client(instance, submitter, items, session_tags, deliverables_token, item_tags, progress, total,
-                        planned_at)
+        client = Client(instance, submitter, bucket_url, items, session_tags, deliverables_token, item_tags, progress,
+                        total, planned_at)
         renders = sum(i.stage is Stage.RENDER for i in items.values())
         progress(client.pairs_done(), total, f"{campaigns} campaign(s), {total} pairs: {len(items)} runs to "
                  f"submit ({renders} renders)")
@@ -410,7 +373,3 @@ def _require_daemon(instance) -> None:
                            "own broker): start `dagster-daemon run -w workspace.yaml` and the workers (README, "
                            "Scaling out)")
 
-
-class _Silent:
-    def info(self, *args: object) -> None:
-        pass

@@ -14,7 +14,15 @@ from typing import Any
 
 from heygem_pipeline.factory.bucket import Bucket
 from heygem_pipeline.factory.campaigns import Campaign, RenderOptions
-from heygem_pipeline.factory.layout import SUBTITLE_SIDECARS, outputs_dir, render_path, script_dir
+from heygem_pipeline.factory.layout import (
+    SUBTITLE_SIDECARS,
+    manifest_csv_path,
+    manifest_parquet_path,
+    outputs_dir,
+    render_path,
+    script_dir,
+    zip_path,
+)
 from heygem_pipeline.factory.state import (
     CHECK_FAILED,
     CODE_VERSIONS,
@@ -160,7 +168,7 @@ def write_manifest(bucket: Bucket, state: FactoryState, campaign: Campaign) -> D
         if entry.name.endswith((".mp4", *SUBTITLE_SIDECARS)) and entry.rel not in delivered:
             bucket.remove(entry.rel)
     frame = manifest_frame(rows)
-    csv_rel, parquet_rel = f"{folder}/manifest.csv", f"{folder}/manifest.parquet"
+    csv_rel, parquet_rel = manifest_csv_path(campaign.key), manifest_parquet_path(campaign.key)
     bucket.write_bytes(csv_rel, frame.to_csv(index=False).encode())
     buffer = io.BytesIO()
     frame.to_parquet(buffer, index=False)
@@ -174,8 +182,8 @@ def write_zip(bucket: Bucket, campaign: str) -> tuple[str, list[str]]:
     and its members."""
     folder = outputs_dir(campaign)
     members = [e for e in bucket.list_files(folder)
-               if e.name.endswith((".mp4", *SUBTITLE_SIDECARS)) or e.name == "manifest.csv"]
-    zip_rel = f"{folder}/{campaign}.zip"
+               if e.name.endswith((".mp4", *SUBTITLE_SIDECARS)) or e.rel == manifest_csv_path(campaign)]
+    zip_rel = zip_path(campaign)
     with tempfile.TemporaryDirectory(prefix="heygem-zip-") as tmp:
         local_zip = Path(tmp) / f"{campaign}.zip"
         # Videos are already compressed: store them; deflate the text files.

@@ -62,6 +62,18 @@ def outputs_dir(campaign: str) -> str:
     return f"{OUTPUTS_PREFIX}/{campaign}"
 
 
+def manifest_csv_path(campaign: str) -> str:
+    return f"{outputs_dir(campaign)}/manifest.csv"
+
+
+def manifest_parquet_path(campaign: str) -> str:
+    return f"{outputs_dir(campaign)}/manifest.parquet"
+
+
+def zip_path(campaign: str) -> str:
+    return f"{outputs_dir(campaign)}/{campaign}.zip"
+
+
 def pair_key_text(script: str, avatar: str) -> str:
     """The pair as Dagster writes a multi-partition key (dimensions in alphabetical order: avatar|script)."""
     return f"{avatar}|{script}"

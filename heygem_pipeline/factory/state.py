@@ -24,9 +24,13 @@ uploads and settings give. Uploads are identified by ``naming.safe_id`` of their
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
+from heygem_pipeline.engine.audio.intake import TEXT_EXTENSIONS
+from heygem_pipeline.engine.avatar import AVATAR_IMAGE_EXTENSIONS
 from heygem_pipeline.factory.bucket import Bucket, BucketEntry
 from heygem_pipeline.factory.campaigns import Campaign, MediaOptions, RenderOptions
 from heygem_pipeline.factory.layout import (
@@ -45,13 +49,33 @@ from heygem_pipeline.factory.uploads import BucketScan
 # stale, and the sensor (scripts, avatars) or the nightly schedule (renders) computes it again. The Dagster
 # assets declare the same numbers as their `code_version`, so the UI shows the same staleness.
 CODE_VERSIONS = {"script": "2", "avatar": "1", "face_track": "2", "render": "2", "checks": "2", "campaign": "2"}
-# Pair statuses, in the manifest and in the CLI's report.
-OK, CHECK_FAILED, UNCHECKED, STALE, MISSING, FAILED = "ok", "check_failed", "unchecked", "stale", "missing", "failed"
+
+
+class PairStatus(str, Enum):
+    """Where a pair stands; the values are the manifest's ``status`` column."""
+
+    OK = "ok"
+    CHECK_FAILED = "check_failed"
+    UNCHECKED = "unchecked"
+    STALE = "stale"
+    MISSING = "missing"
+    FAILED = "failed"
+
+    def __str__(self) -> str:  # the value, in f-strings, CSV and Parquet alike
+        return self.value
+
+
+OK, CHECK_FAILED, UNCHECKED = PairStatus.OK, PairStatus.CHECK_FAILED, PairStatus.UNCHECKED
+STALE, MISSING, FAILED = PairStatus.STALE, PairStatus.MISSING, PairStatus.FAILED
 DELIVERABLE_STATUSES = (OK, CHECK_FAILED, UNCHECKED)  # a fresh video exists
+
+# Token fields that only some uploads depend on: the voice only matters to a text script, the still length only to
+# a photo. Tokens keep them (their format is persisted), and comparisons leave them out where they do not apply, so
+# changing HEYGEM_VOICE re-voices text scripts only and HEYGEM_STILL_SECONDS re-makes photos only.
+VOICE_FIELD, STILL_FIELD = "voice", "still"
 
 
 def script_token(upload: BucketEntry, media: MediaOptions, transcript: BucketEntry | None = None) -> str:
-    # The voice only matters for .txt scripts, but keeping it always is simpler and harmless.
     text = transcript.fingerprint if transcript is not None else "none"
     return f"{upload.fingerprint}|script-v{CODE_VERSIONS['script']}|voice={media.voice}|transcript={text}"
 
@@ -69,6 +93,29 @@ def render_inputs_token(script_tok: str, track_tok: str) -> str:
     return f"{script_tok}#{track_tok}"
 
 
+def render_token(inputs_token: str, options: RenderOptions) -> str:
+    """What a render is made from: its inputs, its variant (engine and output options) and the render code."""
+    return f"{inputs_token}|{options.variant}|render-v{CODE_VERSIONS['render']}"
+
+
+def checks_token(render_token: str) -> str:
+    return f"{render_token}|checks"
+
+
+def same_token(written: str | None, current: str, ignored: Collection[str] = ()) -> bool:
+    """Whether a stamp's or record's token is the current one, leaving out the ``name=value`` fields in
+    ``ignored`` (settings the upload does not depend on)."""
+    if written is None:
+        return False
+    if not ignored:
+        return written == current
+
+    def kept(token: str) -> list[str]:
+        return [part for part in token.split("|") if part.partition("=")[0] not in ignored]
+
+    return kept(written) == kept(current)
+
+
 def stamp(token: str, **extra: Any) -> dict[str, Any]:
     return {"token": token, "written_at": time.time(), **extra}
 
@@ -81,24 +128,25 @@ class PairState:
     script: str
     avatar: str
     options: RenderOptions
-    status: str  # OK, CHECK_FAILED, UNCHECKED, STALE, MISSING, FAILED
+    status: PairStatus
     inputs_ready: bool  # script and avatar are prepared from the current uploads
     inputs_token: str = ""
     reason: str = ""
     record: dict | None = None
     quality: dict | None = None
+    check_failed_to_run: bool = False  # UNCHECKED because its checks failed (not merely not run yet)
 
     @property
     def variant(self) -> str:
         return self.options.variant
 
     @property
-    def needs_render(self) -> bool:
-        return self.status in (STALE, MISSING, FAILED)
+    def render_token(self) -> str:
+        return render_token(self.inputs_token, self.options)
 
     @property
-    def render_token(self) -> str:
-        return f"{self.inputs_token}|{self.variant}|render-v{CODE_VERSIONS['render']}"
+    def checks_token(self) -> str:
+        return checks_token(self.render_token)
 
 
 class FactoryState:
@@ -136,31 +184,50 @@ class FactoryState:
     def avatar_token(self, avatar: str) -> str:
         return avatar_token(self.scan.avatars[avatar].entry, self.media)
 
+    def script_ignores(self, script: str) -> frozenset[str]:
+        """Token fields this script does not depend on (the voice, unless it is a text to voice)."""
+        text = self.scan.scripts[script].name.rpartition(".")[2].lower() in TEXT_EXTENSIONS
+        return frozenset() if text else frozenset({VOICE_FIELD})
+
+    def avatar_ignores(self, avatar: str) -> frozenset[str]:
+        """Token fields this avatar does not depend on (the still length, unless it is a photo)."""
+        photo = self.scan.avatars[avatar].name.rpartition(".")[2].lower() in AVATAR_IMAGE_EXTENSIONS
+        return frozenset() if photo else frozenset({STILL_FIELD})
+
+    def pair_ignores(self, script: str, avatar: str) -> frozenset[str]:
+        return self.script_ignores(script) | self.avatar_ignores(avatar)
+
+    def _stamp_token(self, rel: str) -> str | None:
+        return (self.read(rel) or {}).get("token")
+
     def script_ready(self, script: str) -> bool:
-        return (self.read(script_stamp_path(self.bucket, script)) or {}).get("token") == self.script_token(script)
+        return same_token(self._stamp_token(script_stamp_path(self.bucket, script)), self.script_token(script),
+                          self.script_ignores(script))
 
     def avatar_video_ready(self, avatar: str) -> bool:
-        return (self.read(avatar_stamp_path(self.bucket, avatar)) or {}).get("token") == self.avatar_token(avatar)
+        return same_token(self._stamp_token(avatar_stamp_path(self.bucket, avatar)), self.avatar_token(avatar),
+                          self.avatar_ignores(avatar))
 
     def avatar_ready(self, avatar: str) -> bool:
         wanted = track_token(self.avatar_token(avatar))
-        return self.avatar_video_ready(avatar) and (self.read(track_stamp_path(self.bucket, avatar)) or {}).get(
-            "token") == wanted
+        return self.avatar_video_ready(avatar) and same_token(
+            self._stamp_token(track_stamp_path(self.bucket, avatar)), wanted, self.avatar_ignores(avatar))
 
-    def stage_error(self, stage: str, key: str, token: str) -> str | None:
-        """The message of a final failure of ``stage`` for exactly this ``token``, if there is one."""
+    def stage_error(self, stage: str, key: str, token: str, ignored: Collection[str] = ()) -> str | None:
+        """The message of a final failure of ``stage`` for this ``token`` (less ``ignored`` fields), if any."""
         record = self.read(error_path(self.bucket, stage, key))
-        if (record and record.get("token") == token and record.get("final", True)
+        if (record and same_token(record.get("token"), token, ignored) and record.get("final", True)
                 and float(record.get("at", 0.0)) >= self.failures_since):
             return str(record.get("message", "failed"))
         return None
 
     def script_error(self, script: str) -> str | None:
-        return self.stage_error("script", script, self.script_token(script))
+        return self.stage_error("script", script, self.script_token(script), self.script_ignores(script))
 
     def avatar_error(self, avatar: str) -> str | None:
-        token = self.avatar_token(avatar)
-        return self.stage_error("avatar", avatar, token) or self.stage_error("face_track", avatar, track_token(token))
+        token, ignored = self.avatar_token(avatar), self.avatar_ignores(avatar)
+        return (self.stage_error("avatar", avatar, token, ignored)
+                or self.stage_error("face_track", avatar, track_token(token), ignored))
 
     # -- pairs
 
@@ -179,13 +246,14 @@ class FactoryState:
         if upstream_error:
             state.status, state.reason = FAILED, upstream_error
             return state
+        ignored = self.pair_ignores(script, avatar)
         if record is None:
             message = self.stage_error("render", render_error_key(options.variant, script, avatar),
-                                      state.render_token)
+                                      state.render_token, ignored)
             state.status, state.reason = (FAILED, message) if message else (MISSING, "not rendered yet")
             return state
         state.record = record
-        if record.get("inputs_token") != state.inputs_token:
+        if not same_token(record.get("inputs_token"), state.inputs_token, ignored):
             state.status, state.reason = STALE, "inputs changed"
             return state
         if record.get("code_version") != CODE_VERSIONS["render"]:
@@ -200,6 +268,7 @@ class FactoryState:
             message = self.stage_error("checks", render_error_key(options.variant, script, avatar),
                                       str(record.get("render_id")))
             state.status, state.reason = UNCHECKED, message or "not checked yet"
+            state.check_failed_to_run = message is not None
         return state
 
     def campaign_pairs(self, campaign: Campaign) -> list[PairState]:

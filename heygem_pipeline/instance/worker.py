@@ -54,7 +54,7 @@ def run_worker(queues: Sequence[str], concurrency: int = 1, name: str | None = N
     app = celery_app()
     # Warm before the fork: what every run imports (the code location, the media stack).
     import heygem_pipeline.definitions
-    import heygem_pipeline.quality  # noqa: F401
+    import heygem_pipeline.engine.quality  # noqa: F401
 
     signals.worker_process_init.connect(_pool_process_init, weak=False)
     node = name or f"{'+'.join(queues)}-{os.getpid()}@%h"
