@@ -29,6 +29,7 @@ from heygem_pipeline.errors import HeygemError
 from heygem_pipeline.factory.bucket import Bucket
 from heygem_pipeline.factory.campaigns import Campaign, MediaOptions, RenderOptions
 from heygem_pipeline.factory.deliver import deliverables_digest
+from heygem_pipeline.factory.layout import campaign_record_path, manifest_csv_path, manifest_parquet_path, zip_path
 from heygem_pipeline.factory.plan import Stage, WorkItem, plan_items, plan_work
 from heygem_pipeline.factory.state import FactoryState
 from heygem_pipeline.factory.uploads import BucketScan, scan_bucket
@@ -96,8 +97,12 @@ class Client:
     def __init__(self, instance, submitter, bucket_url: str, items: dict[str, Followed],
                  session_tags: dict[str, str],
                  deliverables_token: Callable[[str], str], item_tags: Callable[[WorkItem], dict[str, str]],
-                 progress: ProgressFn, total_pairs: int, planned_at: float) -> None:
+                 progress: ProgressFn, total_pairs: int, planned_at: float,
+                 deliverables_current: Callable[[str, str], bool] | None = None) -> None:
+        """``deliverables_current(campaign, token)``: whether that campaign's deliverables in the bucket were built
+        from exactly the state ``token`` stands for, and are all there."""
         self.instance, self.submitter, self.bucket_url, self.items = instance, submitter, bucket_url, items
+        self.deliverables_current = deliverables_current
         self.planned_at = planned_at  # when the bucket was read (epoch seconds)
         self.session_tags, self.deliverables_token, self.item_tags = session_tags, deliverables_token, item_tags
         self.progress, self.total_pairs = progress, total_pairs
@@ -109,7 +114,7 @@ class Client:
     # -- submitting
 
     def _submit(self, item: Followed) -> None:
-        from dagster import RunsFilter
+        from dagster import DagsterRunStatus, RunsFilter
 
         from assets.jobs import JOB_OF_STAGE
         from assets.runs import job_partition, run_config, work_tags
@@ -125,6 +130,14 @@ class Client:
         current = [r for r in existing if not r.dagster_run.is_finished or (r.end_time or 0) >= self.planned_at]
         if current:
             self._follow(item, current[0].dagster_run.run_id)
+            return
+        if (item.stage is Stage.CAMPAIGN and existing and existing[0].dagster_run.status is DagsterRunStatus.SUCCESS
+                and self.deliverables_current is not None
+                and self.deliverables_current(item.item.key.name, token)):
+            # Built from exactly this state by a run that succeeded, and still there: a new run would only write the
+            # same files again (and a zip of other dates). The bucket sensor leaves them alone the same way.
+            item.state = ItemState.SUCCEEDED
+            self._finished(item, "up to date")
             return
         run_id = work_run_id(item.key, token, attempt=len(existing))
         self.submitter.submit(JOB_OF_STAGE[item.stage], job_partition(item.item),
@@ -183,13 +196,13 @@ class Client:
             return None
         return run.tags.get(AUTO_RETRY_RUN_ID_TAG, "")
 
-    def _finished(self, item: Followed) -> None:
+    def _finished(self, item: Followed, verdict: str = "") -> None:
         item.finished_at = time.monotonic()
-        if item.state is ItemState.SUCCEEDED:
+        if not verdict and item.state is ItemState.SUCCEEDED:
             verdict = "done"
-        elif item.state is ItemState.BLOCKED:
+        elif not verdict and item.state is ItemState.BLOCKED:
             verdict = "not run: an input failed"
-        else:
+        elif not verdict:
             verdict = "FAILED: " + ("; ".join(item.errors) or "see the run in the Dagster UI")
         seconds = f" ({item.finished_at - item.submitted_at:.1f} s)" if item.submitted_at else ""
         self.progress(self.pairs_done(), self.total_pairs, f"{item.key}: {verdict}{seconds}{self._eta()}")
@@ -318,6 +331,11 @@ def run_factory(bucket: str, campaign: str | None = None, progress: ProgressFn |
             chosen = now.scan.campaigns[key]
             return deliverables_digest(chosen, now.campaign_pairs(chosen))
 
+        def deliverables_current(key: str, token: str) -> bool:
+            record = store.read_json(campaign_record_path(store, key)) or {}
+            return record.get("digest") == token and all(
+                store.exists(rel) for rel in (manifest_csv_path(key), manifest_parquet_path(key), zip_path(key)))
+
         def item_tags(item: WorkItem) -> dict[str, str]:
             from assets.runs import item_tags
 
@@ -328,7 +346,7 @@ def run_factory(bucket: str, campaign: str | None = None, progress: ProgressFn |
         session_tags = {TRIGGER_TAG: "cli", SESSION_TAG: uuid.uuid4().hex[:12],
                         **({CAMPAIGN_TAG: selected[0].key} if campaign else {})}
         _follow_work(services, store.url, scan, items, session_tags, deliverables_token, item_tags, progress, total,
-                     len(selected), planned_at)
+                     len(selected), planned_at, deliverables_current)
     from assets.jobs import JOB_OF_STAGE
 
     runs = [RunOutcome(item.key, JOB_OF_STAGE[item.stage], item.run_id, item.state.value, item.errors)
@@ -340,7 +358,8 @@ def run_factory(bucket: str, campaign: str | None = None, progress: ProgressFn |
 
 def _follow_work(services, bucket_url: str, scan: BucketScan, items: dict[str, Followed], session_tags: dict[str, str],
                  deliverables_token: Callable[[str], str], item_tags: Callable[[WorkItem], dict[str, str]],
-                 progress: ProgressFn, total: int, campaigns: int, planned_at: float) -> None:
+                 progress: ProgressFn, total: int, campaigns: int, planned_at: float,
+                 deliverables_current: Callable[[str, str], bool]) -> None:
     from heygem_pipeline.client.submit import RunSubmitter
     from heygem_pipeline.instance.services import LOCATION_NAME
     from heygem_pipeline.instance.setup import init
@@ -354,7 +373,7 @@ def _follow_work(services, bucket_url: str, scan: BucketScan, items: dict[str, F
             instance.add_dynamic_partitions(name, new)
     with RunSubmitter(instance, services.workspace(), LOCATION_NAME) as submitter:
         client = Client(instance, submitter, bucket_url, items, session_tags, deliverables_token, item_tags, progress,
-                        total, planned_at)
+                        total, planned_at, deliverables_current)
         renders = sum(i.stage is Stage.RENDER for i in items.values())
         progress(client.pairs_done(), total, f"{campaigns} campaign(s), {total} pairs: {len(items)} runs to "
                  f"submit ({renders} renders)")
