@@ -103,8 +103,8 @@ def test_memory_bucket_is_process_local(memory_bucket: Bucket, tmp_path) -> None
 # ------------------------------------------------------------------------------------------------ uploads
 
 
-def entry(rel: str, size: int = 100, version: str = "1") -> BucketEntry:
-    return BucketEntry(rel=rel, size=size, version=version)
+def entry(rel: str, size: int = 100, version: str = "1", modified: float | None = None) -> BucketEntry:
+    return BucketEntry(rel=rel, size=size, version=version, modified=modified)
 
 
 def test_classify_skips_hidden_unsupported_empty_and_ambiguous_names() -> None:
@@ -143,14 +143,17 @@ def test_find_upload_explains_missing_and_ambiguous(memory_bucket: Bucket) -> No
 
 def test_settled_needs_two_identical_looks_or_an_old_file() -> None:
     now = 1_000_000.0
-    fresh = entry("scripts/a.wav", size=10, version=str(now - 5))
+    fresh = entry("scripts/a.wav", size=10, version=str(now - 5), modified=now - 5)
     settled = settled_since({}, now=now, settle_seconds=60)
     assert not settled(fresh)  # first look at a file written 5 s ago
     assert settled_since({"scripts/a.wav": fresh.fingerprint}, now=now)(fresh)  # same size and time as before
-    grown = entry("scripts/a.wav", size=20, version=str(now - 1))
+    grown = entry("scripts/a.wav", size=20, version=str(now - 1), modified=now - 1)
     assert not settled_since({"scripts/a.wav": fresh.fingerprint}, now=now)(grown)  # still being written
-    assert settled(entry("scripts/old.wav", version=str(now - 600)))
+    assert settled(entry("scripts/old.wav", version=str(now - 600), modified=now - 600))
     assert not settled(entry("s3/etag.wav", version="d41d8cd98f00"))  # no time to judge: wait for a second look
+    # S3: the version is the ETag, the age is LastModified's.
+    assert not settled(entry("s3/new.wav", version="d41d8cd98f00b204e9800998ecf8427e", modified=now - 5))
+    assert settled(entry("s3/old.wav", version="d41d8cd98f00b204e9800998ecf8427e", modified=now - 600))
 
 
 # ----------------------------------------------------------------------------------------------- campaigns

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import logging
 import os
@@ -15,11 +16,16 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import fsspec
+from fsspec.config import conf as fsspec_conf
 from fsspec.implementations.local import LocalFileSystem
 
 from heygem_pipeline.engine.media.files import atomic_output
 
 log = logging.getLogger(__name__)
+
+# s3fs downloads a file over 50 MiB as up to 10 ranges of 50 MiB held in memory at once (and uploads 10 parts at
+# once): one at a time streams downloads to scratch. FSSPEC_S3='{"max_concurrency": 10}' trades memory for speed.
+fsspec_conf.setdefault("s3", {}).setdefault("max_concurrency", 1)
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,8 @@ class BucketEntry:
     rel: str  # path relative to the bucket root, '/'-separated
     size: int
     version: str  # modification time or ETag: changes whenever the content is replaced
+    # Epoch seconds of the last change, when the store says: on S3 `version` is the ETag, not a time.
+    modified: float | None = None
 
     @property
     def name(self) -> str:
@@ -45,6 +53,17 @@ def _version(info: Mapping[str, Any]) -> str:
         if value is not None:
             return str(value).strip('"')
     return ""
+
+
+def _modified(info: Mapping[str, Any]) -> float | None:
+    """When the file last changed (epoch seconds): local ``mtime``, S3's ``LastModified`` (a datetime), …"""
+    for key in ("mtime", "LastModified", "last_modified", "updated", "created"):
+        value = info.get(key)
+        if isinstance(value, datetime.datetime):
+            return value.timestamp()
+        with contextlib.suppress(TypeError, ValueError):
+            return float(value)
+    return None
 
 
 class Bucket:
@@ -86,10 +105,16 @@ class Bucket:
 
     # -- listing and reading
 
+    def _uncached(self, path: str) -> str:
+        # fsspec shares one filesystem per URL in a process, and s3fs keeps its listings for ever: files other
+        # processes wrote since (a user's upload seen by the sensor, a worker's render) would stay invisible.
+        self.fs.invalidate_cache(path)
+        return path
+
     def list_files(self, prefix: str) -> list[BucketEntry]:
         """Files directly under ``prefix`` (not recursive), sorted by path; an absent folder lists empty."""
         try:
-            infos = self.fs.ls(self.path(prefix), detail=True)
+            infos = self.fs.ls(self._uncached(self.path(prefix)), detail=True)
         except (FileNotFoundError, NotADirectoryError):
             return []
         entries = []
@@ -99,11 +124,12 @@ class Bucket:
                 continue
             name = str(info["name"])
             rel = name[len(base):] if name.startswith(base) else f"{prefix}/{PurePosixPath(name).name}"
-            entries.append(BucketEntry(rel=rel, size=int(info.get("size") or 0), version=_version(info)))
+            entries.append(BucketEntry(rel=rel, size=int(info.get("size") or 0), version=_version(info),
+                                       modified=_modified(info)))
         return sorted(entries, key=lambda e: e.rel)
 
     def exists(self, rel: str) -> bool:
-        return bool(self.fs.exists(self.path(rel)))
+        return bool(self.fs.exists(self._uncached(self.path(rel))))
 
     def read_bytes(self, rel: str) -> bytes:
         return self.fs.cat_file(self.path(rel))
@@ -117,7 +143,7 @@ class Bucket:
         return data if isinstance(data, dict) else None
 
     def size(self, rel: str) -> int:
-        return int(self.fs.size(self.path(rel)))
+        return int(self.fs.size(self._uncached(self.path(rel))))
 
     # -- atomic writes
 

@@ -199,10 +199,7 @@ def settled_since(previous: Mapping[str, str], now: float | None = None,
     def settled(entry: BucketEntry) -> bool:
         if previous.get(entry.rel) == entry.fingerprint:
             return True
-        try:
-            modified = float(entry.version)
-        except ValueError:
-            return False
-        return now - modified >= settle_seconds
+        # The time of the last change, not the version: on S3 the version is an ETag, which never parsed as one.
+        return entry.modified is not None and now - entry.modified >= settle_seconds
 
     return settled
