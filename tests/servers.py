@@ -1,5 +1,6 @@
 """Real servers for tests: a private PostgreSQL and Redis on unix sockets in a temporary folder (no TCP port to
-collide with, nothing left running), and helpers to start and kill process trees."""
+collide with, nothing left running), a local S3-compatible server on a free TCP port, and helpers to start and kill
+process trees."""
 
 from __future__ import annotations
 
@@ -8,9 +9,13 @@ import glob
 import os
 import shutil
 import signal
+import socket
 import subprocess
+import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -72,6 +77,41 @@ def redis_server(folder: Path) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (the server started on it may still lose a race)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def s3_server(log: Path) -> Iterator[str]:
+    """moto's S3-compatible server in a process of its own on a free port; yields its endpoint URL."""
+    for _ in range(3):  # a port taken between free_port() and the bind: the server exits, try another
+        port = free_port()
+        with open(log, "ab") as out:
+            process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                       stdout=out, stderr=subprocess.STDOUT)
+        endpoint = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 30
+            while process.poll() is None and time.monotonic() < deadline:
+                try:
+                    urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).close()
+                    break
+                except (urllib.error.URLError, ConnectionError, TimeoutError):
+                    time.sleep(0.1)
+            else:
+                assert process.poll() is not None, f"moto server did not answer on {endpoint}: see {log}"
+                continue
+            yield endpoint
+            return
+        finally:
+            process.terminate()
+            process.wait(timeout=20)
+    raise AssertionError(f"moto server did not start: see {log}")
 
 
 def start_group(command: list[str], log: Path, env: dict[str, str], cwd: Path | None = None) -> subprocess.Popen:
