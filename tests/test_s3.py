@@ -180,9 +180,9 @@ def test_a_restarted_sensor_takes_old_s3_uploads_on_first_sight(s3: dict) -> Non
     """Objects appear on S3 only once complete; one older than the settle time needs no second look (a sensor
     whose cursor was lost must not wait a tick for every file)."""
     bucket = Bucket(URL)
-    fresh = scan_bucket(bucket, settled=settled_since({}, now=time.time(), settle_seconds=60.0))
+    fresh = scan_bucket(bucket, settled=settled_since({}, now=time.time(), settle_seconds=3600.0))
     assert {e.rel for e in fresh.unsettled} >= {"scripts/hello.wav", "avatars/presenter.mp4"}
-    later = scan_bucket(bucket, settled=settled_since({}, now=time.time() + 120.0, settle_seconds=60.0))
+    later = scan_bucket(bucket, settled=settled_since({}, now=time.time() + 7200.0, settle_seconds=3600.0))
     assert later.unsettled == [] and {"hello", "presenter"} <= set(later.scripts) | set(later.avatars)
 
 
