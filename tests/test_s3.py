@@ -28,10 +28,12 @@ import pytest
 from dagster import DagsterInstance, RunRequest, build_schedule_context, build_sensor_context
 from servers import s3_server
 
-from heygem_pipeline.audio import synthesize_speech
-from heygem_pipeline.campaigns import MANIFEST_COLUMNS, Bucket, scan_bucket, settled_since
 from heygem_pipeline.demo_media import write_template_video
-from heygem_pipeline.media import probe
+from heygem_pipeline.engine.audio.intake import synthesize_speech
+from heygem_pipeline.engine.media.probe import probe
+from heygem_pipeline.factory.bucket import Bucket
+from heygem_pipeline.factory.deliver import MANIFEST_COLUMNS
+from heygem_pipeline.factory.uploads import scan_bucket, settled_since
 
 pytestmark = pytest.mark.slow
 
@@ -144,8 +146,8 @@ def tick(env: dict) -> tuple[list[RunRequest], dict[str, list[str]], str]:
 
 
 def test_bucket_sensor_takes_a_new_upload_only_once_it_is_complete(s3: dict, delivered) -> None:
-    from heygem_pipeline.config import Settings
     from heygem_pipeline.definitions import defs
+    from heygem_pipeline.settings import Settings
     from resources import BucketResource, build_resources
 
     env = {"instance": DagsterInstance.get(), "defs": defs, "cursor": None,
@@ -190,9 +192,10 @@ def test_nightly_schedule_renders_stale_pairs_of_an_s3_bucket(s3: dict, delivere
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """The schedule looks once, with no earlier look to compare: S3 uploads must settle by their age."""
     import assets.schedules
-    from heygem_pipeline.campaigns import RenderOptions, render_record_path
-    from heygem_pipeline.config import Settings
     from heygem_pipeline.definitions import defs
+    from heygem_pipeline.factory.campaigns import RenderOptions
+    from heygem_pipeline.factory.layout import render_record_path
+    from heygem_pipeline.settings import Settings
     from resources import BucketResource, build_resources
 
     monkeypatch.setattr(assets.schedules, "SETTLE_SECONDS", 0.0)
