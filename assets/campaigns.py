@@ -19,6 +19,7 @@ from assets.partitions import campaign_partitions
 from assets.videos import lipsync_video
 from heygem_pipeline.factory.deliver import MANIFEST_COLUMNS, write_manifest, write_zip
 from heygem_pipeline.factory.layout import campaign_record_path, outputs_dir
+from heygem_pipeline.factory.records import CampaignRecord
 from heygem_pipeline.factory.state import CODE_VERSIONS, FactoryState
 from heygem_pipeline.factory.uploads import scan_bucket
 from resources.bucket import BucketResource
@@ -52,7 +53,8 @@ def campaign_manifest(context: AssetExecutionContext, bucket: BucketResource, en
                       allow_retries=False)
     state = FactoryState(store, scan, ffmpeg.media_options(), ffmpeg.render_defaults(engine.engine))
     delivered = write_manifest(store, state, campaign)
-    store.write_json(campaign_record_path(store, key), {"digest": delivered.digest, "counts": delivered.counts()})
+    store.write_json(campaign_record_path(store, key),
+                     CampaignRecord(digest=delivered.digest, counts=delivered.counts()).dump())
     frame = delivered.frame
     schema = TableSchema(columns=[TableColumn(name) for name in MANIFEST_COLUMNS])
     preview = [TableRecord({c: _cell(v) for c, v in row.items()})

@@ -34,6 +34,7 @@ from heygem_pipeline.engine.quality import (
     sync_verdict,
 )
 from heygem_pipeline.factory.layout import avatar_dir, quality_record_path, render_error_key
+from heygem_pipeline.factory.records import QualityRecord, RenderRecord
 from heygem_pipeline.factory.state import CODE_VERSIONS
 from resources.bucket import BucketResource
 
@@ -68,19 +69,19 @@ def lipsync_quality_checks(context: AssetCheckExecutionContext, bucket: BucketRe
     script, avatar = pair_of(context.partition_key)
     store = bucket.get()
     render = _latest_render(context)
-    record = store.read_json(str(render["record"]))
-    if record is None:
+    record = RenderRecord.load(store.read_json(str(render["record"])))
+    if record is None or None in (record.variant, record.path, record.fps, record.duration_s):
         raise Failure(description=f"{render['record']}: render record missing; render the pair again",
                       allow_retries=False)
-    variant = record["variant"]
+    variant = record.variant
     error_key = render_error_key(variant, script, avatar)
-    with stage_failures(context, store, "checks", error_key, record["render_id"]), \
-            store.local_file(record["path"]) as video, \
+    with stage_failures(context, store, "checks", error_key, record.render_id), \
+            store.local_file(record.path) as video, \
             store.local_file(f"{avatar_dir(store, avatar)}/{folders.AVATAR_TRACK}") as track_file:
         report = measure_sync(video, face_track=FaceTrack.load(track_file))
-    fps = report.fps or float(record["fps"])
+    fps = report.fps or record.fps
     frame = 1.0 / fps
-    voice_s = float(record["duration_s"])
+    voice_s = record.duration_s
     video_s = report.frames / fps
     audio_s = report.audio_duration_s
     results = {SYNC_CHECK: sync_verdict(report), DURATION_CHECK: duration_verdict(report, voice_s, fps),
@@ -91,15 +92,15 @@ def lipsync_quality_checks(context: AssetCheckExecutionContext, bucket: BucketRe
     details = {name: result.detail for name, result in results.items()}
     # An unmeasurable clip has no offset to report: the manifest shows none rather than a meaningless lag.
     offset = report.offset_frames if report.measurable else None
-    store.write_json(quality_record_path(store, variant, script, avatar), {
-        "render_id": record["render_id"], "passed": not failed, "checks": verdicts,
-        "code_version": CODE_VERSIONS["checks"], "sync_offset_frames": offset,
-        "sync_confidence": round(report.confidence, 3), "sync_measurable": report.measurable,
-        "sync_note": "" if report.measurable else details[SYNC_CHECK], "face_coverage": round(report.face_coverage, 3),
-        "video_duration_s": round(video_s, 4), "audio_duration_s": round(audio_s, 4), "voice_duration_s": voice_s,
-        "summary": "; ".join(f"{name}: {details[name]}" for name in failed),
-    })
-    shared = {"render_id": record["render_id"], "variant": variant}
+    store.write_json(quality_record_path(store, variant, script, avatar), QualityRecord(
+        render_id=record.render_id, passed=not failed, checks=verdicts,
+        code_version=CODE_VERSIONS["checks"], sync_offset_frames=offset,
+        sync_confidence=round(report.confidence, 3), sync_measurable=report.measurable,
+        sync_note="" if report.measurable else details[SYNC_CHECK], face_coverage=round(report.face_coverage, 3),
+        video_duration_s=round(video_s, 4), audio_duration_s=round(audio_s, 4), voice_duration_s=voice_s,
+        summary="; ".join(f"{name}: {details[name]}" for name in failed),
+    ).dump())
+    shared = {"render_id": record.render_id, "variant": variant}
     yield AssetCheckResult(check_name=SYNC_CHECK, asset_key=lipsync_video.key, passed=sync_ok,
                            severity=AssetCheckSeverity.ERROR, description=details[SYNC_CHECK], metadata={
                                **shared, "sync_offset_frames": report.offset_frames,

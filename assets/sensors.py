@@ -38,6 +38,7 @@ from heygem_pipeline.factory.layout import (
     campaign_record_path,
 )
 from heygem_pipeline.factory.plan import plan_items, plan_work
+from heygem_pipeline.factory.records import CampaignRecord
 from heygem_pipeline.factory.state import FactoryState
 from heygem_pipeline.factory.uploads import scan_bucket, settled_since
 from heygem_pipeline.settings import Settings
@@ -115,7 +116,8 @@ def bucket_sensor(context: SensorEvaluationContext, bucket: BucketResource, engi
         if not work.states[key] or not work.settled(key) or any(campaign.mentions(e) for e in scan.unsettled):
             continue  # deliverables wait for pairs, until every pair and every upload still arriving has settled
         digest = deliverables_digest(campaign, work.states[key])
-        if (store.read_json(campaign_record_path(store, key)) or {}).get("digest") == digest:
+        built = CampaignRecord.load(store.read_json(campaign_record_path(store, key)))
+        if built is not None and built.digest == digest:
             requested[f"campaign:{key}"] = digest
             continue
         want(campaign_run(store.url, key, digest, tags={TRIGGER_TAG: "sensor"}))

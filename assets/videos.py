@@ -25,6 +25,7 @@ from heygem_pipeline.factory.layout import (
     script_stamp_path,
     track_stamp_path,
 )
+from heygem_pipeline.factory.records import RenderRecord, Stamp
 from heygem_pipeline.factory.state import CODE_VERSIONS, render_inputs_token, render_token
 from resources.bucket import BucketResource
 from resources.engine import LipSyncEngineResource
@@ -58,15 +59,15 @@ def lipsync_video(context: AssetExecutionContext, config: RenderConfig, bucket: 
     script, avatar = pair_of(context.partition_key)
     store = bucket.get()
     options = config.options(engine, ffmpeg)
-    script_stamp = store.read_json(script_stamp_path(store, script))
-    video_stamp = store.read_json(avatar_stamp_path(store, avatar))
-    track_stamp = store.read_json(track_stamp_path(store, avatar))
+    script_stamp = Stamp.load(store.read_json(script_stamp_path(store, script)))
+    video_stamp = Stamp.load(store.read_json(avatar_stamp_path(store, avatar)))
+    track_stamp = Stamp.load(store.read_json(track_stamp_path(store, avatar)))
     error_key = render_error_key(options.variant, script, avatar)
     missing = [name for name, found in (("script_features", script_stamp), ("avatar_video", video_stamp),
                                         ("face_track", track_stamp)) if found is None]
     if missing:  # upstream never succeeded: nothing to retry here
         raise Failure(description=f"{script} × {avatar}: materialize {', '.join(missing)} first", allow_retries=False)
-    inputs_token = render_inputs_token(script_stamp["token"], track_stamp["token"])
+    inputs_token = render_inputs_token(script_stamp.token, track_stamp.token)
     token = render_token(inputs_token, options)
     video_rel = render_path(store, options.variant, script, avatar)
     started = time.perf_counter()
@@ -97,16 +98,15 @@ def lipsync_video(context: AssetExecutionContext, config: RenderConfig, bucket: 
             size = result.path.stat().st_size
             thumbnail = thumbnail_markdown(result.preview_jpeg)
             sheet = thumbnail_markdown(sheet_jpeg(result.contact_sheet_png)) if result.contact_sheet_png else None
-        record = {
-            "script": script, "avatar": avatar, "script_source": script_stamp.get("source"),
-            "avatar_source": video_stamp.get("source"), "variant": options.variant, "engine": result.engine,
-            "crf": options.crf, "preset": options.preset, "inputs_token": inputs_token,
-            "code_version": CODE_VERSIONS["render"], "render_id": uuid.uuid4().hex, "run_id": context.run.run_id,
-            "frames": result.frames, "fps": result.fps, "width": result.width, "height": result.height,
-            "duration_s": round(result.duration_s, 4), "render_seconds": round(result.render_seconds, 3),
-            "size_bytes": size, "path": video_rel, "rendered_at": time.time(),
-        }
-        store.write_json(render_record_path(store, options.variant, script, avatar), record)
+        record = RenderRecord(
+            script=script, avatar=avatar, script_source=script_stamp.source, avatar_source=video_stamp.source,
+            variant=options.variant, engine=result.engine, crf=options.crf, preset=options.preset,
+            inputs_token=inputs_token, code_version=CODE_VERSIONS["render"], render_id=uuid.uuid4().hex,
+            run_id=context.run.run_id, frames=result.frames, fps=result.fps, width=result.width,
+            height=result.height, duration_s=round(result.duration_s, 4),
+            render_seconds=round(result.render_seconds, 3), size_bytes=size, path=video_rel, rendered_at=time.time(),
+        )
+        store.write_json(render_record_path(store, options.variant, script, avatar), record.dump())
     return MaterializeResult(metadata={
         "path": MetadataValue.path(store.uri(video_rel)),
         "record": render_record_path(store, options.variant, script, avatar),
@@ -118,11 +118,11 @@ def lipsync_video(context: AssetExecutionContext, config: RenderConfig, bucket: 
         "resolution": f"{result.width}x{result.height}",
         "file_size_bytes": size,
         "file_size": human_size(size),
-        "script_source": str(script_stamp.get("source")),
-        "avatar_source": str(video_stamp.get("source")),
+        "script_source": str(script_stamp.source),
+        "avatar_source": str(video_stamp.source),
         "render_seconds": round(time.perf_counter() - started, 2),
         "render_fps": round(result.render_fps, 1),
-        "render_id": record["render_id"],
+        "render_id": record.render_id,
         "thumbnail": thumbnail,
         # The template's mouth, then the output's at the loudest and the quietest moments (as `heygem render
         # --contact-sheet` writes it).

@@ -76,6 +76,7 @@ from heygem_pipeline.factory.layout import (
     track_stamp_path,
 )
 from heygem_pipeline.factory.plan import SETTLED_STATUSES, Stage, Work, plan_items
+from heygem_pipeline.factory.records import RenderRecord
 from heygem_pipeline.factory.state import (
     CHECK_FAILED,
     CODE_VERSIONS,
@@ -373,7 +374,8 @@ def _planned_state() -> tuple[FactoryState, Work, list[Campaign]]:
     render = PairState("launch", "hello", "anna", RenderOptions(), MISSING, inputs_ready=True,
                        inputs_token=INPUTS_TOKEN)
     checks = PairState("launch", "hello", "anna", RenderOptions(), UNCHECKED, inputs_ready=True,
-                       inputs_token=INPUTS_TOKEN, record={"render_id": "0123456789abcdef0123456789abcdef"})
+                       inputs_token=INPUTS_TOKEN,
+                       record=RenderRecord.model_construct(render_id="0123456789abcdef0123456789abcdef"))
     work = Work(scripts=["hello"], avatars=["anna"], renders=[render], checks=[checks], states={"launch": [render]})
     return state, work, [Campaign(key="launch", source="launch.yaml")]
 

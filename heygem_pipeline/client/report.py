@@ -19,6 +19,7 @@ from heygem_pipeline.factory.layout import (
     zip_path,
 )
 from heygem_pipeline.factory.plan import ItemKey
+from heygem_pipeline.factory.records import CampaignRecord
 from heygem_pipeline.factory.state import DELIVERABLE_STATUSES, OK, FactoryState, PairState
 from heygem_pipeline.factory.uploads import Skipped, scan_bucket
 
@@ -118,8 +119,8 @@ def build_report(store: Bucket, selected: list[Campaign], media: MediaOptions, d
         campaign = state.scan.campaigns.get(campaign.key, campaign)
         folder = outputs_dir(campaign.key)
         pairs = state.campaign_pairs(campaign)
-        record = store.read_json(campaign_record_path(store, campaign.key)) or {}
-        built = record.get("digest") == deliverables_digest(campaign, pairs)
+        record = CampaignRecord.load(store.read_json(campaign_record_path(store, campaign.key)))
+        built = record is not None and record.digest == deliverables_digest(campaign, pairs)
         report.campaigns.append(CampaignOutcome(
             campaign.key, store.uri(folder), store.uri(manifest_csv_path(campaign.key)),
             store.uri(manifest_parquet_path(campaign.key)), store.uri(zip_path(campaign.key)), built))
@@ -132,7 +133,8 @@ def build_report(store: Bucket, selected: list[Campaign], media: MediaOptions, d
 def _pair_outcome(store: Bucket, state: FactoryState, pair: PairState, names: dict[tuple[str, str], str],
                   run_errors: dict[tuple[str, str, str], str]) -> PairOutcome:
     delivered = pair.status in DELIVERABLE_STATUSES
-    record, quality = pair.record or {}, pair.quality or {}
+    record, quality = pair.record, pair.quality
+    delivered = delivered and record is not None
     error = pair.reason if pair.status != OK else ""
     if pair.status != OK and not error:
         error = run_errors.get((pair.variant, pair.script, pair.avatar), "")
@@ -140,9 +142,9 @@ def _pair_outcome(store: Bucket, state: FactoryState, pair: PairState, names: di
         campaign=pair.campaign, script=state.scan.scripts[pair.script].name,
         avatar=state.scan.avatars[pair.avatar].name, status=pair.status,
         output=store.uri(f"{outputs_dir(pair.campaign)}/{names[(pair.script, pair.avatar)]}") if delivered else "",
-        error=error, duration_s=record.get("duration_s") if delivered else None,
-        sync_offset_frames=quality.get("sync_offset_frames") if delivered else None,
-        checks_passed=quality.get("passed") if delivered and quality else None)
+        error=error, duration_s=record.duration_s if delivered and record else None,
+        sync_offset_frames=quality.sync_offset_frames if delivered and quality else None,
+        checks_passed=quality.passed if delivered and quality else None)
 
 
 def print_report(report: FactoryReport, stream: TextIO | None = None) -> None:

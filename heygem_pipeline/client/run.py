@@ -31,6 +31,7 @@ from heygem_pipeline.factory.campaigns import Campaign, MediaOptions, RenderOpti
 from heygem_pipeline.factory.deliver import deliverables_digest
 from heygem_pipeline.factory.layout import campaign_record_path, manifest_csv_path, manifest_parquet_path, zip_path
 from heygem_pipeline.factory.plan import Stage, WorkItem, plan_items, plan_work
+from heygem_pipeline.factory.records import CampaignRecord
 from heygem_pipeline.factory.state import FactoryState
 from heygem_pipeline.factory.uploads import BucketScan, scan_bucket
 from heygem_pipeline.settings import Settings
@@ -332,8 +333,8 @@ def run_factory(bucket: str, campaign: str | None = None, progress: ProgressFn |
             return deliverables_digest(chosen, now.campaign_pairs(chosen))
 
         def deliverables_current(key: str, token: str) -> bool:
-            record = store.read_json(campaign_record_path(store, key)) or {}
-            return record.get("digest") == token and all(
+            record = CampaignRecord.load(store.read_json(campaign_record_path(store, key)))
+            return record is not None and record.digest == token and all(
                 store.exists(rel) for rel in (manifest_csv_path(key), manifest_parquet_path(key), zip_path(key)))
 
         def item_tags(item: WorkItem) -> dict[str, str]:

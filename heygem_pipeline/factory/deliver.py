@@ -23,6 +23,7 @@ from heygem_pipeline.factory.layout import (
     script_dir,
     zip_path,
 )
+from heygem_pipeline.factory.records import CaptionsSummary
 from heygem_pipeline.factory.state import (
     CHECK_FAILED,
     CODE_VERSIONS,
@@ -56,18 +57,17 @@ def output_names(pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]
     return names
 
 
-def subtitles_delivered(captions: Mapping[str, Any], options: RenderOptions) -> str:
+def subtitles_delivered(captions: CaptionsSummary, options: RenderOptions) -> str:
     """What the manifest says of a delivered video's subtitles: ``srt+vtt`` (and ``burnt in``), or why none."""
-    if captions.get("status") != "captioned":
-        return str(captions.get("status") or "no transcript")
+    if captions.status != "captioned":
+        return str(captions.status or "no transcript")
     return "srt+vtt, burnt in" if options.subtitles.burn else "srt+vtt"
 
 
-def manifest_row(state: PairState, scan: BucketScan, output: str, captions: Mapping[str, Any]) -> dict[str, Any]:
+def manifest_row(state: PairState, scan: BucketScan, output: str, captions: CaptionsSummary) -> dict[str, Any]:
     """``captions``: the summary of the script's captions (its intake record's ``captions``)."""
-    record, quality = state.record or {}, state.quality or {}
-    rendered = state.status in DELIVERABLE_STATUSES
-    checks_passed = quality.get("passed") if rendered and quality else None
+    record, quality = state.record, state.quality
+    rendered = state.status in DELIVERABLE_STATUSES and record is not None
     error = state.reason if state.status in (FAILED, CHECK_FAILED, STALE, MISSING, UNCHECKED) else ""
     return {
         "campaign": state.campaign,
@@ -75,17 +75,17 @@ def manifest_row(state: PairState, scan: BucketScan, output: str, captions: Mapp
         "avatar": scan.avatars[state.avatar].name,
         "status": state.status,
         "output": output if rendered else "",
-        "duration_s": record.get("duration_s") if rendered else None,
-        "frames": record.get("frames") if rendered else None,
-        "fps": record.get("fps") if rendered else None,
-        "width": record.get("width") if rendered else None,
-        "height": record.get("height") if rendered else None,
-        "engine": record.get("engine") if rendered else state.options.engine,
-        "sync_offset_frames": quality.get("sync_offset_frames") if rendered else None,
-        "sync_confidence": quality.get("sync_confidence") if rendered else None,
-        "checks_passed": checks_passed,
+        "duration_s": record.duration_s if rendered else None,
+        "frames": record.frames if rendered else None,
+        "fps": record.fps if rendered else None,
+        "width": record.width if rendered else None,
+        "height": record.height if rendered else None,
+        "engine": record.engine if rendered else state.options.engine,
+        "sync_offset_frames": quality.sync_offset_frames if rendered and quality else None,
+        "sync_confidence": quality.sync_confidence if rendered and quality else None,
+        "checks_passed": quality.passed if rendered and quality else None,
         "subtitles": subtitles_delivered(captions, state.options) if rendered else "",
-        "captions_timing": str(captions.get("method") or "") if rendered else "",
+        "captions_timing": str(captions.method or "") if rendered else "",
         "error": error,
     }
 
@@ -129,8 +129,8 @@ def deliverables_digest(campaign: Campaign, states: Sequence[PairState]) -> str:
     parts = [campaign.key, campaign.fingerprint, CODE_VERSIONS["campaign"]]
     for state in states:
         parts.append("|".join((state.script, state.avatar, state.status, state.reason,
-                               str((state.record or {}).get("render_id")),
-                               str((state.quality or {}).get("render_id")))))
+                               str(state.record.render_id if state.record else None),
+                               str(state.quality.render_id if state.quality else None))))
     return hashlib.sha1("\n".join(parts).encode()).hexdigest()[:16]
 
 
@@ -162,7 +162,7 @@ def write_manifest(bucket: Bucket, state: FactoryState, campaign: Campaign) -> D
             bucket.copy(render_path(bucket, pair.variant, pair.script, pair.avatar), f"{folder}/{name}")
             videos.append(f"{folder}/{name}")
             delivered |= {f"{folder}/{name}", *_write_sidecars(bucket, pair.script, f"{folder}/{name}")}
-        rows.append(manifest_row(pair, state.scan, name, state.script_record(pair.script).get("captions") or {}))
+        rows.append(manifest_row(pair, state.scan, name, state.script_record(pair.script).captions))
     # Videos (and subtitles) of pairs no longer in the campaign, or no longer fresh, must not be delivered.
     for entry in bucket.list_files(folder):
         if entry.name.endswith((".mp4", *SUBTITLE_SIDECARS)) and entry.rel not in delivered:

@@ -177,7 +177,7 @@ def plan_items(state: FactoryState, work: Work, campaigns: Iterable[Campaign] = 
     for pair in work.checks:
         checks = ItemKey.pair(Stage.CHECKS, pair.variant, pair.script, pair.avatar)
         items.setdefault(str(checks), WorkItem(checks, pair.checks_token,
-                                               render_id=str((pair.record or {}).get("render_id"))))
+                                               render_id=str(pair.record.render_id if pair.record else None)))
     stages = list(items.values())
     for campaign in campaigns:
         # Deliverables once everything else is finished: they describe every pair, failed ones too.

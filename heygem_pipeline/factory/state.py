@@ -23,7 +23,6 @@ uploads and settings give. Uploads are identified by ``naming.safe_id`` of their
 
 from __future__ import annotations
 
-import time
 from collections.abc import Collection
 from dataclasses import dataclass
 from enum import Enum
@@ -31,6 +30,7 @@ from typing import Any
 
 from heygem_pipeline.engine.audio.intake import TEXT_EXTENSIONS
 from heygem_pipeline.engine.avatar import AVATAR_IMAGE_EXTENSIONS
+from heygem_pipeline.engine.folders import SCRIPT_RECORD
 from heygem_pipeline.factory.bucket import Bucket, BucketEntry
 from heygem_pipeline.factory.campaigns import Campaign, MediaOptions, RenderOptions
 from heygem_pipeline.factory.layout import (
@@ -43,6 +43,7 @@ from heygem_pipeline.factory.layout import (
     script_stamp_path,
     track_stamp_path,
 )
+from heygem_pipeline.factory.records import QualityRecord, RenderRecord, ScriptRecord, StageError, Stamp
 from heygem_pipeline.factory.uploads import BucketScan
 
 # Bump a stage's version when its code changes what it writes: every output computed by the old code becomes
@@ -117,7 +118,7 @@ def same_token(written: str | None, current: str, ignored: Collection[str] = ())
 
 
 def stamp(token: str, **extra: Any) -> dict[str, Any]:
-    return {"token": token, "written_at": time.time(), **extra}
+    return Stamp.now(token, **extra).dump()
 
 
 @dataclass
@@ -132,8 +133,8 @@ class PairState:
     inputs_ready: bool  # script and avatar are prepared from the current uploads
     inputs_token: str = ""
     reason: str = ""
-    record: dict | None = None
-    quality: dict | None = None
+    record: RenderRecord | None = None
+    quality: QualityRecord | None = None
     check_failed_to_run: bool = False  # UNCHECKED because its checks failed (not merely not run yet)
 
     @property
@@ -172,14 +173,13 @@ class FactoryState:
 
     def script_seconds(self, script: str) -> float | None:
         """How long a prepared script's voice lasts (None before it is prepared)."""
-        seconds = (self.read(script_stamp_path(self.bucket, script)) or {}).get("duration_s")
-        return float(seconds) if seconds is not None else None
+        found = Stamp.load(self.read(script_stamp_path(self.bucket, script)))
+        return found.duration_s if found is not None else None
 
-    def script_record(self, script: str) -> dict:
+    def script_record(self, script: str) -> ScriptRecord:
         """What intake found about a prepared script (its captions' summary among it)."""
-        from heygem_pipeline.engine.folders import SCRIPT_RECORD
-
-        return self.read(f"{script_dir(self.bucket, script)}/{SCRIPT_RECORD}") or {}
+        found = ScriptRecord.load(self.read(f"{script_dir(self.bucket, script)}/{SCRIPT_RECORD}"))
+        return found if found is not None else ScriptRecord()
 
     def avatar_token(self, avatar: str) -> str:
         return avatar_token(self.scan.avatars[avatar].entry, self.media)
@@ -198,7 +198,8 @@ class FactoryState:
         return self.script_ignores(script) | self.avatar_ignores(avatar)
 
     def _stamp_token(self, rel: str) -> str | None:
-        return (self.read(rel) or {}).get("token")
+        found = Stamp.load(self.read(rel))
+        return found.token if found is not None else None
 
     def script_ready(self, script: str) -> bool:
         return same_token(self._stamp_token(script_stamp_path(self.bucket, script)), self.script_token(script),
@@ -215,10 +216,10 @@ class FactoryState:
 
     def stage_error(self, stage: str, key: str, token: str, ignored: Collection[str] = ()) -> str | None:
         """The message of a final failure of ``stage`` for this ``token`` (less ``ignored`` fields), if any."""
-        record = self.read(error_path(self.bucket, stage, key))
-        if (record and same_token(record.get("token"), token, ignored) and record.get("final", True)
-                and float(record.get("at", 0.0)) >= self.failures_since):
-            return str(record.get("message", "failed"))
+        error = StageError.load(self.read(error_path(self.bucket, stage, key)))
+        if (error is not None and same_token(error.token, token, ignored) and error.final
+                and error.at >= self.failures_since):
+            return error.message
         return None
 
     def script_error(self, script: str) -> str | None:
@@ -236,7 +237,7 @@ class FactoryState:
         state = PairState(campaign.key, script, avatar, options, MISSING, inputs_ready=False)
         script_tok, avatar_tok = self.script_token(script), self.avatar_token(avatar)
         state.inputs_token = render_inputs_token(script_tok, track_token(avatar_tok))
-        record = self.read(render_record_path(self.bucket, options.variant, script, avatar))
+        record = RenderRecord.load(self.read(render_record_path(self.bucket, options.variant, script, avatar)))
         state.inputs_ready = self.script_ready(script) and self.avatar_ready(avatar)
         upstream_error = None
         if not self.script_ready(script) and (message := self.script_error(script)):
@@ -253,20 +254,20 @@ class FactoryState:
             state.status, state.reason = (FAILED, message) if message else (MISSING, "not rendered yet")
             return state
         state.record = record
-        if not same_token(record.get("inputs_token"), state.inputs_token, ignored):
+        if not same_token(record.inputs_token, state.inputs_token, ignored):
             state.status, state.reason = STALE, "inputs changed"
             return state
-        if record.get("code_version") != CODE_VERSIONS["render"]:
+        if record.code_version != CODE_VERSIONS["render"]:
             state.status, state.reason = STALE, "render code version changed"
             return state
-        quality = self.read(quality_record_path(self.bucket, options.variant, script, avatar))
-        if quality and quality.get("render_id") == record.get("render_id"):
+        quality = QualityRecord.load(self.read(quality_record_path(self.bucket, options.variant, script, avatar)))
+        if quality is not None and quality.render_id == record.render_id:
             state.quality = quality
-            state.status = OK if quality.get("passed") else CHECK_FAILED
-            state.reason = "" if quality.get("passed") else quality.get("summary", "a check failed")
+            state.status = OK if quality.passed else CHECK_FAILED
+            state.reason = "" if quality.passed else quality.summary or "a check failed"
         else:
             message = self.stage_error("checks", render_error_key(options.variant, script, avatar),
-                                      str(record.get("render_id")))
+                                      record.render_id)
             state.status, state.reason = UNCHECKED, message or "not checked yet"
             state.check_failed_to_run = message is not None
         return state
@@ -276,9 +277,7 @@ class FactoryState:
 
 
 def write_error(bucket: Bucket, stage: str, key: str, token: str, message: str, final: bool) -> None:
-    bucket.write_json(error_path(bucket, stage, key),
-                      {"stage": stage, "key": key, "token": token, "message": message, "final": final,
-                       "at": time.time()})
+    bucket.write_json(error_path(bucket, stage, key), StageError.now(stage, key, token, message, final).dump())
 
 
 def clear_error(bucket: Bucket, stage: str, key: str) -> None:
