@@ -167,8 +167,8 @@ def align_english(text: str, samples: np.ndarray, rate: int = RATE) -> tuple[lis
     if not any(weights):
         return None
     if duration <= CHUNK_SECONDS or len(sentences) < 2:
-        words = _align_words(" ".join(sentences), samples, 0.0)
-        return None if words is None else (words, [])
+        whole = _align_words(" ".join(sentences), samples, 0.0)
+        return None if whole is None else (whole, [])
     spans = time_to_voice([max(w, 1.0) for w in weights], voiced_segments(samples, rate), 0.0, duration)
     cuts = [0.0] + [(spans[k][1] + spans[k + 1][0]) / 2 for k in range(len(spans) - 1)] + [duration]
     groups: list[list[int]] = [[]]  # sentence indices, about CHUNK_SECONDS of speech each
