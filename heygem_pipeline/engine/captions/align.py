@@ -18,12 +18,16 @@ import os
 import re
 import threading
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from heygem_pipeline.engine.captions.text import Word, split_sentences, spoken_weight, text_language
 from heygem_pipeline.engine.captions.voice_timing import time_sentences, time_to_voice, voiced_segments
 from heygem_pipeline.engine.media.tools import require_tool, run_tool
+
+if TYPE_CHECKING:
+    from pocketsphinx import Decoder
 
 RATE = 16000  # the analysis audio's rate (audio.ANALYSIS_RATE)
 FRAME_SECONDS = 0.01  # PocketSphinx frames
@@ -89,7 +93,7 @@ _decoder_lock = threading.Lock()
 
 
 @functools.lru_cache(maxsize=1)
-def _decoder():  # type: ignore[no-untyped-def]
+def _decoder() -> Decoder:
     from pocketsphinx import Decoder, get_model_path
 
     model = os.path.join(get_model_path(), "en-us")
