@@ -55,11 +55,13 @@ bench: setup
 lint: setup
 	@$(MAKE) --no-print-directory lint-only
 
-# ruff; the layer contracts (pyproject.toml [tool.importlinter]); no import cycles, no module over 500 lines.
+# ruff; the layer contracts (pyproject.toml [tool.importlinter]); no import cycles, no module over 500 lines; the
+# types of the engine and the bucket bookkeeping (pyproject.toml [tool.mypy]; incremental, cached in .mypy_cache).
 lint-only:
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/lint-imports --no-cache > .lint-imports.log 2>&1 || { cat .lint-imports.log; exit 1; }
 	@$(VENV)/bin/python scripts/check_layout.py
+	@$(VENV)/bin/mypy --no-error-summary
 
 # After changing dependencies in pyproject.toml: install them, then record the resulting set.
 constraints: $(STAMP)
@@ -67,4 +69,4 @@ constraints: $(STAMP)
 		> constraints.txt.new && mv constraints.txt.new constraints.txt
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache *.egg-info

@@ -74,7 +74,7 @@ def mouth_tile(frame: np.ndarray, landmarks: np.ndarray, pix_fmt: str = "bgr24",
         region = frame[y0:y1, x0:x1]
     if region.size == 0 or side < 4:
         return np.zeros((size, size, 3), np.uint8)
-    matrix = cv2.getRotationMatrix2D((float(centre[0] - x0), float(centre[1] - y0)), angle, size / side)
+    matrix: np.ndarray = cv2.getRotationMatrix2D((float(centre[0] - x0), float(centre[1] - y0)), angle, size / side)
     matrix[:, 2] += np.array([size / 2, size / 2]) - np.array([centre[0] - x0, centre[1] - y0])
     return cv2.warpAffine(region, matrix, (size, size), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
 

@@ -82,20 +82,25 @@ def mouth_apertures(video: str | os.PathLike[str], region: tuple[int, int, int] 
     info = info or probe(video)
     if info.video is None:
         raise ValueError(f"{video}: no video stream to measure")
-    size: dict[str, object] = {"width": info.video.width, "height": info.video.height}
+    width: int | None = info.video.width
+    height: int | None = info.video.height
     if info.video.rotation in (90, 270):
-        size = {}  # the reader works out the turned size itself
+        width = height = None  # the reader works out the turned size itself
+    crop: tuple[int, int, int, int] | None = None
+    scale_to: tuple[int, int] | None = None
     if region is not None:
         left, top, side = region
-        size["crop"] = (left, top, side, side)  # with the size above, so the reader need not probe again
+        crop = (left, top, side, side)  # with the size above, so the reader need not probe again
         if side > CROP_SIDE:
-            size["scale_to"] = (CROP_SIDE, CROP_SIDE)
+            scale_to = (CROP_SIDE, CROP_SIDE)
+    start_frame, max_frames, fps = 0, None, None  # FrameReader's defaults: the whole video
     if frames is not None:
-        size.update(start_frame=frames.start, max_frames=frames.stop - frames.start, fps=info.video.fps)
+        start_frame, max_frames, fps = frames.start, frames.stop - frames.start, info.video.fps
     values: list[float] = []
     tracker = thread_tracker()
     # One decoder thread: checks run beside renders and preparation, where total CPU time is what counts.
-    with FrameReader(video, threads=1, **size) as reader:
+    with FrameReader(video, width, height, start_frame=start_frame, max_frames=max_frames, fps=fps, crop=crop,
+                     scale_to=scale_to, threads=1) as reader:
         for frame in reader:
             face = tracker.process(frame)
             if not face.found:

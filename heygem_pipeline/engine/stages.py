@@ -35,7 +35,7 @@ from heygem_pipeline.engine.audio.visemes import mouth_track
 from heygem_pipeline.engine.avatar import AvatarIntake, normalize_avatar
 from heygem_pipeline.engine.captions.burnin import SubtitleOptions, mouth_zone, write_ass
 from heygem_pipeline.engine.captions.cues import CaptionTrack, caption_speech, write_sidecars
-from heygem_pipeline.engine.face.track import FaceTrack, track_faces
+from heygem_pipeline.engine.face.track import FaceTrack, ProgressCallback, track_faces
 from heygem_pipeline.engine.folders import (
     AVATAR_BANK,
     AVATAR_RECORD,
@@ -147,7 +147,7 @@ def prepare_avatar(upload: str | os.PathLike[str], workdir: str | os.PathLike[st
     return intake
 
 
-def track_avatar(workdir: str | os.PathLike[str], progress: Progress | None = None) -> FaceTrack:
+def track_avatar(workdir: str | os.PathLike[str], progress: ProgressCallback | None = None) -> FaceTrack:
     """Face track of ``workdir/template.mp4`` into ``workdir/face_track.parquet``, and its mouth bank into
     ``workdir/mouth_bank.npz`` (collected from the same decoded frames)."""
     workdir = Path(workdir)

@@ -10,7 +10,7 @@ import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from heygem_pipeline.factory.bucket import Bucket
 from heygem_pipeline.factory.campaigns import Campaign, RenderOptions
@@ -36,6 +36,9 @@ from heygem_pipeline.factory.state import (
     PairState,
 )
 from heygem_pipeline.factory.uploads import BucketScan
+
+if TYPE_CHECKING:
+    import pandas as pd  # at run time imported lazily, in manifest_frame
 
 MANIFEST_COLUMNS = (
     "campaign", "script", "avatar", "status", "output", "duration_s", "frames", "fps", "width", "height", "engine",
@@ -90,7 +93,7 @@ def manifest_row(state: PairState, scan: BucketScan, output: str, captions: Capt
     }
 
 
-def manifest_frame(rows: Sequence[Mapping[str, Any]]):  # -> pandas.DataFrame (pandas imported lazily)
+def manifest_frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     import pandas as pd
 
     frame = pd.DataFrame(list(rows), columns=list(MANIFEST_COLUMNS))

@@ -8,6 +8,7 @@ import math
 import os
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any, Literal
 
 import numpy as np
 
@@ -25,11 +26,12 @@ MEL_FMAX = 7600.0
 MEL_PREEMPHASIS = 0.97
 MEL_STEP = 16  # mel columns per video frame window
 MEL_COLUMNS_PER_SECOND = ANALYSIS_RATE // MEL_HOP  # 80
+StftPadMode = Literal["constant", "edge", "linear_ramp", "reflect", "symmetric", "empty"]  # what librosa.stft pads with
 # The reference formula (FACTS.md) is librosa's centred STFT with its defaults, which pad with zeros
 # ("constant") since librosa 0.9. Wav2Lip itself was trained under librosa 0.7, which padded by reflection;
 # the two differ only in the first and last two columns (25 ms at each end). `pad_mode="reflect"` gives the
 # librosa-0.7 edges for anyone who needs them bit for bit.
-MEL_PAD_MODE = "constant"
+MEL_PAD_MODE: StftPadMode = "constant"
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ def _mel_basis() -> np.ndarray:
     return basis
 
 
-def wav2lip_mel(samples: np.ndarray, *, pad_mode: str = MEL_PAD_MODE) -> np.ndarray:
+def wav2lip_mel(samples: np.ndarray, *, pad_mode: StftPadMode = MEL_PAD_MODE) -> np.ndarray:
     """Wav2Lip's normalized log-Mel spectrogram of 16 kHz mono audio: (80, 1 + len // 200) float32 in [-4, 4]."""
     import librosa
     from scipy.signal import lfilter
@@ -162,7 +164,7 @@ def load_features(path: str | os.PathLike[str], *, cls: type[ScriptFeatures] = S
     if int(stored.pop("__format__", -1)) != _FEATURES_FORMAT:
         raise ValueError(f"{path}: not a feature cache of format {_FEATURES_FORMAT}; recompute it")
     nones = {str(name) for name in stored.pop("__none__", np.array([], dtype=str))}
-    kwargs: dict[str, object] = {}
+    kwargs: dict[str, Any] = {}  # as stored: arrays, scalars, strings, None
     for spec in dataclasses.fields(cls):
         if spec.name in nones:
             kwargs[spec.name] = None
@@ -172,4 +174,4 @@ def load_features(path: str | os.PathLike[str], *, cls: type[ScriptFeatures] = S
             kwargs[spec.name] = value.item() if value.ndim == 0 else value
         elif spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
             raise ValueError(f"{path}: feature cache lacks {spec.name!r}; recompute it")
-    return cls(**kwargs)  # type: ignore[arg-type]
+    return cls(**kwargs)

@@ -10,8 +10,12 @@ import functools
 import os
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from pocketsphinx import Decoder
 
 PHONE_RATE = 100  # PocketSphinx frames per second
 
@@ -27,7 +31,7 @@ _lock = threading.Lock()
 
 
 @functools.lru_cache(maxsize=1)
-def _decoder():  # type: ignore[no-untyped-def]
+def _decoder() -> Decoder:
     from pocketsphinx import Decoder, get_model_path
 
     model = get_model_path()

@@ -18,12 +18,16 @@ import os
 import re
 import threading
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from heygem_pipeline.engine.captions.text import Word, split_sentences, spoken_weight, text_language
 from heygem_pipeline.engine.captions.voice_timing import time_sentences, time_to_voice, voiced_segments
 from heygem_pipeline.engine.media.tools import require_tool, run_tool
+
+if TYPE_CHECKING:
+    from pocketsphinx import Decoder
 
 RATE = 16000  # the analysis audio's rate (audio.ANALYSIS_RATE)
 FRAME_SECONDS = 0.01  # PocketSphinx frames
@@ -89,7 +93,7 @@ _decoder_lock = threading.Lock()
 
 
 @functools.lru_cache(maxsize=1)
-def _decoder():  # type: ignore[no-untyped-def]
+def _decoder() -> Decoder:
     from pocketsphinx import Decoder, get_model_path
 
     model = os.path.join(get_model_path(), "en-us")
@@ -167,8 +171,8 @@ def align_english(text: str, samples: np.ndarray, rate: int = RATE) -> tuple[lis
     if not any(weights):
         return None
     if duration <= CHUNK_SECONDS or len(sentences) < 2:
-        words = _align_words(" ".join(sentences), samples, 0.0)
-        return None if words is None else (words, [])
+        whole = _align_words(" ".join(sentences), samples, 0.0)
+        return None if whole is None else (whole, [])
     spans = time_to_voice([max(w, 1.0) for w in weights], voiced_segments(samples, rate), 0.0, duration)
     cuts = [0.0] + [(spans[k][1] + spans[k + 1][0]) / 2 for k in range(len(spans) - 1)] + [duration]
     groups: list[list[int]] = [[]]  # sentence indices, about CHUNK_SECONDS of speech each

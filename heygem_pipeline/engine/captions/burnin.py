@@ -15,7 +15,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -25,7 +25,8 @@ from heygem_pipeline.engine.captions.text import is_wide
 from heygem_pipeline.engine.media.files import atomic_output
 from heygem_pipeline.errors import HeygemError
 
-SIDECAR, BURN = "sidecar", "burn"
+SIDECAR: Final = "sidecar"
+BURN: Final = "burn"
 DEFAULT_FONT = "Noto Sans CJK SC"  # fonts-noto-cjk: CJK and Latin in one face
 
 # Font metrics in units of the ASS font size (which libass, like VSFilter, maps to the font's line height, not
@@ -48,17 +49,17 @@ class CaptionStyle(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    font: str = Field(DEFAULT_FONT, min_length=1, max_length=100)
-    size: float = Field(5.5, ge=1.0, le=15.0, description="line height, % of the frame height")
+    font: str = Field(default=DEFAULT_FONT, min_length=1, max_length=100)
+    size: float = Field(default=5.5, ge=1.0, le=15.0, description="line height, % of the frame height")
     position: Literal["auto", "bottom", "top"] = Field(
-        "auto", description="preferred side; captions move to the other side rather than cover the mouth")
-    outline: float = Field(0.35, ge=0.0, le=3.0, description="outline thickness, % of the frame height")
-    shadow: float = Field(0.0, ge=0.0, le=3.0, description="shadow offset, % of the frame height")
-    margin: float = Field(4.0, ge=0.0, le=25.0, description="distance from the frame's edge, % of its height")
-    color: str = Field("#FFFFFF", pattern=r"^#[0-9A-Fa-f]{6}$")
-    outline_color: str = Field("#000000", pattern=r"^#[0-9A-Fa-f]{6}$")
+        default="auto", description="preferred side; captions move to the other side rather than cover the mouth")
+    outline: float = Field(default=0.35, ge=0.0, le=3.0, description="outline thickness, % of the frame height")
+    shadow: float = Field(default=0.0, ge=0.0, le=3.0, description="shadow offset, % of the frame height")
+    margin: float = Field(default=4.0, ge=0.0, le=25.0, description="distance from the frame's edge, % of its height")
+    color: str = Field(default="#FFFFFF", pattern=r"^#[0-9A-Fa-f]{6}$")
+    outline_color: str = Field(default="#000000", pattern=r"^#[0-9A-Fa-f]{6}$")
     bold: bool = False
-    box: bool = Field(False, description="an opaque box (outline_color) behind the text instead of an outline")
+    box: bool = Field(default=False, description="an opaque box (outline_color) behind the text instead of an outline")
 
 
 class SubtitleOptions(BaseModel):

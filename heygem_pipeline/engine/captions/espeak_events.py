@@ -80,7 +80,7 @@ def _synthesize_here(text: str, voice: str) -> Synthesis:
     chunks: list[np.ndarray] = []
     words: list[SpokenWord] = []
 
-    def collect(wav, count, events):  # type: ignore[no-untyped-def]
+    def collect(wav: ctypes._Pointer[ctypes.c_short], count: int, events: ctypes._Pointer[_Event]) -> int:
         if count > 0:
             chunks.append(np.ctypeslib.as_array(wav, shape=(count,)).copy())
         i = 0

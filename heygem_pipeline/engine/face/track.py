@@ -358,8 +358,9 @@ def track_faces(video_path: str | os.PathLike[str], *, max_gap_frames: int = 12,
     fps = info.video.fps or 25.0
     report_every = max(1, round(fps))
     if parallel is None:
-        parallel = (os.cpu_count() or 1) >= 2 and total >= PARALLEL_MIN_FRAMES
-    split = total // 2 if parallel and total >= 2 else 0
+        parallel = (os.cpu_count() or 1) >= 2 and total is not None and total >= PARALLEL_MIN_FRAMES
+    # Halves need the frame count: a video that does not state it is tracked in one piece.
+    split = total // 2 if parallel and total is not None and total >= 2 else 0
 
     done = [0, 0]  # frames seen by each half; each thread counts its own
 
@@ -375,15 +376,16 @@ def track_faces(video_path: str | os.PathLike[str], *, max_gap_frames: int = 12,
         tracker = thread_tracker()  # reset there
     else:
         tracker.reset()
-    second: dict[str, object] = {}
+    second_seen: list[_Observations] = []  # the helper thread's result, or its error
+    second_error: list[BaseException] = []
     stop = threading.Event()
 
     def track_second_half() -> None:
         try:
             with FaceTracker() as other:
-                second["seen"] = _observe(video_path, other, fps, split, None, second_counted, stop, on_face)
+                second_seen.append(_observe(video_path, other, fps, split, None, second_counted, stop, on_face))
         except BaseException as error:  # raised again in the calling thread
-            second["error"] = error
+            second_error.append(error)
 
     helper = threading.Thread(target=track_second_half, name="face-track-2nd-half", daemon=True) if split else None
     try:
@@ -395,10 +397,9 @@ def track_faces(video_path: str | os.PathLike[str], *, max_gap_frames: int = 12,
                 helper.join(timeout=0.5)
                 if progress is not None:
                     progress(sum(done), total)
-            if "error" in second:
-                raise second["error"]  # type: ignore[misc]
-            rest = second["seen"]
-            assert isinstance(rest, _Observations)
+            if second_error:
+                raise second_error[0]
+            rest = second_seen[0]
             if not _same_face(seen.last_box(), rest.first_box()):
                 rest = _observe(video_path, tracker, fps, split, None, lambda: None,  # continue the first track
                                 on_face=on_face)
@@ -426,8 +427,8 @@ def track_faces(video_path: str | os.PathLike[str], *, max_gap_frames: int = 12,
     # so a long template costs its landmark table and one temporary copy, nothing more.
     scale = float(np.median(face_height(lm[found_arr]))) or 1.0
     lm /= scale
-    for start, stop in _runs(found_arr):
-        smooth_sequence(lm[start:stop], fps, SMOOTH_MIN_CUTOFF, SMOOTH_BETA, out=lm[start:stop])
+    for start, end in _runs(found_arr):
+        smooth_sequence(lm[start:end], fps, SMOOTH_MIN_CUTOFF, SMOOTH_BETA, out=lm[start:end])
     lm *= scale
     interpolated = _fill(found_arr, lm, conf_arr, max_gap_frames)
     return FaceTrack(

@@ -8,6 +8,7 @@ absolute ``file:`` URLs, so names with spaces, quotes, colons or leading dashes 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import queue
 import subprocess
@@ -17,6 +18,8 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
+from typing import cast
 
 import ffmpeg
 import numpy as np
@@ -141,6 +144,7 @@ class FrameReader:
         require_tool("ffmpeg")
         input_options: dict[str, object] = {} if self.threads is None else {"threads": self.threads}
         if self.start_frame:
+            assert self.fps is not None  # __init__ refuses start_frame without fps
             # Accurate seek: land a quarter frame before the wanted frame's timestamp, so rounding never
             # drops it and never keeps the one before.
             input_options["ss"] = f"{(self.start_frame - 0.25) / float(self.fps):.6f}"
@@ -190,11 +194,12 @@ class FrameReader:
 
     def _pump(self) -> None:
         assert self._process is not None and self._process.stdout is not None and self._watchdog is not None
-        stdout, watchdog = self._process.stdout, self._watchdog
+        # Popen's pipes are buffered readers (the default bufsize); typeshed's IO[bytes] lacks readinto.
+        stdout, watchdog = cast(io.BufferedReader, self._process.stdout), self._watchdog
         try:
             while not self._stop.is_set():
                 frame = self._free_buffer()
-                view = memoryview(frame.reshape(-1))
+                view = frame.reshape(-1).data  # a memoryview of the buffer
                 filled = 0
                 with watchdog.blocking("reading a decoded frame"):
                     while filled < self._frame_bytes:
@@ -367,7 +372,8 @@ class FrameWriter:
         tail = " | ".join(self._stderr_file.read().decode(errors="replace").strip().splitlines()[-3:])
         raise RuntimeError(f"ffmpeg {what} writing {self.dest}: {tail}")
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         assert self._process is not None and self._atomic is not None
         try:
             if exc_type is not None:

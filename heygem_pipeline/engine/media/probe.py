@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -50,9 +51,9 @@ class MediaInfo:
     video: VideoStream | None
 
 
-def _float(value: object) -> float | None:
+def _float(value: Any) -> float | None:  # a value from ffprobe's JSON: a number, a string, 'N/A', None
     try:
-        result = float(value)  # type: ignore[arg-type]
+        result = float(value)
     except (TypeError, ValueError):
         return None
     return result if np.isfinite(result) and result > 0 else None

@@ -24,9 +24,10 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
 import ffmpeg
 
@@ -50,9 +51,9 @@ class ToolResult:
         return " | ".join(self.stderr.decode(errors="replace").strip().splitlines()[-lines:])
 
 
-def spawn(args: Sequence[str], **popen_options: object) -> subprocess.Popen[bytes]:
+def spawn(args: Sequence[str], **popen_options: Any) -> subprocess.Popen[bytes]:
     """Start a tool in its own session, so ``kill_tool`` can stop it together with anything it started."""
-    return subprocess.Popen(list(args), start_new_session=True, **popen_options)  # type: ignore[call-overload]
+    return subprocess.Popen(list(args), start_new_session=True, **popen_options)
 
 
 def kill_tool(process: subprocess.Popen[bytes]) -> None:
@@ -83,10 +84,10 @@ class _Activity:
         self.last = time.monotonic()
 
 
-def _drain(stream: object, sink: list[bytes], activity: _Activity | None, keep: int | None = None) -> None:
+def _drain(stream: IO[bytes], sink: list[bytes], activity: _Activity | None, keep: int | None = None) -> None:
     """Read a pipe to its end into ``sink`` (only the last ``keep`` bytes, when given)."""
     kept = 0
-    read = stream.read1 if hasattr(stream, "read1") else stream.read  # type: ignore[attr-defined]
+    read: Callable[[int], bytes] = getattr(stream, "read1", stream.read)
     while True:
         chunk = read(65536)
         if not chunk:

@@ -46,7 +46,8 @@ class MouthSample:
 
 
 class Geometry(Protocol):
-    height: float
+    @property
+    def height(self) -> float: ...  # read-only: FaceGeometry is a frozen dataclass
 
     def to_face(self, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
@@ -89,7 +90,7 @@ def compose_interior(roi: np.ndarray, x0: int, y0: int, g: Geometry, u_edge: np.
         return None
     origin = np.array([x0 + bx0, y0 + by0], np.float64)
     mask = np.zeros((by1 - by0, bx1 - bx0), np.uint8)
-    cv2.fillPoly(mask, [np.round((ring - origin) * (1 << shift)).astype(np.int32)], 255, cv2.LINE_AA, shift)
+    cv2.fillPoly(mask, [np.round((ring - origin) * (1 << shift)).astype(np.int32)], (255,), cv2.LINE_AA, shift)
     if not mask.any():
         return None
 

@@ -34,7 +34,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Generic, Literal, TypeVar
 
 import cv2
 import numpy as np
@@ -70,6 +70,8 @@ MASK_INNER = 0.65
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in frame pixels, end-exclusive
 _T = TypeVar("_T")
+# What _Prefetch's worker hands its consumer: a value, its error, or the end.
+_Message = tuple[Literal["value"], _T] | tuple[Literal["error"], BaseException] | tuple[Literal["end"], None]
 
 
 # ------------------------------------------------------------------------------------------------ face boxes
@@ -236,7 +238,7 @@ class _Prefetch(Generic[_T]):
     """
 
     def __init__(self, source: Iterator[_T], depth: int = 1) -> None:
-        self._values: queue.Queue[tuple[str, object]] = queue.Queue()
+        self._values: queue.Queue[_Message[_T]] = queue.Queue()
         self._slots = threading.Semaphore(depth)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(source,), name="wav2lip-prepare", daemon=True)
@@ -262,14 +264,13 @@ class _Prefetch(Generic[_T]):
 
     def __iter__(self) -> Iterator[_T]:
         while True:
-            kind, value = self._values.get()
-            if kind == "end":
+            message = self._values.get()
+            if message[0] == "end":
                 return
-            if kind == "error":
-                assert isinstance(value, BaseException)
-                raise value
+            if message[0] == "error":
+                raise message[1]
             self._slots.release()
-            yield value  # type: ignore[misc]
+            yield message[1]
 
     def close(self) -> None:
         """Stop the worker (after the value it is on) and wait for it, so no thread outlives the render."""
