@@ -61,8 +61,9 @@ def _modified(info: Mapping[str, Any]) -> float | None:
         value = info.get(key)
         if isinstance(value, datetime.datetime):
             return value.timestamp()
-        with contextlib.suppress(TypeError, ValueError):
-            return float(value)
+        if value is not None:
+            with contextlib.suppress(TypeError, ValueError):
+                return float(value)
     return None
 
 

@@ -69,26 +69,27 @@ def subtitles_delivered(captions: CaptionsSummary, options: RenderOptions) -> st
 
 def manifest_row(state: PairState, scan: BucketScan, output: str, captions: CaptionsSummary) -> dict[str, Any]:
     """``captions``: the summary of the script's captions (its intake record's ``captions``)."""
-    record, quality = state.record, state.quality
-    rendered = state.status in DELIVERABLE_STATUSES and record is not None
+    # A video is delivered (and described) only when the pair is fresh.
+    record = state.record if state.status in DELIVERABLE_STATUSES else None
+    quality = state.quality if record is not None else None
     error = state.reason if state.status in (FAILED, CHECK_FAILED, STALE, MISSING, UNCHECKED) else ""
     return {
         "campaign": state.campaign,
         "script": scan.scripts[state.script].name,
         "avatar": scan.avatars[state.avatar].name,
         "status": state.status,
-        "output": output if rendered else "",
-        "duration_s": record.duration_s if rendered else None,
-        "frames": record.frames if rendered else None,
-        "fps": record.fps if rendered else None,
-        "width": record.width if rendered else None,
-        "height": record.height if rendered else None,
-        "engine": record.engine if rendered else state.options.engine,
-        "sync_offset_frames": quality.sync_offset_frames if rendered and quality else None,
-        "sync_confidence": quality.sync_confidence if rendered and quality else None,
-        "checks_passed": quality.passed if rendered and quality else None,
-        "subtitles": subtitles_delivered(captions, state.options) if rendered else "",
-        "captions_timing": str(captions.method or "") if rendered else "",
+        "output": output if record else "",
+        "duration_s": record.duration_s if record else None,
+        "frames": record.frames if record else None,
+        "fps": record.fps if record else None,
+        "width": record.width if record else None,
+        "height": record.height if record else None,
+        "engine": record.engine if record else state.options.engine,
+        "sync_offset_frames": quality.sync_offset_frames if quality else None,
+        "sync_confidence": quality.sync_confidence if quality else None,
+        "checks_passed": quality.passed if quality else None,
+        "subtitles": subtitles_delivered(captions, state.options) if record else "",
+        "captions_timing": str(captions.method or "") if record else "",
         "error": error,
     }
 
