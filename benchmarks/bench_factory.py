@@ -38,8 +38,8 @@ REPO = Path(__file__).resolve().parents[1]
 LOOP = """
 import sys, time
 from pathlib import Path
-from heygem_pipeline import pipeline
-from heygem_pipeline.engines.registry import create_engine
+from heygem_pipeline.engine import stages as pipeline
+from heygem_pipeline.engine.lipsync.registry import create_engine
 bucket, work = Path(sys.argv[1]), Path(sys.argv[2])
 engine = create_engine("viseme")
 scripts = sorted((bucket / "scripts").iterdir())

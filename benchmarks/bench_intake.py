@@ -17,7 +17,7 @@ from heygem_pipeline.engine.media.tools import ff_path, run_ffmpeg
 
 _INTAKE_CODE = """
 from pathlib import Path
-from heygem_pipeline import pipeline
+from heygem_pipeline.engine import stages as pipeline
 pipeline.prepare_avatar(Path({upload!r}), Path({work!r}))
 track = pipeline.track_avatar(Path({work!r}))
 result = len(track)

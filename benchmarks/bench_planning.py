@@ -42,7 +42,11 @@ from heygem_pipeline.instance import init
 bucket = sys.argv[1]
 started = time.perf_counter()
 instance = init()
-from heygem_pipeline.campaigns import Bucket, FactoryState, MediaOptions, RenderOptions, plan_work, scan_bucket
+from heygem_pipeline.factory.bucket import Bucket
+from heygem_pipeline.factory.campaigns import MediaOptions, RenderOptions
+from heygem_pipeline.factory.plan import plan_work
+from heygem_pipeline.factory.state import FactoryState
+from heygem_pipeline.factory.uploads import scan_bucket
 store = Bucket(bucket)
 scan = scan_bucket(store)
 t0 = time.perf_counter()
@@ -51,7 +55,7 @@ for name, keys in (("script", scan.scripts), ("avatar", scan.avatars), ("campaig
 register_s = time.perf_counter() - t0
 from heygem_pipeline.definitions import defs
 from resources import BucketResource, build_resources
-from heygem_pipeline.config import Settings
+from heygem_pipeline.settings import Settings
 resources = {**build_resources(Settings()), "bucket": BucketResource(url=bucket)}
 sensor = defs.resolve_sensor_def("bucket_sensor")
 def tick(cursor):
@@ -59,7 +63,7 @@ def tick(cursor):
     result = sensor(context)
     return result, context
 first, _ = tick(None)
-from heygem_pipeline.factory import plan_items
+from heygem_pipeline.factory.plan import plan_items
 def plan():
     state = FactoryState(store, scan_bucket(store), MediaOptions(), RenderOptions())
     work = plan_work(state, list(scan.campaigns.values()), retry_failed=True)

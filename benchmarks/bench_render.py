@@ -35,7 +35,7 @@ def _baseline(template_mp4: Path, audio: Path, frames: int, dest: Path, settings
 _RSS_CODE = """
 from pathlib import Path
 from heygem_pipeline.engine import folders, stages
-from heygem_pipeline.engines.registry import create_engine
+from heygem_pipeline.engine.lipsync.registry import create_engine
 r = stages.render_pair(Path({script!r}), Path({avatar!r}), Path({dest!r}), create_engine("viseme"))
 result = r.frames
 """

@@ -26,9 +26,9 @@ SIZE = {"width": 640, "height": 360}
 RENDER_ONE = """
 import json, sys
 from dagster import DagsterInstance
-from assets.jobs import run_config
+from assets.runs import run_config
 from assets.partitions import pair_partition_key
-from heygem_pipeline.campaigns import RenderOptions
+from heygem_pipeline.factory.campaigns import RenderOptions
 from heygem_pipeline.definitions import defs
 script, avatar = sys.argv[1].split("|")
 result = defs.resolve_job_def("pair_job").execute_in_process(
@@ -60,7 +60,7 @@ def test_two_runs_never_infer_at_once(tmp_path: Path, monkeypatch: pytest.Monkey
     write_template_video(bucket / "avatars" / "presenter.mp4", 1.0, fps=25, **SIZE)
     write_still(bucket / "avatars" / "portrait.png", **SIZE)
 
-    from assets.jobs import run_config
+    from assets.runs import run_config
     from heygem_pipeline.definitions import defs
 
     instance.add_dynamic_partitions("script", ["talk"])

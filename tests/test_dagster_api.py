@@ -1,7 +1,7 @@
 """The non-public Dagster APIs this project builds on have the signatures it was written against.
 
 instance_storage.py overrides methods of Dagster's SQLite storage and compute log manager, run_launcher.py extends
-dagster-celery's launcher, worker.py registers its tasks, and launch.py creates and submits runs the way
+dagster-celery's launcher, instance/worker.py registers its tasks, and client/submit.py creates and submits runs the way
 `dagster job launch` does. Dagster is pinned to exact versions (pyproject.toml); this test fails when an upgrade
 changes any of those signatures, or when an override is added without being listed here, so that an upgrade is
 reviewed rather than discovered in production.

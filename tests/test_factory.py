@@ -192,8 +192,8 @@ class FlakyFileSystem(LocalFileSystem):
 
 
 def test_transient_fault_is_retried_away(first_run: FactoryReport, bucket: Path, instance: DagsterInstance) -> None:
-    from assets.jobs import run_config
     from assets.partitions import pair_partition_key
+    from assets.runs import run_config
     from heygem_pipeline.definitions import defs
 
     fsspec.register_implementation("flaky", FlakyFileSystem, clobber=True)

@@ -69,7 +69,7 @@ class CeleryRunLauncher(DagsterCeleryRunLauncher):
             return False
         # As Dagster's own launchers do: the run is CANCELING first, so its interrupted step ends it CANCELED.
         self._instance.report_run_canceling(run)
-        # SIGINT: Dagster's run worker turns it into an interruption of the step (see heygem_pipeline.worker).
+        # SIGINT: Dagster's run worker turns it into an interruption of the step (see heygem_pipeline.instance.worker).
         self.celery.AsyncResult(run.tags[DAGSTER_CELERY_TASK_ID_TAG]).revoke(terminate=True, signal="SIGINT")
         return True
 

@@ -413,7 +413,7 @@ def _wait_stopped_if_last(run: RunDir) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m heygem_pipeline.services")
+    parser = argparse.ArgumentParser(prog="python -m heygem_pipeline.instance.services")
     parser.add_argument("command", choices=("supervise",))
     parser.add_argument("home", type=Path)
     args = parser.parse_args(argv)

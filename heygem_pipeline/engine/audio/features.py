@@ -43,7 +43,7 @@ class ScriptFeatures:
     sample_rate: int = 16000
     language: str = "en"
     text: str | None = None
-    visemes: np.ndarray | None = None  # (T, 4) mouth track at 100 Hz (see heygem_pipeline.visemes)
+    visemes: np.ndarray | None = None  # (T, 4) mouth track at 100 Hz (see engine.audio.visemes)
 
     @property
     def duration(self) -> float:

@@ -6,7 +6,7 @@ the best-quality audio for the final mux (the upload itself; for text, the espea
 reproduce Wav2Lip's preprocessing exactly, because its weights give garbage on anything else
 (see shared/reference/wav2lip/FACTS.md).
 
-All ffmpeg/ffprobe calls go through ``heygem_pipeline.media``; no Dagster here.
+All ffmpeg/ffprobe calls go through ``heygem_pipeline.engine.media``; no Dagster here.
 """
 
 from __future__ import annotations
