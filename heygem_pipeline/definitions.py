@@ -17,13 +17,17 @@ from assets.videos import lipsync_video
 from heygem_pipeline.settings import Settings
 from resources import build_resources
 
+# The environment is read and validated here, once per code location load: a bad HEYGEM_* value stops the load with
+# one SettingsError line naming the variable (the UI shows it as the location's load error).
+settings = Settings.from_env()
+
 defs = Definitions(
     assets=[script_intake, avatar_video, face_track, lipsync_video, campaign_manifest, campaign_zip],
     asset_checks=[lipsync_quality_checks],
     jobs=[*JOBS, request_job],
     sensors=[bucket_sensor, request_sensor],
     schedules=[nightly_campaigns],
-    resources=build_resources(Settings.from_env()),
+    resources=build_resources(settings),
     # Runs are small (one partition each): stepping in the run's own process keeps the engine loaded across its
     # steps and spares a 2-core machine a Python start-up per step.
     executor=in_process_executor,

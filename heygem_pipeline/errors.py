@@ -1,8 +1,8 @@
-"""Typed errors for bad input.
+"""Typed errors for bad input and bad settings.
 
-Every error a user can cause carries the file it is about and what to do, so one line in a log or in the
-manifest is enough to fix the upload. ``InputError`` means "retrying will not help"; the Dagster layer turns
-it into a non-retryable failure.
+Every error a user can cause carries the file (or variable) it is about and what to do, so one line in a log or
+in the manifest is enough to fix it. ``InputError`` means "retrying will not help"; the Dagster layer turns it
+into a non-retryable failure.
 """
 
 from __future__ import annotations
@@ -10,6 +10,11 @@ from __future__ import annotations
 
 class HeygemError(Exception):
     """Base class of every error this package raises on purpose."""
+
+
+class SettingsError(HeygemError, ValueError):
+    """An environment variable with a value the factory cannot use; the message names it, what it must be and
+    what it was, on one line."""
 
 
 class InputError(HeygemError):

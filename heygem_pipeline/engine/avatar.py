@@ -25,6 +25,7 @@ from heygem_pipeline.errors import (
     TooShortError,
     UnsupportedFormatError,
 )
+from heygem_pipeline.settings import DEFAULT_FPS, DEFAULT_STILL_SECONDS, ToolLimits
 
 AVATAR_VIDEO_EXTENSIONS = frozenset({"mp4", "mov", "mkv", "webm", "flv", "avi"})
 AVATAR_IMAGE_EXTENSIONS = frozenset({"png", "jpg", "jpeg", "webp"})
@@ -99,9 +100,9 @@ def _target_size(width: int, height: int, max_side: int) -> tuple[int, int, bool
     return width - width % 2, height - height % 2, False
 
 
-def _probe_avatar(source: Path) -> MediaInfo:
+def _probe_avatar(source: Path, limits: ToolLimits | None) -> MediaInfo:
     try:
-        info = probe(source)
+        info = probe(source, limits=limits)
     except NotMediaError as error:
         if not source.is_file():
             raise  # "file does not exist" says it best
@@ -114,14 +115,16 @@ def _probe_avatar(source: Path) -> MediaInfo:
     return info
 
 
-def normalize_avatar(source: str | os.PathLike[str], dest_mp4: str | os.PathLike[str], *, fps: float = 25.0,
-                     still_seconds: float = 5.0, max_side: int = 1920,
-                     settings: EncodeSettings = EncodeSettings()) -> AvatarIntake:  # noqa: B008 - frozen dataclass
+def normalize_avatar(source: str | os.PathLike[str], dest_mp4: str | os.PathLike[str], *, fps: float = DEFAULT_FPS,
+                     still_seconds: float = DEFAULT_STILL_SECONDS, max_side: int = 1920,
+                     settings: EncodeSettings = EncodeSettings(),  # noqa: B008 - frozen dataclass
+                     limits: ToolLimits | None = None) -> AvatarIntake:
     """Normalize an avatar upload to ``dest_mp4`` (written atomically) in one ffmpeg pass.
 
     Videos: constant ``fps``, rotation metadata applied (ffmpeg autorotates on decode; the output carries no
     rotation), long side ≤ ``max_side``, even dimensions, H.264 yuv420p, audio dropped, ``+faststart``. A photo
     becomes ``still_seconds`` of video. A truncated upload keeps what decodes; under 1 s raises ``TooShortError``.
+    ``limits``: of ffprobe and ffmpeg (default: from the environment).
     """
     source, dest = Path(source), Path(dest_mp4)
     if fps <= 0 or still_seconds < MIN_AVATAR_SECONDS or max_side < MIN_SIDE_PX:
@@ -130,7 +133,7 @@ def normalize_avatar(source: str | os.PathLike[str], dest_mp4: str | os.PathLike
     if _extension(source) not in AVATAR_EXTENSIONS:
         problem = f"'.{_extension(source)}' is not an accepted avatar format" if source.suffix else "has no extension"
         raise UnsupportedFormatError(source, problem, f"{AVATAR_FIX} as " + ", ".join(sorted(AVATAR_EXTENSIONS)))
-    info = _probe_avatar(source)
+    info = _probe_avatar(source, limits)
     video = info.video
     assert video is not None
     still = video.is_image
@@ -185,13 +188,13 @@ def normalize_avatar(source: str | os.PathLike[str], dest_mp4: str | os.PathLike
                                 **settings.video_options(), **extra).overwrite_output()
         try:
             run_ffmpeg(command, f"normalizing avatar {source}", subject=source,
-                       media_seconds=still_seconds if still else (video.duration or info.duration))
+                       media_seconds=still_seconds if still else (video.duration or info.duration), limits=limits)
         except RuntimeError as error:
             if any(marker in str(error).lower() for marker in _DAMAGED_INPUT_MARKERS):
                 raise TooShortError(source, "no video frame could be decoded (the upload looks cut short or "
                                             "damaged)", "upload the file again") from error
             raise
-        out = probe(tmp).video
+        out = probe(tmp, limits=limits).video
         if out is None or (out.width, out.height) != (out_w, out_h) or out.rotation:
             raise RuntimeError(f"normalizing avatar {source}: expected {out_w}×{out_h} upright, got {out}")
         frame_count = out.frame_count or 0

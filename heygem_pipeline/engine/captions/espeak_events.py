@@ -26,6 +26,7 @@ import numpy as np
 
 from heygem_pipeline.engine.media.tools import run_tool
 from heygem_pipeline.errors import ToolMissingError
+from heygem_pipeline.settings import DEFAULT_VOICE
 
 _EVENT_END_OF_LIST, _EVENT_WORD = 0, 1
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
@@ -104,7 +105,7 @@ def _synthesize_here(text: str, voice: str) -> Synthesis:
     return Synthesis(words, samples, rate)
 
 
-def espeak_words(text: str, voice: str = "en-us") -> Synthesis:
+def espeak_words(text: str, voice: str = DEFAULT_VOICE) -> Synthesis:
     """Synthesize ``text`` as the ``espeak-ng`` command does and return its word events and samples.
 
     The library keeps state from one text to the next (a second text's samples differ from the command's, and
@@ -123,7 +124,7 @@ def espeak_words(text: str, voice: str = "en-us") -> Synthesis:
     return Synthesis([SpokenWord(*w) for w in data["words"]], samples, int(data["rate"]))
 
 
-def start_errors(text: str, timed: list[tuple[str, float]], voice: str = "en-us") -> list[float | None]:
+def start_errors(text: str, timed: list[tuple[str, float]], voice: str = DEFAULT_VOICE) -> list[float | None]:
     """Signed start errors (seconds, measured minus espeak-ng's) of consecutive pieces of ``text`` (words or cue
     texts, in order, with their measured starts); None where espeak-ng reported no word at the piece's start."""
     events = espeak_words(text, voice).words

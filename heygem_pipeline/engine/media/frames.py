@@ -32,7 +32,7 @@ from heygem_pipeline.engine.media.tools import (
     spawn,
 )
 from heygem_pipeline.errors import NotMediaError
-from heygem_pipeline.settings import ToolLimits
+from heygem_pipeline.settings import DEFAULT_CRF, DEFAULT_PRESET, ToolLimits
 
 FRAME_SHAPES = ("bgr24", "yuv420p")
 
@@ -245,8 +245,8 @@ def iter_frames(path: str | os.PathLike[str]) -> Iterator[np.ndarray]:
 class EncodeSettings:
     """H.264 output settings shared by normalization and rendering."""
 
-    crf: int = 18
-    preset: str = "veryfast"
+    crf: int = DEFAULT_CRF
+    preset: str = DEFAULT_PRESET
     audio_bitrate: str = "192k"
     # Threads of each ffmpeg process of a stage (its encoder, the render's template decoder). None: ffmpeg's
     # choice, about 1.5 per core, right for one stage alone. Stages running side by side (``heygem run``'s two
