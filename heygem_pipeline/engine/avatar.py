@@ -19,9 +19,11 @@ from heygem_pipeline.engine.media.frames import EncodeSettings
 from heygem_pipeline.engine.media.probe import MediaInfo, probe
 from heygem_pipeline.engine.media.tools import ff_path, run_ffmpeg
 from heygem_pipeline.errors import (
+    DamagedFileError,
     NoFaceError,
     NotMediaError,
     NoVideoStreamError,
+    ToolFailedError,
     TooShortError,
     UnsupportedFormatError,
 )
@@ -35,9 +37,12 @@ AVATAR_FIX = "upload a video or a photo of the presenter"
 MIN_AVATAR_SECONDS = 1.0
 MIN_SIDE_PX = 64  # below this there is no face worth tracking
 
-# ffmpeg stderr fragments that mean "the input is damaged or cut short", not "the machine has a problem".
-_DAMAGED_INPUT_MARKERS = ("invalid data", "partial file", "after eof", "prematurely", "moov atom",
-                          "error while decoding", "could not find codec parameters", "no frame")
+# What ffmpeg's stderr says when it cannot decode its input (damaged or cut-short data). Matched against the
+# tool's stderr only (``ToolFailedError.stderr_tail``), never against a message that also holds the file's name.
+# A deterministic failure without one of these (an encoder missing from the ffmpeg build, a filter bug) stays a
+# ``ToolFailedError``: it fails at once with ffmpeg's words, and does not send the user to upload again.
+_DECODE_FAILURES = ("invalid data", "partial file", "after eof", "prematurely", "moov atom", "error while decoding",
+                    "could not find codec parameters", "no frame")
 
 # EXIF orientation → (ffmpeg filters that make the picture upright, degrees clockwise applied, mirrored).
 _EXIF_ORIENTATION: dict[int, tuple[list[tuple[str, tuple]], int, bool]] = {
@@ -189,11 +194,14 @@ def normalize_avatar(source: str | os.PathLike[str], dest_mp4: str | os.PathLike
         try:
             run_ffmpeg(command, f"normalizing avatar {source}", subject=source,
                        media_seconds=still_seconds if still else (video.duration or info.duration), limits=limits)
-        except RuntimeError as error:
-            if any(marker in str(error).lower() for marker in _DAMAGED_INPUT_MARKERS):
-                raise TooShortError(source, "no video frame could be decoded (the upload looks cut short or "
-                                            "damaged)", "upload the file again") from error
-            raise
+        except ToolFailedError as error:
+            decode_failure = any(marker in error.stderr_tail.lower() for marker in _DECODE_FAILURES)
+            if error.transient or not decode_failure:
+                raise  # the disk or the share failed (a retry may work), or the machine did (not the upload)
+            # The same bytes fail the same way on every attempt: the user's file, not a fault to retry. ffmpeg's
+            # own words stay on the cause (error.stderr_tail) for the logs.
+            raise DamagedFileError(source, "no video frame could be decoded (the upload looks cut short or "
+                                           "damaged)", "upload the file again (or export it again)") from error
         out = probe(tmp, limits=limits).video
         if out is None or (out.width, out.height) != (out_w, out_h) or out.rotation:
             raise RuntimeError(f"normalizing avatar {source}: expected {out_w}×{out_h} upright, got {out}")

@@ -28,6 +28,7 @@ from heygem_pipeline.errors import (
     EmptyFileError,
     NoAudioStreamError,
     NotMediaError,
+    ToolFailedError,
     TooShortError,
     UnsupportedFormatError,
 )
@@ -78,7 +79,11 @@ def _decode(path: str | os.PathLike[str], info: MediaInfo | None = None, limits:
     stderr = result.stderr.decode(errors="replace").strip()
     tail = " | ".join(stderr.splitlines()[-3:])
     if samples.size == 0 and result.returncode != 0:
-        raise NotMediaError(path, f"its audio could not be decoded ({tail})", "export the voice track again")
+        failure = ToolFailedError("ffmpeg", path, result.returncode, tail, doing=f"decoding the audio of {path}")
+        if failure.transient:
+            raise failure  # the disk or the share failed, not the upload: a retry may decode it
+        raise NotMediaError(path, f"its audio could not be decoded ({tail})", "export the voice track again"
+                            ) from failure
     seconds = samples.size / ANALYSIS_RATE
     if seconds < MIN_SCRIPT_SECONDS:
         raise TooShortError(path, f"only {seconds:.2f} s of audio could be decoded (at least "
@@ -129,9 +134,9 @@ def synthesize_speech(text: str, dest_wav: str | os.PathLike[str], voice: str = 
         result = run_tool(command, subject=subject or dest, media_seconds=len(text) / 12.0, stdin=text.encode("utf-8"),
                           limits=limits)
         if result.returncode != 0 or tmp.stat().st_size <= 44:
-            message = result.stderr.decode(errors="replace").strip() or f"exit status {result.returncode}"
-            raise RuntimeError(f"espeak-ng could not voice the text with voice {voice!r} ({message}); "
-                               "list the installed voices with: espeak-ng --voices")
+            raise ToolFailedError("espeak-ng", subject or dest, result.returncode, result.stderr_tail(),
+                                  doing=f"voicing the text with voice {voice!r}",
+                                  fix="list the installed voices with: espeak-ng --voices")
     return dest
 
 

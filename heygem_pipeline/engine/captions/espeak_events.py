@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from heygem_pipeline.engine.media.tools import run_tool
-from heygem_pipeline.errors import ToolMissingError
+from heygem_pipeline.errors import ToolFailedError, ToolMissingError
 from heygem_pipeline.settings import DEFAULT_VOICE
 
 _EVENT_END_OF_LIST, _EVENT_WORD = 0, 1
@@ -118,7 +118,8 @@ def espeak_words(text: str, voice: str = DEFAULT_VOICE) -> Synthesis:
     result = run_tool([sys.executable, "-c", code, voice],
                       subject=f"espeak-ng voice {voice}", media_seconds=len(text) / 12.0, stdin=text.encode("utf-8"))
     if result.returncode != 0:
-        raise RuntimeError(f"espeak-ng word events failed: {result.stderr_tail()}")
+        raise ToolFailedError("espeak-ng", f"espeak-ng voice {voice}", result.returncode, result.stderr_tail(),
+                              doing=f"timing the words of voice {voice}")
     data = json.loads(result.stdout)
     samples = np.frombuffer(base64.b64decode(data["samples"]), dtype="<i2")
     return Synthesis([SpokenWord(*w) for w in data["words"]], samples, int(data["rate"]))
