@@ -28,13 +28,13 @@ def avatar_video(context: AssetExecutionContext, bucket: BucketResource, ffmpeg:
     with stage_failures(context, store, "avatar", key, token, source=store.uri(upload.rel)):
         with store.local_file(upload.rel) as local_upload, store.local_folder(
                 folder, outputs=(folders.AVATAR_TEMPLATE, folders.AVATAR_RECORD)) as work:
-            settings = ffmpeg.encode_settings()
+            settings, limits = ffmpeg.encode_settings(), ffmpeg.tool_limits()
             intake = stages.prepare_avatar(local_upload, work, fps=media.fps, still_seconds=media.still_seconds,
-                                             settings=settings)
+                                             settings=settings, limits=limits)
             # A photo's clip shows the same picture throughout: its first frame decodes alone, without a seek.
             thumbnail = thumbnail_markdown(thumbnail_jpeg(
                 work / folders.AVATAR_TEMPLATE, at=0.0 if intake.was_still else PREVIEW_AT,
-                frames=intake.frame_count, fps=intake.fps, threads=settings.threads))
+                frames=intake.frame_count, fps=intake.fps, threads=settings.threads, limits=limits))
         store.write_json(avatar_stamp_path(store, key), stamp(token, source=upload.name))
     return MaterializeResult(metadata={
         "source": upload.name,
@@ -68,7 +68,7 @@ def face_track(context: AssetExecutionContext, bucket: BucketResource, ffmpeg: F
                           allow_retries=False)
         with store.local_folder(folder, inputs=(folders.AVATAR_TEMPLATE,),
                                 outputs=(folders.AVATAR_TRACK, folders.AVATAR_BANK)) as work:
-            track = stages.track_avatar(work)
+            track = stages.track_avatar(work, limits=ffmpeg.tool_limits())
             bank = MouthBank.load(work / folders.AVATAR_BANK)
         store.write_json(track_stamp_path(store, key), stamp(token, source=upload.name))
     summary = track.summary()

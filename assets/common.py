@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import sys
 from collections.abc import Iterator
 
-from dagster import Backoff, Failure, Jitter, MetadataValue, RetryPolicy
-from dagster._core.errors import DagsterExecutionInterruptedError
+from dagster import Backoff, DagsterExecutionInterruptedError, Failure, Jitter, MetadataValue, RetryPolicy
 
-from heygem_pipeline.errors import HeygemError, InputError
+from heygem_pipeline.errors import HeygemError, InputError, ToolFailedError
 from heygem_pipeline.factory.bucket import Bucket
 from heygem_pipeline.factory.state import clear_error, write_error
 
-# Transient faults (storage hiccups, an encoder or the GPU dying mid-run) are retried with exponential backoff:
-# 2 s, 4 s, 8 s (± jitter). Bad input is never retried (see `stage_failures`).
+# Transient faults (storage hiccups, a tool's I/O error, memory running out) are retried with exponential backoff:
+# 2 s, 4 s, 8 s (± jitter). Anything else fails at once (see `retryable`).
 TRANSIENT_RETRY = RetryPolicy(max_retries=3, delay=2.0, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
 
 GROUP_SCRIPTS, GROUP_AVATARS, GROUP_VIDEOS, GROUP_DELIVERABLES = "scripts", "avatars", "videos", "deliverables"
@@ -27,12 +27,44 @@ def _record_error(context, bucket: Bucket, stage: str, key: str, token: str, mes
         context.log.warning(f"could not record the failure of {stage} {key}: {error}")
 
 
+def retryable(error: BaseException) -> bool:
+    """Whether another attempt may succeed where this one failed.
+
+    Yes: a tool that reported an I/O fault of the machine (``ToolFailedError.transient``), an ``OSError`` (the
+    bucket, the network, the local disk: fsspec raises ``ConnectionError``, ``TimeoutError``, ``OSError``), and
+    memory running out (host or GPU: another job may hold it now). No: bad input (``InputError``), a missing tool,
+    bad settings, a tool that failed on the file (the same bytes fail the same way), and a tool stopped by its time
+    limit (``ToolTimeoutError``: that attempt already waited the whole limit, minutes for a long video, and three
+    more would hold a worker for as long again; its message tells the user to retry once the share is back). Any
+    other exception is a bug in this code, which no retry fixes.
+    """
+    if isinstance(error, ToolFailedError):
+        return error.transient
+    if isinstance(error, HeygemError):
+        return False
+    if isinstance(error, OSError | MemoryError):
+        return True
+    torch = sys.modules.get("torch")  # only when a stage already loaded it
+    return torch is not None and isinstance(error, torch.cuda.OutOfMemoryError)
+
+
+def failure_message(error: BaseException, source: str | None = None) -> str:
+    """The one line recorded for the manifest: the error's own message for errors of this package (``source``
+    names the user's file in an input error), and the exception's type before anything else's."""
+    if isinstance(error, InputError):
+        return f"{source or error.path}: {error.problem}; {error.fix}"
+    if isinstance(error, HeygemError):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
+
+
 @contextlib.contextmanager
 def stage_failures(context, bucket: Bucket, stage: str, key: str, token: str,
                    source: str | None = None) -> Iterator[None]:
-    """Run one stage: bad input becomes a non-retryable ``Failure`` carrying the intake error's message; any
-    other exception propagates, so the retry policy retries it. The last failure is recorded in the bucket
-    (``work/errors/``) for the manifest and cleared on success. ``source`` names the user's file in messages."""
+    """Run one stage: a transient fault (``retryable``) propagates, so the retry policy retries it; any other
+    failure becomes a non-retryable ``Failure`` carrying its message (bad input: the intake error's). The last
+    failure is recorded in the bucket (``work/errors/``) for the manifest and cleared on success. ``source`` names
+    the user's file in messages."""
     try:
         yield
     except (KeyboardInterrupt, DagsterExecutionInterruptedError) as interrupt:
@@ -44,18 +76,15 @@ def stage_failures(context, bucket: Bucket, stage: str, key: str, token: str,
     except Failure as failure:
         _record_error(context, bucket, stage, key, token, failure.description or str(failure), final=True)
         raise
-    except HeygemError as error:
-        if isinstance(error, InputError):
-            message = f"{source or error.path}: {error.problem}; {error.fix}"
-        else:
-            message = str(error)
-        _record_error(context, bucket, stage, key, token, message, final=True)
-        raise Failure(description=message, allow_retries=False,
-                      metadata={"stage": stage, "key": key, "error": type(error).__name__}) from error
     except Exception as error:
+        message = failure_message(error, source)
+        if not retryable(error):
+            _record_error(context, bucket, stage, key, token, message, final=True)
+            raise Failure(description=message, allow_retries=False,
+                          metadata={"stage": stage, "key": key, "error": type(error).__name__}) from error
         final = context.retry_number >= TRANSIENT_RETRY.max_retries
-        _record_error(context, bucket, stage, key, token, f"{type(error).__name__}: {error}", final)
-        context.log.warning(f"{stage} {key} failed on attempt {context.retry_number + 1}: {error}"
+        _record_error(context, bucket, stage, key, token, message, final)
+        context.log.warning(f"{stage} {key} failed on attempt {context.retry_number + 1}: {message}"
                             + ("" if final else " (will retry)"))
         raise
     clear_error(bucket, stage, key)

@@ -44,7 +44,8 @@ def script_intake(context: AssetExecutionContext, bucket: BucketResource,
             local_upload = stack.enter_context(store.local_file(upload.rel))
             local_text = stack.enter_context(store.local_file(transcript.rel)) if transcript else None
             work = stack.enter_context(store.local_folder(folder, outputs=SCRIPT_OUTPUTS))
-            record = stages.prepare_script(local_upload, work, voice=media.voice, transcript=local_text)
+            record = stages.prepare_script(local_upload, work, voice=media.voice, transcript=local_text,
+                                             limits=ffmpeg.tool_limits())
         store.write_json(script_stamp_path(store, key),
                          stamp(token, source=upload.name, duration_s=record["duration_s"]))
     common = {"source": upload.name, "source_uri": MetadataValue.path(store.uri(upload.rel)),

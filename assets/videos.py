@@ -94,7 +94,8 @@ def lipsync_video(context: AssetExecutionContext, config: RenderConfig, bucket: 
               store.local_folder(video_rel.rpartition("/")[0], outputs=(video_rel.rpartition("/")[2],)) as out):
             result = stages.render_pair(script_work, avatar_work, out / video_rel.rpartition("/")[2], lip_sync,
                                           settings=ffmpeg.encode_settings(options.crf, options.preset),
-                                          progress=progress, subtitles=options.subtitles)
+                                          progress=progress, subtitles=options.subtitles,
+                                          limits=ffmpeg.tool_limits())
             size = result.path.stat().st_size
             thumbnail = thumbnail_markdown(result.preview_jpeg)
             sheet = thumbnail_markdown(sheet_jpeg(result.contact_sheet_png)) if result.contact_sheet_png else None

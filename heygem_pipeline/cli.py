@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from heygem_pipeline.errors import HeygemError
-from heygem_pipeline.settings import Settings
+from heygem_pipeline.settings import DEFAULT_ENGINE, DEFAULT_FPS, DEFAULT_VOICE, ENGINE_NAMES, Settings
 
 
 class ProgressBar:
@@ -73,15 +73,16 @@ def _render(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="heygem-render-") as tmp:
         work = Path(tmp)
         print(f"analysing voice  {args.audio}", file=sys.stderr)
+        limits = settings.tool_limits
         stages.prepare_script(args.audio, work / "script", voice=args.voice or settings.voice,
-                                transcript=args.transcript)
+                                transcript=args.transcript, limits=limits)
         print(f"normalizing      {args.avatar}", file=sys.stderr)
         stages.prepare_avatar(args.avatar, work / "avatar", fps=args.fps, still_seconds=settings.still_seconds,
-                                settings=encode)
-        stages.track_avatar(work / "avatar", progress=ProgressBar("tracking face ", "frames"))
+                                settings=encode, limits=limits)
+        stages.track_avatar(work / "avatar", progress=ProgressBar("tracking face ", "frames"), limits=limits)
         result = stages.render_pair(work / "script", work / "avatar", output, engine, settings=encode,
                                       progress=ProgressBar(f"rendering {engine.name:<5}", "frames"),
-                                      subtitles=subtitles)
+                                      subtitles=subtitles, limits=limits)
         sidecars = stages.write_subtitles(work / "script", output)
     if args.contact_sheet:
         with atomic_output(Path(args.contact_sheet)) as tmp:
@@ -207,12 +208,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "with sound, or a .txt voiced by espeak-ng)")
     render.add_argument("--avatar", required=True, help="presenter template video or photo")
     render.add_argument("-o", "--output", required=True, help="output .mp4")
-    render.add_argument("--engine", default=None, choices=("viseme", "wav2lip"),
-                        help="lip-sync engine (default: $HEYGEM_ENGINE or viseme)")
+    render.add_argument("--engine", default=None, choices=ENGINE_NAMES,
+                        help=f"lip-sync engine (default: $HEYGEM_ENGINE or {DEFAULT_ENGINE})")
     render.add_argument("--checkpoint", help="wav2lip.pth / wav2lip_gan.pth for --engine wav2lip "
                         "(default: $HEYGEM_WAV2LIP_CHECKPOINT)")
-    render.add_argument("--fps", type=float, default=None, help="output frame rate (default: $HEYGEM_FPS or 25)")
-    render.add_argument("--voice", help="espeak-ng voice for .txt scripts (default: $HEYGEM_VOICE or en-us)")
+    render.add_argument("--fps", type=float, default=None,
+                        help=f"output frame rate (default: $HEYGEM_FPS or {DEFAULT_FPS:g})")
+    render.add_argument("--voice", help=f"espeak-ng voice for .txt scripts (default: $HEYGEM_VOICE or "
+                        f"{DEFAULT_VOICE})")
     render.add_argument("--transcript", help="UTF-8 text of what an audio script says: captions are timed to it "
                         "(.txt scripts need none)")
     render.add_argument("--subtitles", choices=("sidecar", "burn"), default="sidecar",
@@ -278,13 +281,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    settings = Settings.from_env()
-    if getattr(args, "engine", "x") is None:
-        args.engine = settings.engine
-    if getattr(args, "fps", 0) is None:
-        args.fps = settings.fps
+    args = build_parser().parse_args(argv)  # --help works whatever the environment holds
     try:
+        settings = Settings.from_env()  # a bad HEYGEM_* variable: one line naming it (SettingsError), status 2
+        if getattr(args, "engine", "x") is None:
+            args.engine = settings.engine
+        if getattr(args, "fps", 0) is None:
+            args.fps = settings.fps
         return args.handler(args)
     except HeygemError as error:
         print(f"error: {error}", file=sys.stderr)

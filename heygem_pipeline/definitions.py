@@ -17,7 +17,10 @@ from assets.videos import lipsync_video
 from heygem_pipeline.settings import Settings
 from resources import build_resources
 
-settings = Settings.from_env()  # read once, here: the code location's one reader of the environment
+# The environment is read and validated here, once per code location load: a bad HEYGEM_* value stops the load with
+# one SettingsError line naming the variable (the UI shows it as the location's load error).
+settings = Settings.from_env()
+
 defs = Definitions(
     assets=[script_intake, avatar_video, face_track, lipsync_video, campaign_manifest, campaign_zip],
     asset_checks=[lipsync_quality_checks],

@@ -17,6 +17,7 @@ from heygem_pipeline.demo_media import write_still, write_template_video
 from heygem_pipeline.engine.audio.intake import decode_audio, synthesize_speech
 from heygem_pipeline.engine.media.files import atomic_output
 from heygem_pipeline.factory.layout import TRANSCRIPTS_PREFIX
+from heygem_pipeline.settings import DEFAULT_FPS, DEFAULT_VOICE
 
 DEMO_BUCKET = Path("data/demo-bucket")
 
@@ -36,7 +37,7 @@ DEMO_SCRIPTS: dict[str, list[str]] = {
 class DemoSize:
     width: int = 1280
     height: int = 720
-    fps: float = 25.0
+    fps: float = DEFAULT_FPS
     template_seconds: float = 6.0
     pause_s: float = 0.8
 
@@ -56,7 +57,7 @@ def _voice_script(sentences: list[str], dest: Path, voice: str, pause_s: float) 
         sf.write(tmp, np.concatenate(pieces), rate, format="WAV", subtype="PCM_16")
 
 
-def build_demo_bucket(root: Path = DEMO_BUCKET, size: DemoSize | None = None, voice: str = "en-us") -> Path:
+def build_demo_bucket(root: Path = DEMO_BUCKET, size: DemoSize | None = None, voice: str = DEFAULT_VOICE) -> Path:
     """Create (or complete) a demo bucket with 2 scripts (and their transcripts) and 2 avatars; return its root."""
     size = size or DemoSize()
     scripts, avatars = root / "scripts", root / "avatars"

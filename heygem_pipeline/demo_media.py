@@ -18,6 +18,7 @@ import numpy as np
 
 from heygem_pipeline.engine.media.files import atomic_output
 from heygem_pipeline.engine.media.frames import EncodeSettings, FrameWriter
+from heygem_pipeline.settings import DEFAULT_FPS
 
 # Where the astronaut photo is placed: its height as a share of the frame height, and its bottom edge flush with
 # the frame's bottom like a presenter standing in front of the camera. 0.8 gives a face box ≈ 0.16 of the frame
@@ -93,7 +94,7 @@ def head_motion(t: float, centre: np.ndarray, height: int) -> np.ndarray:
 
 
 def write_template_video(path: str | os.PathLike[str], seconds: float, width: int = 1280, height: int = 720,
-                         fps: float = 25, motion: bool = True, settings: EncodeSettings | None = None) -> Path:
+                         fps: float = DEFAULT_FPS, motion: bool = True, settings: EncodeSettings | None = None) -> Path:
     """Write an H.264 MP4 presenter template of ``seconds`` at ``fps``, frames streamed into the encoder."""
     if width % 2 or height % 2:
         raise ValueError("width and height must be even for H.264 yuv420p")

@@ -1,8 +1,8 @@
-"""Typed errors for bad input.
+"""Typed errors for bad input, bad settings and failed tools.
 
-Every error a user can cause carries the file it is about and what to do, so one line in a log or in the
-manifest is enough to fix the upload. ``InputError`` means "retrying will not help"; the Dagster layer turns
-it into a non-retryable failure.
+Every error a user can cause carries the file (or variable) it is about and what to do, so one line in a log or
+in the manifest is enough to fix it. ``InputError`` means "retrying will not help"; the Dagster layer turns it
+into a non-retryable failure. ``ToolFailedError.transient`` says whether a retry may help a failed tool.
 """
 
 from __future__ import annotations
@@ -10,6 +10,11 @@ from __future__ import annotations
 
 class HeygemError(Exception):
     """Base class of every error this package raises on purpose."""
+
+
+class SettingsError(HeygemError, ValueError):
+    """An environment variable with a value the factory cannot use; the message names it, what it must be and
+    what it was, on one line."""
 
 
 class InputError(HeygemError):
@@ -40,6 +45,10 @@ class NoVideoStreamError(InputError):
 
 class TooShortError(InputError):
     """Less usable media than the pipeline needs (truncated upload, or a clip shorter than 1 s)."""
+
+
+class DamagedFileError(InputError):
+    """A file the tools recognise as media but cannot decode (corrupt or cut-off data, not a transient fault)."""
 
 
 class NoFaceError(InputError):
@@ -74,3 +83,41 @@ class ToolTimeoutError(HeygemError):
         self.problem = problem
         self.fix = fix
         super().__init__(f"{self.path}: {tool} {problem} and was stopped; {fix}")
+
+
+# Fragments of the operating system's error strings (strerror of EIO, ECONNRESET, ETIMEDOUT, EAGAIN, ENOSPC,
+# ESTALE) as ffmpeg and espeak-ng print them. They mean the disk, the network share or the machine failed the tool,
+# not the file's content: another attempt may succeed, and the failure must not be recorded against the upload.
+# Nothing else is: "Invalid data found", "moov atom not found", "Error while decoding" and the like say the same
+# on every attempt.
+TRANSIENT_TOOL_ERRORS = ("input/output error", "connection reset", "connection timed out",
+                         "resource temporarily unavailable", "no space left on device", "stale file handle")
+
+
+class ToolFailedError(HeygemError):
+    """An external tool (ffmpeg, espeak-ng) exited with an error.
+
+    ``tool``: its name; ``subject``: the file it worked on; ``returncode``: its exit status (negative: killed by
+    that signal); ``stderr_tail``: its last lines of stderr, on one line. ``transient``: whether a retry may help.
+    """
+
+    def __init__(self, tool: str, subject: object, returncode: int, stderr_tail: str, *, doing: str = "",
+                 fix: str = "") -> None:
+        self.tool = tool
+        self.subject = str(subject)
+        self.returncode = returncode
+        self.stderr_tail = stderr_tail
+        self.fix = fix
+        doing = doing or f"working on {self.subject}"
+        if self.subject not in doing:
+            doing += f" ({self.subject})"
+        detail = stderr_tail or (f"exit status {returncode}" if returncode else "it wrote nothing")
+        super().__init__(f"{tool} failed while {doing}: {detail}" + (f"; {fix}" if fix else ""))
+
+    @property
+    def transient(self) -> bool:
+        """True when the tool reports an I/O fault of the machine (see ``TRANSIENT_TOOL_ERRORS``), or was killed by
+        a signal it did not raise itself (the kernel's out-of-memory killer; our own time limits raise
+        ``ToolTimeoutError`` instead). A crash on a file (SIGSEGV) counts too: three retries cost little."""
+        text = self.stderr_tail.lower()
+        return self.returncode < 0 or any(fragment in text for fragment in TRANSIENT_TOOL_ERRORS)

@@ -10,6 +10,7 @@ from pydantic import Field
 
 from heygem_pipeline.engine.lipsync.base import LipSyncEngine
 from heygem_pipeline.engine.lipsync.registry import create_engine
+from heygem_pipeline.settings import DEFAULT_ENGINE, DEFAULT_WAV2LIP_BATCH
 
 # Loading a model costs seconds (and GPU memory): keep each engine for the life of the process, so a run worker
 # or a CLI worker process that renders many pairs loads it once.
@@ -31,10 +32,10 @@ def pick_device(requested: str) -> str:
 
 
 class LipSyncEngineResource(ConfigurableResource):
-    engine: str = Field(default="viseme", description="Default engine: viseme (weights-free) or wav2lip")
+    engine: str = Field(default=DEFAULT_ENGINE, description="Default engine: viseme (weights-free) or wav2lip")
     wav2lip_checkpoint: str | None = Field(default=None, description="Path of the Wav2Lip .pth checkpoint")
     device: str = Field(default="auto", description="auto (cuda when present), cuda or cpu")
-    batch_size: int = Field(default=128, description="Frames per inference batch (wav2lip)")
+    batch_size: int = Field(default=DEFAULT_WAV2LIP_BATCH, description="Frames per inference batch (wav2lip)")
 
     def get(self, name: str | None = None, checkpoint: str | None = None) -> LipSyncEngine:
         """The loaded engine ``name`` (default: the configured one), created and loaded once per process.

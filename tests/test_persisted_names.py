@@ -615,7 +615,7 @@ def _prepare_avatar(upload: Path, work: Path, **_: Any) -> SimpleNamespace:
                            rotation_applied=0, warnings=[])
 
 
-def _track_avatar(work: Path) -> SimpleNamespace:
+def _track_avatar(work: Path, **_: Any) -> SimpleNamespace:
     _touch(work, folders.AVATAR_TRACK, folders.AVATAR_BANK)
     return SimpleNamespace(summary=lambda: {"frames": 50, "coverage": 1.0, "interpolated_frames": 0,
                                             "mean_face_height_px": 120.0, "longest_gap_frames": 0,

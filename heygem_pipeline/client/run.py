@@ -318,8 +318,8 @@ def run_factory(bucket: str, campaign: str | None = None, progress: ProgressFn |
     planned_at = time.time()
     scan = scan_bucket(store)
     selected = _select_campaigns(scan, campaign)
-    media = MediaOptions(fps=settings.fps, still_seconds=settings.still_seconds, voice=settings.voice)
-    defaults = RenderOptions(engine=settings.engine, crf=settings.crf, preset=settings.preset)
+    media = MediaOptions.from_settings(settings)
+    defaults = RenderOptions.from_settings(settings, settings.engine)
     # The services start in the background while this process plans and loads Dagster.
     with session(home, REPO_ROOT / "workspace.yaml", automation=False) as services:
         state = FactoryState(store, scan, media, defaults)

@@ -19,12 +19,15 @@ from heygem_pipeline.engine.media.frames import EncodeSettings
 from heygem_pipeline.engine.media.probe import MediaInfo, probe
 from heygem_pipeline.engine.media.tools import ff_path, run_ffmpeg
 from heygem_pipeline.errors import (
+    DamagedFileError,
     NoFaceError,
     NotMediaError,
     NoVideoStreamError,
+    ToolFailedError,
     TooShortError,
     UnsupportedFormatError,
 )
+from heygem_pipeline.settings import DEFAULT_FPS, DEFAULT_STILL_SECONDS, ToolLimits
 
 AVATAR_VIDEO_EXTENSIONS = frozenset({"mp4", "mov", "mkv", "webm", "flv", "avi"})
 AVATAR_IMAGE_EXTENSIONS = frozenset({"png", "jpg", "jpeg", "webp"})
@@ -34,9 +37,12 @@ AVATAR_FIX = "upload a video or a photo of the presenter"
 MIN_AVATAR_SECONDS = 1.0
 MIN_SIDE_PX = 64  # below this there is no face worth tracking
 
-# ffmpeg stderr fragments that mean "the input is damaged or cut short", not "the machine has a problem".
-_DAMAGED_INPUT_MARKERS = ("invalid data", "partial file", "after eof", "prematurely", "moov atom",
-                          "error while decoding", "could not find codec parameters", "no frame")
+# What ffmpeg's stderr says when it cannot decode its input (damaged or cut-short data). Matched against the
+# tool's stderr only (``ToolFailedError.stderr_tail``), never against a message that also holds the file's name.
+# A deterministic failure without one of these (an encoder missing from the ffmpeg build, a filter bug) stays a
+# ``ToolFailedError``: it fails at once with ffmpeg's words, and does not send the user to upload again.
+_DECODE_FAILURES = ("invalid data", "partial file", "after eof", "prematurely", "moov atom", "error while decoding",
+                    "could not find codec parameters", "no frame")
 
 # EXIF orientation → (ffmpeg filters that make the picture upright, degrees clockwise applied, mirrored).
 _EXIF_ORIENTATION: dict[int, tuple[list[tuple[str, tuple]], int, bool]] = {
@@ -99,9 +105,9 @@ def _target_size(width: int, height: int, max_side: int) -> tuple[int, int, bool
     return width - width % 2, height - height % 2, False
 
 
-def _probe_avatar(source: Path) -> MediaInfo:
+def _probe_avatar(source: Path, limits: ToolLimits | None) -> MediaInfo:
     try:
-        info = probe(source)
+        info = probe(source, limits=limits)
     except NotMediaError as error:
         if not source.is_file():
             raise  # "file does not exist" says it best
@@ -114,14 +120,16 @@ def _probe_avatar(source: Path) -> MediaInfo:
     return info
 
 
-def normalize_avatar(source: str | os.PathLike[str], dest_mp4: str | os.PathLike[str], *, fps: float = 25.0,
-                     still_seconds: float = 5.0, max_side: int = 1920,
-                     settings: EncodeSettings = EncodeSettings()) -> AvatarIntake:  # noqa: B008 - frozen dataclass
+def normalize_avatar(source: str | os.PathLike[str], dest_mp4: str | os.PathLike[str], *, fps: float = DEFAULT_FPS,
+                     still_seconds: float = DEFAULT_STILL_SECONDS, max_side: int = 1920,
+                     settings: EncodeSettings = EncodeSettings(),  # noqa: B008 - frozen dataclass
+                     limits: ToolLimits | None = None) -> AvatarIntake:
     """Normalize an avatar upload to ``dest_mp4`` (written atomically) in one ffmpeg pass.
 
     Videos: constant ``fps``, rotation metadata applied (ffmpeg autorotates on decode; the output carries no
     rotation), long side ≤ ``max_side``, even dimensions, H.264 yuv420p, audio dropped, ``+faststart``. A photo
     becomes ``still_seconds`` of video. A truncated upload keeps what decodes; under 1 s raises ``TooShortError``.
+    ``limits``: of ffprobe and ffmpeg (default: from the environment).
     """
     source, dest = Path(source), Path(dest_mp4)
     if fps <= 0 or still_seconds < MIN_AVATAR_SECONDS or max_side < MIN_SIDE_PX:
@@ -130,7 +138,7 @@ def normalize_avatar(source: str | os.PathLike[str], dest_mp4: str | os.PathLike
     if _extension(source) not in AVATAR_EXTENSIONS:
         problem = f"'.{_extension(source)}' is not an accepted avatar format" if source.suffix else "has no extension"
         raise UnsupportedFormatError(source, problem, f"{AVATAR_FIX} as " + ", ".join(sorted(AVATAR_EXTENSIONS)))
-    info = _probe_avatar(source)
+    info = _probe_avatar(source, limits)
     video = info.video
     assert video is not None
     still = video.is_image
@@ -185,13 +193,16 @@ def normalize_avatar(source: str | os.PathLike[str], dest_mp4: str | os.PathLike
                                 **settings.video_options(), **extra).overwrite_output()
         try:
             run_ffmpeg(command, f"normalizing avatar {source}", subject=source,
-                       media_seconds=still_seconds if still else (video.duration or info.duration))
-        except RuntimeError as error:
-            if any(marker in str(error).lower() for marker in _DAMAGED_INPUT_MARKERS):
-                raise TooShortError(source, "no video frame could be decoded (the upload looks cut short or "
-                                            "damaged)", "upload the file again") from error
-            raise
-        out = probe(tmp).video
+                       media_seconds=still_seconds if still else (video.duration or info.duration), limits=limits)
+        except ToolFailedError as error:
+            decode_failure = any(marker in error.stderr_tail.lower() for marker in _DECODE_FAILURES)
+            if error.transient or not decode_failure:
+                raise  # the disk or the share failed (a retry may work), or the machine did (not the upload)
+            # The same bytes fail the same way on every attempt: the user's file, not a fault to retry. ffmpeg's
+            # own words stay on the cause (error.stderr_tail) for the logs.
+            raise DamagedFileError(source, "no video frame could be decoded (the upload looks cut short or "
+                                           "damaged)", "upload the file again (or export it again)") from error
+        out = probe(tmp, limits=limits).video
         if out is None or (out.width, out.height) != (out_w, out_h) or out.rotation:
             raise RuntimeError(f"normalizing avatar {source}: expected {out_w}×{out_h} upright, got {out}")
         frame_count = out.frame_count or 0

@@ -22,6 +22,7 @@ from heygem_pipeline.engine.lipsync.base import LipSyncEngine, RenderItem
 from heygem_pipeline.engine.media.frames import EncodeSettings, FrameReader, FrameWriter
 from heygem_pipeline.engine.media.previews import PREVIEW_AT, frame_jpeg
 from heygem_pipeline.engine.mouth.bank import MouthBank
+from heygem_pipeline.settings import ToolLimits
 
 Progress = Callable[[int, int], None]
 BACKWARD_BLOCK = 24  # frames held in memory to play a stretch of template backwards
@@ -72,20 +73,21 @@ def _runs(order: np.ndarray) -> Iterator[tuple[int, int, int]]:
 
 
 def template_frames(template: Path, order: np.ndarray, width: int, height: int, fps: float,
-                    pix_fmt: str = "bgr24", threads: int | None = None) -> Iterator[np.ndarray]:
+                    pix_fmt: str = "bgr24", threads: int | None = None,
+                    limits: ToolLimits | None = None) -> Iterator[np.ndarray]:
     """Stream the template's frames in ``order`` (forward runs decode straight through; backward runs decode
     short blocks and reverse them, so at most ``BACKWARD_BLOCK`` frames are ever held)."""
     for first, last, step in _runs(order):
         if step == 1:
             with FrameReader(template, width, height, start_frame=first, max_frames=last - first + 1,
-                             fps=fps, pix_fmt=pix_fmt, threads=threads) as reader:
+                             fps=fps, pix_fmt=pix_fmt, threads=threads, limits=limits) as reader:
                 yield from reader
             continue
         top = first
         while top >= last:
             bottom = max(last, top - BACKWARD_BLOCK + 1)
             with FrameReader(template, width, height, start_frame=bottom, max_frames=top - bottom + 1,
-                             fps=fps, pix_fmt=pix_fmt, threads=threads) as reader:
+                             fps=fps, pix_fmt=pix_fmt, threads=threads, limits=limits) as reader:
                 block = list(reader)
             yield from reversed(block)
             top = bottom - 1
@@ -94,18 +96,20 @@ def template_frames(template: Path, order: np.ndarray, width: int, height: int, 
 def render_video(features: ScriptFeatures, audio_source: str | os.PathLike[str], template: str | os.PathLike[str],
                  track: FaceTrack, engine: LipSyncEngine, dest: str | os.PathLike[str], *,
                  settings: EncodeSettings | None = None, progress: Progress | None = None,
-                 subtitles: str | os.PathLike[str] | None = None, mouths: MouthBank | None = None) -> RenderResult:
+                 subtitles: str | os.PathLike[str] | None = None, mouths: MouthBank | None = None,
+                 limits: ToolLimits | None = None) -> RenderResult:
     """Render ``features`` onto ``template`` with ``engine``; mux ``audio_source``; write ``dest`` atomically.
 
     ``subtitles``: an ASS script (``burnin.write_ass``) burnt into the picture during the encode; ``mouths``: the
-    avatar's mouth bank, for engines that use one."""
+    avatar's mouth bank, for engines that use one; ``limits``: of the decoders and the encoder (default: from the
+    environment)."""
     started = time.perf_counter()
     fps = float(track.fps)
     n_out = frame_count(features.duration, fps)
     order = pingpong_indices(n_out, len(track))
     settings = settings or EncodeSettings()
     frames = template_frames(Path(template), order, track.width, track.height, fps, engine.frame_format,
-                             threads=settings.threads)
+                             threads=settings.threads, limits=limits)
     sheet = SheetCollector(features.samples, features.sample_rate, n_out, fps, engine.frame_format)
     faces = [track.frame(int(order[index])) for index in range(n_out)]  # views into the track: no copies
 
@@ -118,7 +122,7 @@ def render_video(features: ScriptFeatures, audio_source: str | os.PathLike[str],
     preview_index, preview = min(n_out - 1, int(n_out * PREVIEW_AT)), b""
     engine.load()
     with FrameWriter(dest, track.width, track.height, fps, audio=audio_source, settings=settings,
-                     pix_fmt=engine.frame_format, subtitles=subtitles) as writer:
+                     pix_fmt=engine.frame_format, subtitles=subtitles, limits=limits) as writer:
         for frame in engine.render(items(), features, fps):
             index = writer.frames_written
             if index == preview_index:

@@ -54,6 +54,7 @@ from heygem_pipeline.engine.media.frames import EncodeSettings
 from heygem_pipeline.engine.media.tools import ff_path, run_ffmpeg
 from heygem_pipeline.engine.mouth.bank import BankBuilder, MouthBank, bank_from_video
 from heygem_pipeline.engine.render import Progress, RenderResult, render_video
+from heygem_pipeline.settings import DEFAULT_FPS, DEFAULT_STILL_SECONDS, DEFAULT_VOICE, ToolLimits
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -66,20 +67,22 @@ def read_record(path: str | os.PathLike[str]) -> dict:
 
 
 def prepare_script(upload: str | os.PathLike[str], workdir: str | os.PathLike[str], *,
-                   voice: str = "en-us", transcript: str | os.PathLike[str] | None = None) -> dict:
+                   voice: str = DEFAULT_VOICE, transcript: str | os.PathLike[str] | None = None,
+                   limits: ToolLimits | None = None) -> dict:
     """Intake + analysis + captions of one script into ``workdir``; returns the intake record (for metadata).
 
     ``transcript``: a UTF-8 text file with what an audio script says (ignored for ``.txt`` scripts, whose text
-    is known); see ``caption_script``.
+    is known); see ``caption_script``. ``limits``: of its tools (default: from the environment).
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    intake = normalize_script(upload, workdir, voice=voice)
+    intake = normalize_script(upload, workdir, voice=voice, limits=limits)
     # Keep the voice as uploaded (stream copy, no re-encode) so the delivered video has its original quality.
     with atomic_output(workdir / SCRIPT_SOURCE) as tmp:
         run_ffmpeg(ffmpeg.input(ff_path(intake.source)).output(ff_path(tmp), map="0:a:0", acodec="copy",
                                                                   format="matroska").overwrite_output(),
-                   f"keeping the audio of {upload}", subject=upload, media_seconds=intake.duration_s)
+                   f"keeping the audio of {upload}", subject=upload, media_seconds=intake.duration_s,
+                   limits=limits)
     samples = load_analysis(intake.analysis_wav)
     features = script_features(samples, language=intake.language, text=intake.text)
     features = dataclasses.replace(features, visemes=mouth_track(samples, features.sample_rate, intake.language))
@@ -137,48 +140,53 @@ def load_script(workdir: str | os.PathLike[str]) -> ScriptFeatures:
     return load_features(Path(workdir) / SCRIPT_FEATURES)
 
 
-def prepare_avatar(upload: str | os.PathLike[str], workdir: str | os.PathLike[str], *, fps: float = 25.0,
-                   still_seconds: float = 5.0, settings: EncodeSettings | None = None) -> AvatarIntake:
+def prepare_avatar(upload: str | os.PathLike[str], workdir: str | os.PathLike[str], *, fps: float = DEFAULT_FPS,
+                   still_seconds: float = DEFAULT_STILL_SECONDS, settings: EncodeSettings | None = None,
+                   limits: ToolLimits | None = None) -> AvatarIntake:
     """Normalize one avatar into ``workdir/template.mp4``."""
     workdir = Path(workdir)
     intake = normalize_avatar(upload, workdir / AVATAR_TEMPLATE, fps=fps, still_seconds=still_seconds,
-                              settings=settings or EncodeSettings())
+                              settings=settings or EncodeSettings(), limits=limits)
     _write_json(workdir / AVATAR_RECORD, intake.as_dict())
     return intake
 
 
-def track_avatar(workdir: str | os.PathLike[str], progress: ProgressCallback | None = None) -> FaceTrack:
+def track_avatar(workdir: str | os.PathLike[str], progress: ProgressCallback | None = None, *,
+                 limits: ToolLimits | None = None) -> FaceTrack:
     """Face track of ``workdir/template.mp4`` into ``workdir/face_track.parquet``, and its mouth bank into
     ``workdir/mouth_bank.npz`` (collected from the same decoded frames)."""
     workdir = Path(workdir)
     builder = BankBuilder()
-    track = track_faces(workdir / AVATAR_TEMPLATE, progress=progress, on_face=builder.observe)
+    track = track_faces(workdir / AVATAR_TEMPLATE, progress=progress, on_face=builder.observe, limits=limits)
     builder.finish(track.landmarks, track.usable()).save(workdir / AVATAR_BANK)
     track.save(workdir / AVATAR_TRACK)
     return track
 
 
-def load_mouth_bank(avatar_dir: str | os.PathLike[str], track: FaceTrack) -> MouthBank:
+def load_mouth_bank(avatar_dir: str | os.PathLike[str], track: FaceTrack, limits: ToolLimits | None = None
+                    ) -> MouthBank:
     """The avatar's mouth bank; built from its template now when it has none (a face track from before banks)."""
     avatar_dir = Path(avatar_dir)
     bank = MouthBank.load(avatar_dir / AVATAR_BANK) if (avatar_dir / AVATAR_BANK).exists() else None
     if bank is None:
-        bank = bank_from_video(avatar_dir / AVATAR_TEMPLATE, track.landmarks, track.usable(), track.fps)
+        bank = bank_from_video(avatar_dir / AVATAR_TEMPLATE, track.landmarks, track.usable(), track.fps, limits)
     return bank
 
 
 def render_pair(script_dir: str | os.PathLike[str], avatar_dir: str | os.PathLike[str],
                 dest: str | os.PathLike[str], engine: LipSyncEngine, *, settings: EncodeSettings | None = None,
-                progress: Progress | None = None, subtitles: SubtitleOptions | None = None) -> RenderResult:
+                progress: Progress | None = None, subtitles: SubtitleOptions | None = None,
+                limits: ToolLimits | None = None) -> RenderResult:
     """Render one script × avatar pair from their prepared folders into ``dest``.
 
     ``subtitles`` with ``mode: burn``: the script's captions are burnt in (placed clear of the avatar's mouth);
-    a script without captions renders without. Sidecars are ``write_subtitles``'s job.
+    a script without captions renders without. Sidecars are ``write_subtitles``'s job. ``limits``: of the decoders
+    and the encoder (default: from the environment).
     """
     script_dir, avatar_dir = Path(script_dir), Path(avatar_dir)
     track = FaceTrack.load(avatar_dir / AVATAR_TRACK)
     captions = load_captions(script_dir) if subtitles is not None and subtitles.burn else None
-    mouths = load_mouth_bank(avatar_dir, track) if engine.uses_mouth_bank else None
+    mouths = load_mouth_bank(avatar_dir, track, limits) if engine.uses_mouth_bank else None
     with tempfile.TemporaryDirectory(prefix="heygem-subs-") as scratch:
         ass = None
         if captions is not None and captions.cues:
@@ -187,4 +195,5 @@ def render_pair(script_dir: str | os.PathLike[str], avatar_dir: str | os.PathLik
             write_ass(ass, captions.cues, subtitles.style, track.width, track.height,
                       mouth_zone(track.landmarks, track.usable()))
         return render_video(load_script(script_dir), script_dir / SCRIPT_SOURCE, avatar_dir / AVATAR_TEMPLATE,
-                            track, engine, dest, settings=settings, progress=progress, subtitles=ass, mouths=mouths)
+                            track, engine, dest, settings=settings, progress=progress, subtitles=ass, mouths=mouths,
+                            limits=limits)

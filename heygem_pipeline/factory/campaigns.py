@@ -7,7 +7,7 @@ import hashlib
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import yaml
 
@@ -16,6 +16,15 @@ from heygem_pipeline.errors import HeygemError
 from heygem_pipeline.factory.bucket import BucketEntry
 from heygem_pipeline.factory.layout import PREFIXES
 from heygem_pipeline.naming import safe_id, safe_id_or_none, stem_and_ext
+from heygem_pipeline.settings import (
+    DEFAULT_CRF,
+    DEFAULT_ENGINE,
+    DEFAULT_FPS,
+    DEFAULT_PRESET,
+    DEFAULT_STILL_SECONDS,
+    DEFAULT_VOICE,
+    ENGINE_NAMES,
+)
 
 if TYPE_CHECKING:
     from heygem_pipeline.factory.uploads import Upload
@@ -27,24 +36,49 @@ class CampaignError(HeygemError):
     """A campaign file that cannot be used (bad YAML, unknown keys, unknown engine)."""
 
 
+class MediaSettings(Protocol):
+    """What ``MediaOptions.from_settings`` reads: a ``Settings``, or the Dagster ffmpeg resource built from one."""
+
+    fps: float
+    still_seconds: float
+    voice: str
+
+
+class OutputSettings(Protocol):
+    """What ``RenderOptions.from_settings`` reads: a ``Settings``, or the Dagster ffmpeg resource built from one."""
+
+    crf: int
+    preset: str
+
+
 @dataclass(frozen=True)
 class MediaOptions:
     """Settings that change what the script and avatar stages write (part of their stamps)."""
 
-    fps: float = 25.0
-    still_seconds: float = 5.0
-    voice: str = "en-us"
+    fps: float = DEFAULT_FPS
+    still_seconds: float = DEFAULT_STILL_SECONDS
+    voice: str = DEFAULT_VOICE
+
+    @classmethod
+    def from_settings(cls, settings: MediaSettings) -> MediaOptions:
+        return cls(fps=settings.fps, still_seconds=settings.still_seconds, voice=settings.voice)
 
 
 @dataclass(frozen=True)
 class RenderOptions:
     """What a render depends on besides its inputs. Different options render to different folders."""
 
-    engine: str = "viseme"
-    crf: int = 18
-    preset: str = "veryfast"
+    engine: str = DEFAULT_ENGINE
+    crf: int = DEFAULT_CRF
+    preset: str = DEFAULT_PRESET
     checkpoint: str | None = None  # wav2lip weights; None: the engine resource's (HEYGEM_WAV2LIP_CHECKPOINT)
     subtitles: SubtitleOptions = field(default_factory=SubtitleOptions)  # burnt in, or sidecars only
+
+    @classmethod
+    def from_settings(cls, settings: OutputSettings, engine: str) -> RenderOptions:
+        """The defaults a campaign's own options override: ``engine`` (a ``Settings``'s, or the engine resource's)
+        with the settings' encoder quality and speed."""
+        return cls(engine=engine, crf=settings.crf, preset=settings.preset)
 
     @property
     def variant(self) -> str:
@@ -120,8 +154,6 @@ def _patterns(value: Any, field_name: str, source: str) -> tuple[str, ...]:
 
 def parse_campaign(text: str | bytes, source: str, fingerprint: str = "") -> Campaign:
     """Parse a ``campaigns/<name>.yaml``; ``CampaignError`` names the file and the problem."""
-    from heygem_pipeline.engine.lipsync.registry import ENGINE_NAMES
-
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as error:

@@ -28,10 +28,12 @@ from heygem_pipeline.errors import (
     EmptyFileError,
     NoAudioStreamError,
     NotMediaError,
+    ToolFailedError,
     TooShortError,
     UnsupportedFormatError,
 )
 from heygem_pipeline.naming import safe_id, stem_and_ext
+from heygem_pipeline.settings import DEFAULT_VOICE, ToolLimits
 
 AUDIO_EXTENSIONS = frozenset({"wav", "mp3", "m4a", "aac", "flac", "ogg", "opus"})
 VIDEO_EXTENSIONS = frozenset({"mp4", "mov", "mkv", "webm"})  # their audio track is the voice
@@ -42,10 +44,11 @@ _SUPPORTED_HINT = "upload a " + "/".join(sorted(AUDIO_EXTENSIONS)) + " voice tra
     sorted(VIDEO_EXTENSIONS)) + " video with sound, or a .txt script"
 
 
-def _decode(path: str | os.PathLike[str], info: MediaInfo | None = None) -> tuple[np.ndarray, list[str], MediaInfo]:
+def _decode(path: str | os.PathLike[str], info: MediaInfo | None = None, limits: ToolLimits | None = None
+            ) -> tuple[np.ndarray, list[str], MediaInfo]:
     """Decode the first audio stream to 16 kHz mono float32; also return warnings about damage, and the probe."""
     path = Path(path)
-    info = info or probe(path)  # EmptyFileError / NotMediaError
+    info = info or probe(path, limits=limits)  # EmptyFileError / NotMediaError
     if info.audio is None:
         if info.video is not None and (info.video.codec == "ansi" or info.format_name == "tty"):
             # ffprobe reads some plain-text files as ANSI art: that is text, not a video without sound.
@@ -62,7 +65,7 @@ def _decode(path: str | os.PathLike[str], info: MediaInfo | None = None) -> tupl
     )
     # Killed when no samples arrive for HEYGEM_STALL_SECONDS or it runs past the limit for the declared length.
     result = run_tool(args, subject=path, media_seconds=info.duration or info.audio.duration,
-                      progress=PROGRESS_STDOUT)
+                      progress=PROGRESS_STDOUT, limits=limits)
     usable = len(result.stdout) - len(result.stdout) % 4
     samples = np.frombuffer(result.stdout[:usable], dtype="<f4").astype(np.float32)
     declared = info.audio.duration
@@ -76,7 +79,11 @@ def _decode(path: str | os.PathLike[str], info: MediaInfo | None = None) -> tupl
     stderr = result.stderr.decode(errors="replace").strip()
     tail = " | ".join(stderr.splitlines()[-3:])
     if samples.size == 0 and result.returncode != 0:
-        raise NotMediaError(path, f"its audio could not be decoded ({tail})", "export the voice track again")
+        failure = ToolFailedError("ffmpeg", path, result.returncode, tail, doing=f"decoding the audio of {path}")
+        if failure.transient:
+            raise failure  # the disk or the share failed, not the upload: a retry may decode it
+        raise NotMediaError(path, f"its audio could not be decoded ({tail})", "export the voice track again"
+                            ) from failure
     seconds = samples.size / ANALYSIS_RATE
     if seconds < MIN_SCRIPT_SECONDS:
         raise TooShortError(path, f"only {seconds:.2f} s of audio could be decoded (at least "
@@ -92,13 +99,14 @@ def _decode(path: str | os.PathLike[str], info: MediaInfo | None = None) -> tupl
     return samples, warnings, info
 
 
-def decode_audio(path: str | os.PathLike[str], info: MediaInfo | None = None) -> np.ndarray:
+def decode_audio(path: str | os.PathLike[str], info: MediaInfo | None = None, *,
+                 limits: ToolLimits | None = None) -> np.ndarray:
     """The first audio stream of any media file as 16 kHz mono float32, silence kept (timing must match the source).
 
     ``info``: the file's probe, when the caller has it. Raises EmptyFileError, NotMediaError, NoAudioStreamError,
-    or TooShortError (< 1 s decodable).
+    or TooShortError (< 1 s decodable). ``limits``: of ffprobe and ffmpeg (default: from the environment).
     """
-    return _decode(path, info)[0]
+    return _decode(path, info, limits)[0]
 
 
 def language_of_voice(voice: str) -> str:
@@ -107,8 +115,8 @@ def language_of_voice(voice: str) -> str:
     return {"cmn": "zh", "yue": "zh"}.get(primary, primary)
 
 
-def synthesize_speech(text: str, dest_wav: str | os.PathLike[str], voice: str = "en-us", *,
-                      subject: str | os.PathLike[str] | None = None) -> Path:
+def synthesize_speech(text: str, dest_wav: str | os.PathLike[str], voice: str = DEFAULT_VOICE, *,
+                      subject: str | os.PathLike[str] | None = None, limits: ToolLimits | None = None) -> Path:
     """Voice ``text`` offline with espeak-ng into ``dest_wav`` (22.05 kHz mono 16-bit), written atomically.
 
     The text goes through stdin, so nothing in it can be read as an option or by a shell. ``subject``: the file
@@ -123,11 +131,12 @@ def synthesize_speech(text: str, dest_wav: str | os.PathLike[str], voice: str = 
         command = [espeak, "-b", "1", "-v", voice, "-w", str(tmp.resolve()), "--stdin"]
         # espeak-ng reports no progress: its limit scales with the speech's expected length (~12 characters a
         # second; espeak-ng itself runs ~100x faster than real time).
-        result = run_tool(command, subject=subject or dest, media_seconds=len(text) / 12.0, stdin=text.encode("utf-8"))
+        result = run_tool(command, subject=subject or dest, media_seconds=len(text) / 12.0, stdin=text.encode("utf-8"),
+                          limits=limits)
         if result.returncode != 0 or tmp.stat().st_size <= 44:
-            message = result.stderr.decode(errors="replace").strip() or f"exit status {result.returncode}"
-            raise RuntimeError(f"espeak-ng could not voice the text with voice {voice!r} ({message}); "
-                               "list the installed voices with: espeak-ng --voices")
+            raise ToolFailedError("espeak-ng", subject or dest, result.returncode, result.stderr_tail(),
+                                  doing=f"voicing the text with voice {voice!r}",
+                                  fix="list the installed voices with: espeak-ng --voices")
     return dest
 
 
@@ -173,11 +182,12 @@ def read_script_text(path: str | os.PathLike[str]) -> str:
     return text
 
 
-def normalize_script(source: str | os.PathLike[str], workdir: str | os.PathLike[str], *, voice: str = "en-us",
-                     language: str | None = None) -> ScriptIntake:
+def normalize_script(source: str | os.PathLike[str], workdir: str | os.PathLike[str], *, voice: str = DEFAULT_VOICE,
+                     language: str | None = None, limits: ToolLimits | None = None) -> ScriptIntake:
     """Check and normalize one script into ``workdir`` (``analysis.wav``; ``source.wav`` for text scripts).
 
-    ``language`` defaults to the voice's language for text and to ``DEFAULT_LANGUAGE`` for audio.
+    ``language`` defaults to the voice's language for text and to ``DEFAULT_LANGUAGE`` for audio. ``limits``: of
+    the tools (espeak-ng, ffprobe, ffmpeg; default: from the environment).
     """
     upload = Path(source)
     workdir = Path(workdir)
@@ -190,11 +200,12 @@ def normalize_script(source: str | os.PathLike[str], workdir: str | os.PathLike[
     mux_source = upload
     if ext in TEXT_EXTENSIONS:
         text = read_script_text(upload)
-        mux_source = synthesize_speech(text, workdir / "source.wav", voice=voice, subject=upload)
+        mux_source = synthesize_speech(text, workdir / "source.wav", voice=voice, subject=upload,
+                                       limits=limits)
         language = language or language_of_voice(voice)
     language = language or DEFAULT_LANGUAGE
 
-    samples, warnings, info = _decode(mux_source)
+    samples, warnings, info = _decode(mux_source, limits=limits)
     assert info.audio is not None  # _decode raised otherwise
     if info.audio.sample_rate and info.audio.sample_rate < ANALYSIS_RATE:
         warnings.append(f"source sample rate is {info.audio.sample_rate} Hz, below {ANALYSIS_RATE} Hz: upsampled, "

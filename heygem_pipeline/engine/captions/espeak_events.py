@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from heygem_pipeline.engine.media.tools import run_tool
-from heygem_pipeline.errors import ToolMissingError
+from heygem_pipeline.errors import ToolFailedError, ToolMissingError
+from heygem_pipeline.settings import DEFAULT_VOICE
 
 _EVENT_END_OF_LIST, _EVENT_WORD = 0, 1
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
@@ -104,7 +105,7 @@ def _synthesize_here(text: str, voice: str) -> Synthesis:
     return Synthesis(words, samples, rate)
 
 
-def espeak_words(text: str, voice: str = "en-us") -> Synthesis:
+def espeak_words(text: str, voice: str = DEFAULT_VOICE) -> Synthesis:
     """Synthesize ``text`` as the ``espeak-ng`` command does and return its word events and samples.
 
     The library keeps state from one text to the next (a second text's samples differ from the command's, and
@@ -117,13 +118,14 @@ def espeak_words(text: str, voice: str = "en-us") -> Synthesis:
     result = run_tool([sys.executable, "-c", code, voice],
                       subject=f"espeak-ng voice {voice}", media_seconds=len(text) / 12.0, stdin=text.encode("utf-8"))
     if result.returncode != 0:
-        raise RuntimeError(f"espeak-ng word events failed: {result.stderr_tail()}")
+        raise ToolFailedError("espeak-ng", f"espeak-ng voice {voice}", result.returncode, result.stderr_tail(),
+                              doing=f"timing the words of voice {voice}")
     data = json.loads(result.stdout)
     samples = np.frombuffer(base64.b64decode(data["samples"]), dtype="<i2")
     return Synthesis([SpokenWord(*w) for w in data["words"]], samples, int(data["rate"]))
 
 
-def start_errors(text: str, timed: list[tuple[str, float]], voice: str = "en-us") -> list[float | None]:
+def start_errors(text: str, timed: list[tuple[str, float]], voice: str = DEFAULT_VOICE) -> list[float | None]:
     """Signed start errors (seconds, measured minus espeak-ng's) of consecutive pieces of ``text`` (words or cue
     texts, in order, with their measured starts); None where espeak-ng reported no word at the piece's start."""
     events = espeak_words(text, voice).words

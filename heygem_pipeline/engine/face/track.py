@@ -25,6 +25,7 @@ from heygem_pipeline.engine.media.files import atomic_output
 from heygem_pipeline.engine.media.frames import FrameReader
 from heygem_pipeline.engine.media.probe import probe
 from heygem_pipeline.errors import HeygemError, NoFaceError, TooShortError
+from heygem_pipeline.settings import ToolLimits
 
 FACE_TRACK_SCHEMA_VERSION = "1"
 NO_FACE_FIX = "upload a template where the presenter's face is visible and frontal in most frames"
@@ -306,12 +307,13 @@ FaceHook = Callable[[int, np.ndarray, FaceFrame], None]
 
 def _observe(video_path: Path, tracker: FaceTracker, fps: float, start: int, count: int | None,
              on_frame: Callable[[], None], stop: threading.Event | None = None,
-             on_face: FaceHook | None = None) -> _Observations:
+             on_face: FaceHook | None = None, limits: ToolLimits | None = None) -> _Observations:
     """Run ``tracker`` over ``count`` frames from ``start`` (to the end when None), decoded as I420 (the tracker
     converts only what its models see). ``on_face(index, frame, face)`` sees each frame with its raw face."""
     seen = _Observations()
     missing = np.zeros((LANDMARK_COUNT, 3), np.float32)
-    with FrameReader(video_path, start_frame=start, max_frames=count, fps=fps, pix_fmt="yuv420p") as reader:
+    with FrameReader(video_path, start_frame=start, max_frames=count, fps=fps, pix_fmt="yuv420p",
+                     limits=limits) as reader:
         seen.size = (reader.width, reader.height)
         for number, frame in enumerate(reader):
             if stop is not None and stop.is_set():
@@ -335,7 +337,8 @@ def _same_face(before: np.ndarray | None, after: np.ndarray | None) -> bool:
 
 def track_faces(video_path: str | os.PathLike[str], *, max_gap_frames: int = 12, min_coverage: float = 0.5,
                 progress: ProgressCallback | None = None, tracker: FaceTracker | None = None,
-                parallel: bool | None = None, on_face: FaceHook | None = None) -> FaceTrack:
+                parallel: bool | None = None, on_face: FaceHook | None = None,
+                limits: ToolLimits | None = None) -> FaceTrack:
     """Track the presenter's face through a video (streamed, never held in memory) into a ``FaceTrack``.
 
     Raw landmarks are smoothed over time (forward-backward One-Euro, per run of found frames), gaps up to
@@ -349,9 +352,11 @@ def track_faces(video_path: str | os.PathLike[str], *, max_gap_frames: int = 12,
 
     ``on_face(index, frame, face)``: called with every decoded I420 frame and its raw face (from both halves'
     threads at once, and again for a re-tracked half), so per-frame work such as the mouth bank needs no decode.
+
+    ``limits``: of ffprobe and the decoders (default: from the environment).
     """
     video_path = Path(video_path)
-    info = probe(video_path)
+    info = probe(video_path, limits=limits)
     if info.video is None:
         raise NoFaceError(video_path, "has no video stream", NO_FACE_FIX)
     total = info.video.frame_count
@@ -383,7 +388,8 @@ def track_faces(video_path: str | os.PathLike[str], *, max_gap_frames: int = 12,
     def track_second_half() -> None:
         try:
             with FaceTracker() as other:
-                second_seen.append(_observe(video_path, other, fps, split, None, second_counted, stop, on_face))
+                second_seen.append(_observe(video_path, other, fps, split, None, second_counted, stop, on_face,
+                                            limits))
         except BaseException as error:  # raised again in the calling thread
             second_error.append(error)
 
@@ -391,7 +397,8 @@ def track_faces(video_path: str | os.PathLike[str], *, max_gap_frames: int = 12,
     try:
         if helper is not None:
             helper.start()
-        seen = _observe(video_path, tracker, fps, 0, split or None, first_counted, on_face=on_face)
+        seen = _observe(video_path, tracker, fps, 0, split or None, first_counted, on_face=on_face,
+                        limits=limits)
         if helper is not None:
             while helper.is_alive():
                 helper.join(timeout=0.5)
@@ -402,7 +409,7 @@ def track_faces(video_path: str | os.PathLike[str], *, max_gap_frames: int = 12,
             rest = second_seen[0]
             if not _same_face(seen.last_box(), rest.first_box()):
                 rest = _observe(video_path, tracker, fps, split, None, lambda: None,  # continue the first track
-                                on_face=on_face)
+                                on_face=on_face, limits=limits)
             seen.extend(rest)
     finally:
         stop.set()

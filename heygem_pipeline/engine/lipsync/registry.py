@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from heygem_pipeline.engine.lipsync.base import LipSyncEngine
 from heygem_pipeline.errors import HeygemError
+from heygem_pipeline.settings import DEFAULT_WAV2LIP_BATCH, ENGINE_NAMES
 
-ENGINE_NAMES = ("viseme", "wav2lip")
+__all__ = ["ENGINE_NAMES", "create_engine"]
 
 
 def create_engine(name: str, *, checkpoint: str | None = None, device: str | None = None,
-                  batch_size: int = 128) -> LipSyncEngine:
+                  batch_size: int = DEFAULT_WAV2LIP_BATCH) -> LipSyncEngine:
     """A new (not yet loaded) engine. ``checkpoint``/``device``/``batch_size`` only matter for wav2lip."""
     if name == "viseme":
         from heygem_pipeline.engine.lipsync.viseme import VisemeEngine

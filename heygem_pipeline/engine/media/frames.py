@@ -34,8 +34,8 @@ from heygem_pipeline.engine.media.tools import (
     require_tool,
     spawn,
 )
-from heygem_pipeline.errors import NotMediaError
-from heygem_pipeline.settings import ToolLimits
+from heygem_pipeline.errors import NotMediaError, ToolFailedError
+from heygem_pipeline.settings import DEFAULT_CRF, DEFAULT_PRESET, ToolLimits
 
 FRAME_SHAPES = ("bgr24", "yuv420p")
 
@@ -250,8 +250,8 @@ def iter_frames(path: str | os.PathLike[str]) -> Iterator[np.ndarray]:
 class EncodeSettings:
     """H.264 output settings shared by normalization and rendering."""
 
-    crf: int = 18
-    preset: str = "veryfast"
+    crf: int = DEFAULT_CRF
+    preset: str = DEFAULT_PRESET
     audio_bitrate: str = "192k"
     # Threads of each ffmpeg process of a stage (its encoder, the render's template decoder). None: ffmpeg's
     # choice, about 1.5 per core, right for one stage alone. Stages running side by side (``heygem run``'s two
@@ -330,7 +330,7 @@ class FrameWriter:
             self._feeder.start()
         while True:
             if self._feed_error is not None:
-                self._fail("encoder stopped accepting frames")
+                self._fail("the encoder stopped accepting frames")
             try:
                 self._queue.put(np.ascontiguousarray(frame), timeout=0.1)
                 break
@@ -364,13 +364,14 @@ class FrameWriter:
                 continue
         self._feeder.join()
 
-    def _fail(self, what: str) -> None:
+    def _fail(self, what: str = "") -> None:
         assert self._process is not None and self._watchdog is not None
-        self._process.wait()
+        returncode = self._process.wait()
         self._watchdog.check()
         self._stderr_file.seek(0)
         tail = " | ".join(self._stderr_file.read().decode(errors="replace").strip().splitlines()[-3:])
-        raise RuntimeError(f"ffmpeg {what} writing {self.dest}: {tail}")
+        raise ToolFailedError("ffmpeg", self.dest, returncode, tail,
+                              doing=f"writing {self.dest}" + (f" ({what})" if what else ""))
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
@@ -386,9 +387,9 @@ class FrameWriter:
                         self._process.stdin.close()  # flushes what is buffered: may block like a write
                 returncode = self._process.wait()
             if exc_type is None and self._feed_error is not None:
-                self._fail("encoder stopped accepting frames")
+                self._fail("the encoder stopped accepting frames")
             elif exc_type is None and returncode != 0:
-                self._fail("exited with an error")
+                self._fail()
         except BaseException as error:
             kill_tool(self._process)  # an interrupted close (a cancelled run) must not leave the encoder running
             self._atomic.__exit__(type(error), error, error.__traceback__)

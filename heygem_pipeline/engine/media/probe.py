@@ -16,7 +16,7 @@ from heygem_pipeline.engine.media.tools import (
     require_tool,
     run_tool,
 )
-from heygem_pipeline.errors import EmptyFileError, NotMediaError
+from heygem_pipeline.errors import EmptyFileError, NotMediaError, ToolFailedError
 from heygem_pipeline.settings import ToolLimits
 
 IMAGE_CODECS = {"png", "mjpeg", "webp", "bmp", "tiff", "jpegls", "gif"}
@@ -96,12 +96,18 @@ def probe(path: str | os.PathLike[str], *, limits: ToolLimits | None = None) -> 
         # The image2 demuxer reads '%d' in a photo's name as a frame-number pattern and finds no file.
         command[1:1] = ["-pattern_type", "none"]
     result = run_tool(command, subject=path, limits=limits)
-    data = json.loads(result.stdout or b"{}") if result.returncode == 0 else {}
+    failure = None
+    if result.returncode != 0:
+        failure = ToolFailedError("ffprobe", path, result.returncode, result.stderr_tail(), doing=f"reading {path}")
+        if failure.transient:
+            raise failure  # the disk or the share failed, not the file: a retry may read it
+    data = json.loads(result.stdout or b"{}") if failure is None else {}
     streams = data.get("streams", [])
     fmt = data.get("format", {})
     if not streams:
         raise NotMediaError(path, "not a readable audio, video or image file",
-                            "upload a wav/mp3/m4a/flac/ogg voice track or an mp4/mov/mkv/webm video or png/jpg image")
+                            "upload a wav/mp3/m4a/flac/ogg voice track or an mp4/mov/mkv/webm video or png/jpg image"
+                            ) from failure
     audio = video = None
     for stream in streams:
         kind = stream.get("codec_type")

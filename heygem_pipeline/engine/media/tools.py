@@ -31,7 +31,7 @@ from typing import IO, Any
 
 import ffmpeg
 
-from heygem_pipeline.errors import ToolMissingError, ToolTimeoutError
+from heygem_pipeline.errors import ToolFailedError, ToolMissingError, ToolTimeoutError
 from heygem_pipeline.settings import ToolLimits
 
 PROGRESS_NONE, PROGRESS_STDOUT, PROGRESS_FFMPEG = "none", "stdout", "ffmpeg"
@@ -274,7 +274,7 @@ def ff_path(path: str | os.PathLike[str]) -> str:
 
 def run_ffmpeg(stream: ffmpeg.nodes.OutputStream, what: str, *, subject: str | os.PathLike[str] | None = None,
                media_seconds: float | None = None, limits: ToolLimits | None = None) -> None:
-    """Run a built ffmpeg graph; on failure raise with the command's last stderr lines.
+    """Run a built ffmpeg graph; on failure raise ``ToolFailedError`` with the command's last stderr lines.
 
     Killed (``ToolTimeoutError`` naming ``subject``, default ``what``) when its progress report stops advancing
     for ``HEYGEM_STALL_SECONDS`` or it runs past the limit for ``media_seconds`` of media.
@@ -284,4 +284,5 @@ def run_ffmpeg(stream: ffmpeg.nodes.OutputStream, what: str, *, subject: str | o
     result = run_tool(args, subject=subject if subject is not None else what, media_seconds=media_seconds,
                       progress=PROGRESS_FFMPEG, limits=limits)
     if result.returncode != 0:
-        raise RuntimeError(f"ffmpeg failed while {what}: {result.stderr_tail()}")
+        raise ToolFailedError("ffmpeg", subject if subject is not None else what, result.returncode,
+                              result.stderr_tail(), doing=what)

@@ -30,6 +30,7 @@ from heygem_pipeline.engine.media.files import atomic_output
 from heygem_pipeline.engine.media.frames import i420_box
 from heygem_pipeline.engine.mouth.geometry import MAX_OPEN, SKIN_SAMPLES, face_geometry, skin_colour
 from heygem_pipeline.engine.mouth.interior import HALF_U, PATCH_H, PATCH_W, PITCH, STATIONS, V_TOP, MouthSample
+from heygem_pipeline.settings import ToolLimits
 
 MIN_OPEN = 0.015  # inner-lip gap (face heights) from which a frame shows its mouth's interior
 GAP_BIN, WIDTH_BIN = 0.008, 0.03  # bin sizes (face heights)
@@ -278,12 +279,12 @@ class BankBuilder:
 
 
 def bank_from_video(video: str | os.PathLike[str], track_landmarks: np.ndarray, usable: np.ndarray,
-                    fps: float) -> MouthBank:
+                    fps: float, limits: ToolLimits | None = None) -> MouthBank:
     """A bank built from a template already tracked (one decode pass), for face tracks made without one."""
     from heygem_pipeline.engine.media.frames import FrameReader
 
     builder = BankBuilder("yuv420p")
-    with FrameReader(video, fps=fps, pix_fmt="yuv420p", max_frames=len(usable)) as reader:
+    with FrameReader(video, fps=fps, pix_fmt="yuv420p", max_frames=len(usable), limits=limits) as reader:
         for index, frame in enumerate(reader):
             builder.observe(index, frame, FaceFrame(bool(usable[index]), np.zeros(4, np.float32),
                                                     track_landmarks[index], 1.0))

@@ -19,10 +19,11 @@ from pathlib import Path
 import torch
 
 from heygem_pipeline.errors import CheckpointError
+from heygem_pipeline.settings import WAV2LIP_CHECKPOINT_VAR, wav2lip_checkpoint_from_env
 
 from .generator import Wav2Lip
 
-ENV_VAR = "HEYGEM_WAV2LIP_CHECKPOINT"
+ENV_VAR = WAV2LIP_CHECKPOINT_VAR
 WHERE_TO_POINT = f"point env {ENV_VAR} or the campaign's `checkpoint:` at your wav2lip.pth / wav2lip_gan.pth"
 _MODULE_PREFIX = "module."  # added by nn.DataParallel when the reference training saved its weights
 _SHOW_KEYS = 3  # mismatched keys quoted in an error message
@@ -33,8 +34,7 @@ def resolve_checkpoint(path: str | os.PathLike[str] | None = None) -> Path:
 
     Call this before any work starts, so a bad setting fails the run at once instead of after decoding video.
     """
-    raw = os.fspath(path) if path is not None else os.environ.get(ENV_VAR, "")
-    raw = raw.strip()
+    raw = (os.fspath(path) if path is not None else wav2lip_checkpoint_from_env() or "").strip()
     if not raw:
         raise CheckpointError(
             "<wav2lip checkpoint>",

@@ -44,6 +44,7 @@ from heygem_pipeline.engine.audio.features import ScriptFeatures, mel_chunk_batc
 from heygem_pipeline.engine.lipsync.base import LipSyncEngine, RenderItem
 from heygem_pipeline.engine.lipsync.wav2lip import IMG_SIZE, load_wav2lip_checkpoint, resolve_checkpoint
 from heygem_pipeline.errors import HeygemError
+from heygem_pipeline.settings import DEFAULT_WAV2LIP_BATCH
 
 # MediaPipe face-mesh indices. The face oval's x extent is the cheek-to-cheek width an S3FD box spans; the upper
 # contour of both eyebrows is where S3FD boxes of frontal faces start (they exclude most of the forehead, unlike
@@ -293,7 +294,8 @@ class Wav2LipEngine(LipSyncEngine):
     wants_gpu = True
 
     def __init__(self, checkpoint: str | os.PathLike[str] | None = None, device: str | None = None,
-                 batch_size: int = 128, *, overlap: bool | None = None, color_match: bool = True) -> None:
+                 batch_size: int = DEFAULT_WAV2LIP_BATCH, *, overlap: bool | None = None,
+                 color_match: bool = True) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.checkpoint: Path = resolve_checkpoint(checkpoint)
