@@ -20,6 +20,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -252,7 +253,9 @@ class FactoryClient:
         mine = [r for found in items.values() for r in found]
         if deliverables is not None and deliverables["status"] == "SUCCESS":
             status.state = RequestState.DONE
-            status.zip, status.manifest = zip_path(plan["campaign"]), manifest_csv_path(plan["campaign"])
+            # The plan's folder is where the bucket is (a path or URL); the names inside it are the layout's.
+            status.zip = f"{plan['folder']}/{PurePosixPath(zip_path(plan['campaign'])).name}"
+            status.manifest = f"{plan['folder']}/{PurePosixPath(manifest_csv_path(plan['campaign'])).name}"
         elif any(r["status"] == "CANCELED" for r in mine) and not any(r["status"] in ACTIVE | RUNNING for r in mine):
             status.state = RequestState.CANCELED
         return status
