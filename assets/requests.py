@@ -36,7 +36,7 @@ from assets.names import REQUEST_JOB, REQUEST_TAG, TRIGGER_TAG
 from assets.runs import StageRun, campaign_run, in_flight, stage_runs
 from assets.sensors import default_status
 from heygem_pipeline.factory.bucket import Bucket
-from heygem_pipeline.factory.campaigns import Campaign
+from heygem_pipeline.factory.campaigns import Campaign, CampaignError
 from heygem_pipeline.factory.deliver import deliverables_digest, output_names
 from heygem_pipeline.factory.layout import outputs_dir
 from heygem_pipeline.factory.plan import SETTLED_STATUSES, plan_items, plan_work
@@ -60,30 +60,13 @@ class RequestConfig(Config):
 
 def resolve(scan: BucketScan, config: RequestConfig) -> tuple[Campaign, list[tuple[str, str]]]:
     """The request's campaign and the pairs it covers; a ``Failure`` naming what is unknown."""
-    campaigns = list(scan.campaigns.values())
-    if config.campaign:
-        chosen = [c for c in campaigns if config.campaign in (c.key, c.source, c.source.rsplit(".", 1)[0])]
-    else:
-        chosen = campaigns if len(campaigns) == 1 else [c for c in campaigns if c.key == "default"]
-    if not chosen:
-        names = ", ".join(sorted(scan.campaigns)) or "none"
-        raise Failure(description=f"no campaign {config.campaign or '(unnamed)'!r} in the bucket (campaigns: {names})",
-                      allow_retries=False)
-    campaign = chosen[0]
-    pairs = scan.campaign_pairs(campaign)
-    if config.script or config.avatar:
-        def key(uploads: dict, name: str | None, kind: str) -> str:
-            found = [k for k, u in uploads.items() if name in (k, u.name, u.name.rsplit(".", 1)[0])]
-            if not found:
-                raise Failure(description=f"no {kind} {name!r} in the bucket", allow_retries=False)
-            return found[0]
-
-        pair = (key(scan.scripts, config.script, "script"), key(scan.avatars, config.avatar, "avatar"))
-        if pair not in pairs:
-            raise Failure(description=f"{config.script} × {config.avatar} is not a pair of campaign {campaign.key}",
-                          allow_retries=False)
-        pairs = [pair]
-    return campaign, pairs
+    try:
+        campaign = scan.campaign(config.campaign)
+        if config.script or config.avatar:
+            return campaign, [scan.pair(campaign, config.script, config.avatar)]
+    except CampaignError as error:
+        raise Failure(description=str(error), allow_retries=False) from error
+    return campaign, scan.campaign_pairs(campaign)
 
 
 @op(description="Check a request against the bucket, register its uploads, and record its plan.")

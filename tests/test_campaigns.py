@@ -201,6 +201,26 @@ def test_scan_uses_campaign_files_or_the_implicit_default(memory_bucket: Bucket)
     assert any(s.rel == "campaigns/broken.yaml" and "unknown engine" in s.reason for s in scan.skipped)
 
 
+def test_a_campaign_and_a_pair_by_the_names_users_give(memory_bucket: Bucket) -> None:
+    """`heygem run --campaign` and API requests pick campaigns and pairs by one rule: id, file name or stem."""
+    put(memory_bucket, "scripts/Welcome Take.wav")
+    put(memory_bucket, "avatars/anna.mp4")
+    scan = scan_bucket(memory_bucket)
+    assert scan.campaign(None).key == DEFAULT_CAMPAIGN  # the only one
+    put(memory_bucket, "campaigns/Launch Day.yaml", b"scripts: ['*']\navatars: ['*']\n")
+    put(memory_bucket, "campaigns/other.yaml", b"scripts: []\n")
+    scan = scan_bucket(memory_bucket)
+    launch = scan.campaigns["launch_day_ca89fd59"]  # an unsafe name's id carries a digest
+    assert scan.campaign("Launch Day") is scan.campaign("Launch Day.yaml") is scan.campaign(launch.key) is launch
+    with pytest.raises(CampaignError, match=r"no campaign '\(unnamed\)' in the bucket \(campaigns: launch_day_"):
+        scan.campaign(None)  # two campaigns, no default: say which there are
+    assert scan.pair(launch, "Welcome Take.wav", "anna") == scan.pair(launch, "welcome_take_89b197b6", "anna.mp4")
+    with pytest.raises(CampaignError, match="no avatar 'bob'"):
+        scan.pair(launch, "Welcome Take", "bob")
+    with pytest.raises(CampaignError, match="is not a pair of campaign other"):
+        scan.pair(scan.campaign("other"), "Welcome Take", "anna")
+
+
 def test_unsettled_files_wait(memory_bucket: Bucket) -> None:
     put(memory_bucket, "scripts/welcome.wav")
     scan = scan_bucket(memory_bucket, settled=lambda e: False)

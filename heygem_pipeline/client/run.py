@@ -27,7 +27,7 @@ from assets.names import CAMPAIGN_TAG, SESSION_TAG, TRIGGER_TAG
 from heygem_pipeline.client.report import FactoryReport, RunOutcome, build_report
 from heygem_pipeline.errors import HeygemError
 from heygem_pipeline.factory.bucket import Bucket
-from heygem_pipeline.factory.campaigns import Campaign, MediaOptions, RenderOptions
+from heygem_pipeline.factory.campaigns import Campaign, CampaignError, MediaOptions, RenderOptions
 from heygem_pipeline.factory.deliver import deliverables_digest
 from heygem_pipeline.factory.layout import campaign_record_path, manifest_csv_path, manifest_parquet_path, zip_path
 from heygem_pipeline.factory.plan import Stage, WorkItem, plan_items, plan_work
@@ -284,11 +284,10 @@ def failure_messages(instance, run) -> tuple[str, ...]:
 def _select_campaigns(scan: BucketScan, campaign: str | None) -> list[Campaign]:
     if campaign is None:
         return list(scan.campaigns.values())
-    for candidate in scan.campaigns.values():
-        if campaign in (candidate.key, candidate.source, Path(candidate.source).stem):
-            return [candidate]
-    available = ", ".join(sorted(scan.campaigns)) or "none"
-    raise FactoryError(f"no campaign {campaign!r} in the bucket (campaigns: {available})")
+    try:
+        return [scan.campaign(campaign)]
+    except CampaignError as error:
+        raise FactoryError(str(error)) from error
 
 
 def _print_progress(done: int, total: int, message: str) -> None:

@@ -136,6 +136,33 @@ class BucketScan:
     def campaign_pairs(self, campaign: Campaign) -> list[tuple[str, str]]:
         return campaign.pairs(self.scripts, self.avatars)
 
+    def campaign(self, name: str | None = None) -> Campaign:
+        """The campaign a user means by ``name`` (its id, file name or file stem); without a name, the bucket's only
+        campaign, or the default one. ``CampaignError`` names the campaigns there are."""
+        campaigns = list(self.campaigns.values())
+        if name:
+            chosen = [c for c in campaigns if name in (c.key, c.source, stem_and_ext(c.source)[0])]
+        else:
+            chosen = campaigns if len(campaigns) == 1 else [c for c in campaigns if c.key == DEFAULT_CAMPAIGN]
+        if not chosen:
+            names = ", ".join(sorted(self.campaigns)) or "none"
+            raise CampaignError(f"no campaign {name or '(unnamed)'!r} in the bucket (campaigns: {names})")
+        return chosen[0]
+
+    def upload_key(self, kind: str, name: str | None) -> str:
+        """The id of the upload a user means by ``name`` (its id, file name or file stem)."""
+        found = [k for k, u in self.uploads(kind).items() if name in (k, u.name, stem_and_ext(u.name)[0])]
+        if not found:
+            raise CampaignError(f"no {kind} {name!r} in the bucket")
+        return found[0]
+
+    def pair(self, campaign: Campaign, script: str | None, avatar: str | None) -> tuple[str, str]:
+        """The (script, avatar) ids a user means, when they are a pair of ``campaign``."""
+        pair = (self.upload_key("script", script), self.upload_key("avatar", avatar))
+        if pair not in self.campaign_pairs(campaign):
+            raise CampaignError(f"{script} × {avatar} is not a pair of campaign {campaign.key}")
+        return pair
+
 
 def scan_bucket(bucket: Bucket, settled: Callable[[BucketEntry], bool] | None = None,
                 logger: logging.Logger | Any | None = None) -> BucketScan:
