@@ -41,7 +41,7 @@ demo: setup
 test: SYSTEM_DEPS = --for-tests
 test: setup
 	@$(MAKE) --no-print-directory lint-only
-	@$(VENV)/bin/pytest -q
+	@$(VENV)/bin/pytest -q -n 2 --dist loadfile
 
 ui: setup
 	@$(VENV)/bin/heygem ui
