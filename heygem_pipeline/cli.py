@@ -16,43 +16,29 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from heygem_pipeline.errors import HeygemError
 from heygem_pipeline.settings import DEFAULT_ENGINE, DEFAULT_FPS, DEFAULT_VOICE, ENGINE_NAMES, Settings
 
 
-class ProgressBar:
-    """A one-line progress bar on stderr: done/total, rate, ETA. Quiet when stderr is not a terminal."""
+@contextmanager
+def progress_bar(label: str, unit: str = "frames") -> Iterator[Callable[[int, int | None], None]]:
+    """A tqdm bar on stderr, fed by the stages' ``progress(done, total)`` callbacks (total may be unknown).
 
-    def __init__(self, label: str, unit: str = "frames") -> None:
-        self.label, self.unit = label, unit
-        self.started = time.perf_counter()
-        self.last_print = 0.0
-        self.tty = sys.stderr.isatty()
-        self.finished = False
+    Off when stderr is not a terminal (tqdm's ``disable=None``), so logs and pipes get no carriage returns."""
+    from tqdm import tqdm
 
-    def __call__(self, done: int, total: int | None) -> None:
-        now = time.perf_counter()
-        finished = total is not None and done >= total
-        if self.finished or (not finished and now - self.last_print < (0.2 if self.tty else 5.0)):
-            return
-        self.finished = finished
-        self.last_print = now
-        elapsed = max(now - self.started, 1e-6)
-        rate = done / elapsed
-        if total:
-            width = 28
-            filled = int(width * min(done / total, 1.0))
-            eta = (total - done) / rate if rate > 0 else 0.0
-            line = (f"{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} {self.unit} "
-                    f"{rate:5.1f}/s ETA {eta:4.0f}s")
-        else:
-            line = f"{self.label} {done} {self.unit} {rate:5.1f}/s"
-        end = "\n" if finished or not self.tty else ""
-        sys.stderr.write(("\r" if self.tty else "") + line + end)
-        sys.stderr.flush()
+    with tqdm(desc=label, unit=f" {unit}", file=sys.stderr, disable=None, dynamic_ncols=True) as bar:
+        def update(done: int, total: int | None) -> None:
+            if total is not None and bar.total != total:
+                bar.total = total
+            if done != bar.n:
+                bar.update(done - bar.n)
+
+        yield update
 
 
 def _render(args: argparse.Namespace) -> int:
@@ -79,10 +65,11 @@ def _render(args: argparse.Namespace) -> int:
         print(f"normalizing      {args.avatar}", file=sys.stderr)
         stages.prepare_avatar(args.avatar, work / "avatar", fps=args.fps, still_seconds=settings.still_seconds,
                                 settings=encode, limits=limits)
-        stages.track_avatar(work / "avatar", progress=ProgressBar("tracking face ", "frames"), limits=limits)
-        result = stages.render_pair(work / "script", work / "avatar", output, engine, settings=encode,
-                                      progress=ProgressBar(f"rendering {engine.name:<5}", "frames"),
-                                      subtitles=subtitles, limits=limits)
+        with progress_bar("tracking face") as progress:
+            stages.track_avatar(work / "avatar", progress=progress, limits=limits)
+        with progress_bar(f"rendering ({engine.name})") as progress:
+            result = stages.render_pair(work / "script", work / "avatar", output, engine, settings=encode,
+                                        progress=progress, subtitles=subtitles, limits=limits)
         sidecars = stages.write_subtitles(work / "script", output)
     if args.contact_sheet:
         with atomic_output(Path(args.contact_sheet)) as tmp:

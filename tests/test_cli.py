@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 from avatar_factory import make_template_video
 from media_factory import make_speech
 
-from heygem_pipeline.cli import build_parser
+from heygem_pipeline.cli import build_parser, progress_bar
 from heygem_pipeline.engine.contact_sheet import CAPTION, TILE
 from heygem_pipeline.engine.media.probe import probe
 from heygem_pipeline.settings import Settings
@@ -95,3 +96,26 @@ def test_wav2lip_without_a_checkpoint_fails_before_any_work(tmp_path: Path,
     assert result.returncode == 2
     assert "HEYGEM_WAV2LIP_CHECKPOINT" in result.stderr
     assert "analysing voice" not in result.stderr
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_draws_on_a_terminal_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    with progress_bar("tracking face") as progress:
+        progress(50, 100)
+        progress(100, 100)
+    assert sys.stderr.getvalue() == ""  # a log or a pipe gets no carriage-return bar
+
+    monkeypatch.setattr(sys, "stderr", _Terminal())
+    with progress_bar("tracking face") as progress:
+        progress(50, 100)
+        progress(100, 100)
+    with progress_bar("rendering (viseme)") as progress:
+        progress(7, None)  # total not known
+    drawn = sys.stderr.getvalue()
+    assert "tracking face: 100%" in drawn and "100/100" in drawn and "frames/s" in drawn
+    assert "rendering (viseme): 7 frames" in drawn
