@@ -35,8 +35,9 @@ from assets.jobs import CPU_QUEUE, JOBS, campaign_job
 from assets.names import REQUEST_JOB, REQUEST_TAG, TRIGGER_TAG
 from assets.runs import StageRun, campaign_run, in_flight, stage_runs
 from assets.sensors import default_status
+from heygem_pipeline.errors import NotInBucketError
 from heygem_pipeline.factory.bucket import Bucket
-from heygem_pipeline.factory.campaigns import Campaign, CampaignError
+from heygem_pipeline.factory.campaigns import Campaign
 from heygem_pipeline.factory.deliver import deliverables_digest, output_names
 from heygem_pipeline.factory.layout import outputs_dir
 from heygem_pipeline.factory.plan import SETTLED_STATUSES, plan_items, plan_work
@@ -64,7 +65,7 @@ def resolve(scan: BucketScan, config: RequestConfig) -> tuple[Campaign, list[tup
         campaign = scan.campaign(config.campaign)
         if config.script or config.avatar:
             return campaign, [scan.pair(campaign, config.script, config.avatar)]
-    except CampaignError as error:
+    except NotInBucketError as error:
         raise Failure(description=str(error), allow_retries=False) from error
     return campaign, scan.campaign_pairs(campaign)
 

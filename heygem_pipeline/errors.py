@@ -17,6 +17,10 @@ class SettingsError(HeygemError, ValueError):
     what it was, on one line."""
 
 
+class NotInBucketError(HeygemError, LookupError):
+    """A campaign, script or avatar that a request names is not in the bucket (the message says which there are)."""
+
+
 class InputError(HeygemError):
     """An input file cannot be used as it is. Retrying will not help; fixing the file will."""
 
@@ -24,7 +28,7 @@ class InputError(HeygemError):
         self.path = str(path)
         self.problem = problem
         self.fix = fix
-        super().__init__(f"{self.path}: {problem}; {fix}")
+        super().__init__(f"{self.path}: {problem}" + (f"; {fix}" if fix else ""))
 
 
 class EmptyFileError(InputError):

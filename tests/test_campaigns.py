@@ -14,7 +14,7 @@ import pytest
 from heygem_pipeline.engine.captions.burnin import SubtitleOptions
 from heygem_pipeline.engine.captions.cues import CaptionTrack, build_cues
 from heygem_pipeline.engine.captions.text import Word
-from heygem_pipeline.errors import InputError
+from heygem_pipeline.errors import InputError, NotInBucketError
 from heygem_pipeline.factory.bucket import Bucket, BucketEntry
 from heygem_pipeline.factory.campaigns import (
     DEFAULT_CAMPAIGN,
@@ -173,17 +173,45 @@ def test_campaign_yaml_names_globs_engine_and_output_options() -> None:
     assert everything.render_options(DEFAULTS) == DEFAULTS
 
 
+ALLOWED = "avatars, checkpoint, crf, description, engine, name, output, preset, scripts, subtitles"
+
+
 @pytest.mark.parametrize("text, problem", [
-    ("scripts: [a\n", "not valid YAML"),
-    ("- a\n- b\n", "expected a mapping"),
-    ("scripts: [a]\nvoices: [x]\n", "unknown keys"),
-    ("engine: magic\n", "unknown engine"),
-    ("crf: 99\n", "crf"),
-    ("scripts: {a: 1}\n", "list of names"),
+    ("scripts: [a\n", "bad.yaml: not valid YAML (while parsing a flow sequence"),
+    ("- a\n- b\n", "bad.yaml: expected a mapping with 'scripts:' and 'avatars:' lists"),
+    ("scripts: [a]\nvoices: [x]\n", f"bad.yaml: unknown key 'voices'; allowed: {ALLOWED}"),
+    ("enigne: viseme\nvoices: [x]\n", f"bad.yaml: unknown keys 'enigne', 'voices'; allowed: {ALLOWED}"),
+    ("engine: magic\n", "bad.yaml: engine: unknown engine 'magic'; choose one of viseme, wav2lip"),
+    ("crf: 99\n", "bad.yaml: crf: must be an integer from 0 to 51, got 99"),
+    ("crf: abc\n", "bad.yaml: crf: must be an integer from 0 to 51, got 'abc'"),
+    ("crf: 18.5\n", "bad.yaml: crf: must be an integer from 0 to 51, got 18.5"),
+    ("output: {crf: -1}\n", "bad.yaml: output.crf: must be an integer from 0 to 51, got -1"),
+    ("output: {quality: high}\n", "bad.yaml: output: unknown key 'quality'; allowed: crf, preset"),
+    ("output: fast\n", "bad.yaml: output: must be a mapping with 'crf:' and/or 'preset:', got 'fast'"),
+    ("preset: [fast]\n", "bad.yaml: preset: must be an ffmpeg preset name such as veryfast, got ['fast']"),
+    ("scripts: {a: 1}\n", "bad.yaml: scripts: must be a name or glob, or a list of names or globs, got {'a': 1}"),
+    ("avatars: [anna, 1.5]\n", "bad.yaml: avatars: must be a name or glob, or a list of names or globs, got "
+                               "['anna', 1.5]"),
+    ("checkpoint: 7\n", "bad.yaml: checkpoint: must be the path of a wav2lip .pth file, got 7"),
+    ("subtitles: {mode: burn, size: 40}\n",
+     "bad.yaml: subtitles.size: Input should be less than or equal to 15 (got 40)"),
+    ("engine: magic\ncrf: 99\n", "bad.yaml: engine: unknown engine 'magic'; choose one of viseme, wav2lip; and 1 "
+                                  "more"),
 ])
-def test_bad_campaign_files_are_explained(text: str, problem: str) -> None:
-    with pytest.raises(CampaignError, match=problem):
+def test_bad_campaign_files_are_explained_in_one_line(text: str, problem: str) -> None:
+    with pytest.raises(CampaignError) as caught:
         parse_campaign(text, "bad.yaml")
+    assert str(caught.value).startswith(problem) and "\n" not in str(caught.value)
+    assert isinstance(caught.value, InputError) and caught.value.path == "bad.yaml"  # a user's file: no retry
+
+
+def test_campaign_files_accept_single_names_numbers_and_top_level_output_options() -> None:
+    campaign = parse_campaign("scripts: welcome\navatars: [anna, 7]\ncrf: 20\noutput: {crf: 30, preset: slow}\n"
+                              "name: Spring\ndescription: 2024 launch\n", "spring.yaml", "fingerprint")
+    assert campaign.scripts == ("welcome",) and campaign.avatars == ("anna", "7")
+    assert (campaign.crf, campaign.preset, campaign.fingerprint) == (20, "slow", "fingerprint")  # top level wins
+    assert parse_campaign("", "empty.yaml") == parse_campaign("scripts: ['*']\n", "empty.yaml")
+    assert parse_campaign("scripts:\n", "null.yaml").scripts == ("*",)
 
 
 def test_scan_uses_campaign_files_or_the_implicit_default(memory_bucket: Bucket) -> None:
@@ -212,12 +240,12 @@ def test_a_campaign_and_a_pair_by_the_names_users_give(memory_bucket: Bucket) ->
     scan = scan_bucket(memory_bucket)
     launch = scan.campaigns["launch_day_ca89fd59"]  # an unsafe name's id carries a digest
     assert scan.campaign("Launch Day") is scan.campaign("Launch Day.yaml") is scan.campaign(launch.key) is launch
-    with pytest.raises(CampaignError, match=r"no campaign '\(unnamed\)' in the bucket \(campaigns: launch_day_"):
+    with pytest.raises(NotInBucketError, match=r"no campaign '\(unnamed\)' in the bucket \(campaigns: launch_day_"):
         scan.campaign(None)  # two campaigns, no default: say which there are
     assert scan.pair(launch, "Welcome Take.wav", "anna") == scan.pair(launch, "welcome_take_89b197b6", "anna.mp4")
-    with pytest.raises(CampaignError, match="no avatar 'bob'"):
+    with pytest.raises(NotInBucketError, match="no avatar 'bob'"):
         scan.pair(launch, "Welcome Take", "bob")
-    with pytest.raises(CampaignError, match="is not a pair of campaign other"):
+    with pytest.raises(NotInBucketError, match="is not a pair of campaign other"):
         scan.pair(scan.campaign("other"), "Welcome Take", "anna")
 
 

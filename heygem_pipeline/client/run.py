@@ -25,9 +25,9 @@ from pathlib import Path
 
 from assets.names import CAMPAIGN_TAG, SESSION_TAG, TRIGGER_TAG
 from heygem_pipeline.client.report import FactoryReport, RunOutcome, build_report
-from heygem_pipeline.errors import HeygemError
+from heygem_pipeline.errors import HeygemError, NotInBucketError
 from heygem_pipeline.factory.bucket import Bucket
-from heygem_pipeline.factory.campaigns import Campaign, CampaignError, MediaOptions, RenderOptions
+from heygem_pipeline.factory.campaigns import Campaign, MediaOptions, RenderOptions
 from heygem_pipeline.factory.deliver import deliverables_digest
 from heygem_pipeline.factory.layout import campaign_record_path, manifest_csv_path, manifest_parquet_path, zip_path
 from heygem_pipeline.factory.plan import Stage, WorkItem, plan_items, plan_work
@@ -286,7 +286,7 @@ def _select_campaigns(scan: BucketScan, campaign: str | None) -> list[Campaign]:
         return list(scan.campaigns.values())
     try:
         return [scan.campaign(campaign)]
-    except CampaignError as error:
+    except NotInBucketError as error:
         raise FactoryError(str(error)) from error
 
 

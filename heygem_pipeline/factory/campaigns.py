@@ -7,12 +7,13 @@ import hashlib
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 
 import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
-from heygem_pipeline.engine.captions.burnin import SubtitleOptions, subtitle_options
-from heygem_pipeline.errors import HeygemError
+from heygem_pipeline.engine.captions.burnin import SubtitleOptions, SubtitlesValue, subtitle_problem
+from heygem_pipeline.errors import InputError
 from heygem_pipeline.factory.bucket import BucketEntry
 from heygem_pipeline.factory.layout import PREFIXES
 from heygem_pipeline.naming import safe_id, safe_id_or_none, stem_and_ext
@@ -32,8 +33,12 @@ if TYPE_CHECKING:
 DEFAULT_CAMPAIGN = "default"
 
 
-class CampaignError(HeygemError):
-    """A campaign file that cannot be used (bad YAML, unknown keys, unknown engine)."""
+class CampaignError(InputError):
+    """A campaign file that cannot be used (bad YAML, an unknown key, a bad value). Scanning the bucket skips the
+    file with this message; retrying will not help, fixing the file will."""
+
+    def __init__(self, source: str, problem: str, fix: str = "") -> None:
+        super().__init__(source, problem, fix)
 
 
 class MediaSettings(Protocol):
@@ -138,49 +143,117 @@ def _matches(patterns: Sequence[str], name: str, key: str) -> bool:
     return any(fnmatch.fnmatchcase(n, p) for p in patterns for n in {name, stem, key} if n)
 
 
-CAMPAIGN_KEYS = {"scripts", "avatars", "engine", "checkpoint", "crf", "preset", "output", "subtitles", "description",
-                 "name"}
+Crf = Annotated[int, Field(ge=0, le=51, strict=True)]
 
 
-def _patterns(value: Any, field_name: str, source: str) -> tuple[str, ...]:
+def _scalar_text(value: Any) -> Any:
+    return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+
+Preset = Annotated[str, BeforeValidator(_scalar_text)]  # an ffmpeg preset name (`preset: 5` reads as "5")
+
+
+def _name_list(value: Any) -> Any:
     if value is None:
-        return ("*",)
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(v, str | int) for v in value):
-        raise CampaignError(f"{source}: '{field_name}:' must be a list of names or globs")
-    return tuple(str(v) for v in value)
+        return ["*"]
+    return [value] if isinstance(value, str | int) else value
+
+
+Patterns = Annotated[list[StrictStr | StrictInt], BeforeValidator(_name_list)]  # one name or glob, or a list
+
+
+class OutputOptions(BaseModel):
+    """A campaign file's ``output:`` (the same keys are accepted at the top level, which wins)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    crf: Crf | None = None
+    preset: Preset | None = None
+
+
+class CampaignFile(BaseModel):
+    """What a ``campaigns/<name>.yaml`` may hold (validated by ``parse_campaign``; see the README's example)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    scripts: Patterns = ["*"]
+    avatars: Patterns = ["*"]
+    engine: Literal[ENGINE_NAMES] | None = None  # type: ignore[valid-type]
+    checkpoint: StrictStr | None = None
+    crf: Crf | None = None
+    preset: Preset | None = None
+    output: OutputOptions | None = None
+    subtitles: SubtitlesValue = SubtitleOptions()
+    description: Any = None  # for people; not used
+    name: Any = None  # for people (the studio writes the batch's name); the file name is the campaign's
+
+    def campaign(self, source: str, fingerprint: str = "") -> Campaign:
+        output = self.output or OutputOptions()
+        preset = self.preset if self.preset is not None else output.preset
+        return Campaign(key=safe_id(source), source=source, scripts=tuple(map(str, self.scripts)),
+                        avatars=tuple(map(str, self.avatars)), engine=self.engine,
+                        crf=self.crf if self.crf is not None else output.crf, preset=preset,
+                        checkpoint=os.path.expanduser(self.checkpoint) if self.checkpoint else None,
+                        subtitles=self.subtitles, fingerprint=fingerprint)
+
+
+CAMPAIGN_KEYS = frozenset(CampaignFile.model_fields)
+_OUTPUT_KEYS = frozenset(OutputOptions.model_fields)
+_MUST = {  # what a key must be, for the messages
+    "scripts": "must be a name or glob, or a list of names or globs",
+    "avatars": "must be a name or glob, or a list of names or globs",
+    "checkpoint": "must be the path of a wav2lip .pth file",
+    "crf": "must be an integer from 0 to 51",
+    "preset": "must be an ffmpeg preset name such as veryfast",
+    "output": "must be a mapping with 'crf:' and/or 'preset:'",
+}
+
+
+def _problems(error: ValidationError, data: Mapping[str, Any]) -> dict[str, str]:
+    """Where (``""`` for the file itself, a key, ``output.crf``, ``subtitles.size``) → what is wrong there: unknown
+    keys first (a misspelt key is the likeliest mistake), then the others in the model's order."""
+    unknown: dict[str, list[str]] = {}  # "" or "output" → the unknown keys it holds
+    problems: dict[str, str] = {}
+    for detail in error.errors():
+        loc = detail["loc"]
+        key = str(loc[0])
+        if detail["type"] == "extra_forbidden" and key != "subtitles":
+            unknown.setdefault("output" if key == "output" else "", []).append(str(loc[-1]))
+            continue
+        if key == "subtitles":
+            where, what = subtitle_problem({**detail, "loc": loc[1:]})
+        elif key == "engine":
+            where, what = key, f"unknown engine {data.get(key)!r}; choose one of {', '.join(ENGINE_NAMES)}"
+        else:
+            where, value = key, data.get(key)
+            if key == "output" and len(loc) > 1 and isinstance(value, Mapping):
+                where, value = f"output.{loc[1]}", value.get(loc[1])
+            what = f"{_MUST.get(where.removeprefix('output.'), detail['msg'])}, got {value!r}"
+        problems.setdefault(where, what)
+    first: dict[str, str] = {}
+    for where, keys in unknown.items():
+        allowed = ", ".join(sorted(_OUTPUT_KEYS if where else CAMPAIGN_KEYS))
+        first[where] = f"unknown key{'s' if len(keys) > 1 else ''} {', '.join(map(repr, keys))}; allowed: {allowed}"
+    return first | problems
 
 
 def parse_campaign(text: str | bytes, source: str, fingerprint: str = "") -> Campaign:
-    """Parse a ``campaigns/<name>.yaml``; ``CampaignError`` names the file and the problem."""
+    """Parse a ``campaigns/<name>.yaml`` (see ``CampaignFile``). ``CampaignError`` names the file, the key and the
+    first problem, on one line."""
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as error:
-        raise CampaignError(f"{source}: not valid YAML ({error})") from error
+        raise CampaignError(source, f"not valid YAML ({' '.join(str(error).split())})") from error
     if not isinstance(data, dict):
-        raise CampaignError(f"{source}: expected a mapping with 'scripts:' and 'avatars:' lists")
-    unknown = sorted(set(map(str, data)) - CAMPAIGN_KEYS)
-    if unknown:
-        raise CampaignError(f"{source}: unknown keys {unknown}; allowed: {sorted(CAMPAIGN_KEYS)}")
-    output = data.get("output") or {}
-    if not isinstance(output, dict) or set(output) - {"crf", "preset"}:
-        raise CampaignError(f"{source}: 'output:' may only hold 'crf' and 'preset'")
-    engine = data.get("engine")
-    if engine is not None and engine not in ENGINE_NAMES:
-        raise CampaignError(f"{source}: unknown engine {engine!r}; choose one of {', '.join(ENGINE_NAMES)}")
-    crf = data.get("crf", output.get("crf"))
-    if crf is not None and (not isinstance(crf, int) or not 0 <= crf <= 51):
-        raise CampaignError(f"{source}: crf must be an integer from 0 to 51")
-    preset = data.get("preset", output.get("preset"))
-    checkpoint = data.get("checkpoint")
-    if checkpoint is not None and not isinstance(checkpoint, str):
-        raise CampaignError(f"{source}: 'checkpoint:' must be the path of a wav2lip .pth file")
-    return Campaign(key=safe_id(source), source=source, scripts=_patterns(data.get("scripts"), "scripts", source),
-                    avatars=_patterns(data.get("avatars"), "avatars", source), engine=engine, crf=crf,
-                    preset=str(preset) if preset is not None else None,
-                    checkpoint=os.path.expanduser(checkpoint) if checkpoint else None,
-                    subtitles=subtitle_options(data.get("subtitles"), source), fingerprint=fingerprint)
+        raise CampaignError(source, "expected a mapping with 'scripts:' and 'avatars:' lists")
+    data = {str(k): v for k, v in data.items()}
+    try:
+        return CampaignFile.model_validate(data).campaign(source, fingerprint)
+    except ValidationError as error:
+        problems = _problems(error, data)
+    where, what = next(iter(problems.items()))
+    more = f"; and {len(problems) - 1} more" if len(problems) > 1 else ""
+    raise CampaignError(source, f"{where}: {what}{more}" if where else what + more)
 
 
 def implicit_campaign() -> Campaign:

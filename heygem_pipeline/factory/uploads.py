@@ -9,8 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
-from heygem_pipeline.engine.captions.burnin import SubtitleOptionsError
-from heygem_pipeline.errors import InputError
+from heygem_pipeline.errors import InputError, NotInBucketError
 from heygem_pipeline.factory.bucket import Bucket, BucketEntry, log
 from heygem_pipeline.factory.campaigns import (
     DEFAULT_CAMPAIGN,
@@ -138,7 +137,7 @@ class BucketScan:
 
     def campaign(self, name: str | None = None) -> Campaign:
         """The campaign a user means by ``name`` (its id, file name or file stem); without a name, the bucket's only
-        campaign, or the default one. ``CampaignError`` names the campaigns there are."""
+        campaign, or the default one. ``NotInBucketError`` names the campaigns there are."""
         campaigns = list(self.campaigns.values())
         if name:
             chosen = [c for c in campaigns if name in (c.key, c.source, stem_and_ext(c.source)[0])]
@@ -146,21 +145,21 @@ class BucketScan:
             chosen = campaigns if len(campaigns) == 1 else [c for c in campaigns if c.key == DEFAULT_CAMPAIGN]
         if not chosen:
             names = ", ".join(sorted(self.campaigns)) or "none"
-            raise CampaignError(f"no campaign {name or '(unnamed)'!r} in the bucket (campaigns: {names})")
+            raise NotInBucketError(f"no campaign {name or '(unnamed)'!r} in the bucket (campaigns: {names})")
         return chosen[0]
 
     def upload_key(self, kind: str, name: str | None) -> str:
         """The id of the upload a user means by ``name`` (its id, file name or file stem)."""
         found = [k for k, u in self.uploads(kind).items() if name in (k, u.name, stem_and_ext(u.name)[0])]
         if not found:
-            raise CampaignError(f"no {kind} {name!r} in the bucket")
+            raise NotInBucketError(f"no {kind} {name!r} in the bucket")
         return found[0]
 
     def pair(self, campaign: Campaign, script: str | None, avatar: str | None) -> tuple[str, str]:
         """The (script, avatar) ids a user means, when they are a pair of ``campaign``."""
         pair = (self.upload_key("script", script), self.upload_key("avatar", avatar))
         if pair not in self.campaign_pairs(campaign):
-            raise CampaignError(f"{script} × {avatar} is not a pair of campaign {campaign.key}")
+            raise NotInBucketError(f"{script} × {avatar} is not a pair of campaign {campaign.key}")
         return pair
 
 
@@ -201,7 +200,7 @@ def scan_bucket(bucket: Bucket, settled: Callable[[BucketEntry], bool] | None = 
             continue
         try:
             campaign = parse_campaign(bucket.read_bytes(entry.rel), entry.name, entry.fingerprint)
-        except (CampaignError, InputError, SubtitleOptionsError) as error:
+        except CampaignError as error:  # its subtitles: key included
             scan.skipped.append(Skipped(entry.rel, str(error)))
             continue
         if campaign.key in scan.campaigns:

@@ -15,10 +15,11 @@ import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from heygem_pipeline.engine.captions.cues import Cue
 from heygem_pipeline.engine.captions.text import is_wide
@@ -82,32 +83,55 @@ class SubtitleOptions(BaseModel):
         return "subs-" + hashlib.sha1(self.style.model_dump_json().encode()).hexdigest()[:8]
 
 
-def subtitle_options(value: Any, source: str) -> SubtitleOptions:
-    """Parse a campaign file's ``subtitles:`` value: absent, ``sidecar``, ``burn``, or a mapping with ``mode:`` and
-    style keys (``size``, ``position``, ``outline``, …) side by side. Raises ``SubtitleOptionsError`` naming
-    ``source`` (the campaign file) and the first problem, on one line."""
+def subtitle_fields(value: Any) -> Any:
+    """A ``subtitles:`` value in ``SubtitleOptions``' own shape: absent, ``sidecar``, ``burn``, or a mapping with
+    ``mode:`` and style keys (``size``, ``position``, ``outline``, …) side by side or under ``style:``. A pydantic
+    before-validator (see ``SubtitlesValue``): its errors are pydantic's, located at the ``subtitles`` value."""
     if value is None:
-        return SubtitleOptions()
+        return {}
     if isinstance(value, str):
-        data: dict[str, Any] = {"mode": value}
-    elif isinstance(value, Mapping):
+        return {"mode": value}
+    if isinstance(value, Mapping):
         data = {str(k): v for k, v in value.items()}
         style = {k: data.pop(k) for k in list(data) if k in CaptionStyle.model_fields}
         if "style" in data and style:
-            raise SubtitleOptionsError(f"{source}: subtitles: give the style keys either under 'style:' or beside "
-                                       "'mode:', not both")
+            raise PydanticCustomError("subtitles_style_twice",
+                                      "give the style keys either under 'style:' or beside 'mode:', not both")
         data.setdefault("style", style)
-    else:
-        raise SubtitleOptionsError(f"{source}: subtitles: must be 'sidecar', 'burn' or a mapping with 'mode:' and "
-                                   "style keys (size, position, outline, margin, font, color, …)")
+        return data
+    raise PydanticCustomError("subtitles_form", "must be 'sidecar', 'burn' or a mapping with 'mode:' and style keys "
+                              "(size, position, outline, margin, font, color, …)")
+
+
+SubtitlesValue = Annotated[SubtitleOptions, BeforeValidator(subtitle_fields)]
+"""The type of a ``subtitles:`` key in a pydantic model (a campaign file's)."""
+
+
+def subtitle_problem(error: ErrorDetails) -> tuple[str, str]:
+    """Where (``subtitles.size``) and what (``Input should be … (got 40)``) for one validation error of a
+    ``SubtitlesValue`` (its location taken from the ``subtitles`` value: style keys read as if beside ``mode:``)."""
+    where = ".".join(str(p) for p in ("subtitles", *(p for p in error["loc"] if p != "style")))
+    value = error.get("input")
+    got = f" (got {value!r})" if "input" in error and not isinstance(value, dict) else ""
+    return where, f"{error['msg']}{got}"
+
+
+def subtitle_options(value: Any, source: str) -> SubtitleOptions:
+    """Parse a ``subtitles:`` value (see ``subtitle_fields``) given in ``source`` (a campaign file, an option).
+    Raises ``SubtitleOptionsError`` naming ``source`` and the first problem, on one line."""
     try:
-        return SubtitleOptions.model_validate(data)
+        return _SUBTITLES.validate_python(value)
     except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(p) for p in ("subtitles", *(p for p in first["loc"] if p != "style")))
-        got = f" (got {first['input']!r})" if "input" in first and not isinstance(first["input"], dict) else ""
-        more = f"; and {error.error_count() - 1} more" if error.error_count() > 1 else ""
-        raise SubtitleOptionsError(f"{source}: {where}: {first['msg']}{got}{more}") from None
+        problems: dict[str, str] = {}
+        for detail in error.errors():
+            where, what = subtitle_problem(detail)
+            problems.setdefault(where, what)
+        where, what = next(iter(problems.items()))
+        more = f"; and {len(problems) - 1} more" if len(problems) > 1 else ""
+        raise SubtitleOptionsError(f"{source}: {where}: {what}{more}") from None
+
+
+_SUBTITLES: TypeAdapter[SubtitleOptions] = TypeAdapter(SubtitlesValue)
 
 
 # ---------------------------------------------------------------------------------------------- placement
