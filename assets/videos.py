@@ -3,16 +3,18 @@
 # No `from __future__ import annotations`: Dagster reads the parameter annotations at definition time.
 import time
 import uuid
+from copy import copy
+from typing import Literal
 
 from dagster import AssetExecutionContext, Config, Failure, MaterializeResult, MetadataValue, asset
-from pydantic import Field
+from pydantic import Field, create_model
 
 from assets.avatars import avatar_video, face_track
 from assets.common import GROUP_VIDEOS, TRANSIENT_RETRY, human_size, stage_failures, thumbnail_markdown
 from assets.partitions import pair_of, pair_partitions
 from assets.scripts import script_audio_spec, script_features_spec
 from heygem_pipeline.engine import folders, stages
-from heygem_pipeline.engine.captions.burnin import SubtitleOptions
+from heygem_pipeline.engine.captions.burnin import CaptionStyle, SubtitleOptions
 from heygem_pipeline.engine.contact_sheet import sheet_jpeg
 from heygem_pipeline.factory.campaigns import RenderOptions
 from heygem_pipeline.factory.layout import (
@@ -34,6 +36,23 @@ from resources.ffmpeg import FFmpegResource
 PROGRESS_LOG_SECONDS = 15.0
 
 
+CaptionStyleConfig = create_model(
+    "CaptionStyleConfig", __base__=Config, __doc__="How burnt-in captions look: burnin.CaptionStyle's fields "
+    "(lengths are percentages of the frame height).",
+    **{name: (field.annotation, copy(field)) for name, field in CaptionStyle.model_fields.items()})
+
+
+class SubtitlesConfig(Config):
+    """A campaign's ``subtitles:`` (burnin.SubtitleOptions) as run config, so the launchpad checks it."""
+
+    mode: Literal["sidecar", "burn"] = Field(default="sidecar", description="burn: also burnt into the picture; "
+                                             "sidecar: .srt/.vtt beside the video only")
+    style: CaptionStyleConfig = CaptionStyleConfig()  # type: ignore[valid-type]
+
+    def options(self) -> SubtitleOptions:
+        return SubtitleOptions.model_validate(self.model_dump())
+
+
 class RenderConfig(Config):
     """Per-run render options; a campaign's run passes its own, a run from the UI gets the resources' defaults."""
 
@@ -41,13 +60,14 @@ class RenderConfig(Config):
     crf: int | None = Field(default=None, description="x264 quality (default: the ffmpeg resource's)")
     preset: str | None = Field(default=None, description="x264 preset (default: the ffmpeg resource's)")
     checkpoint: str | None = Field(default=None, description="wav2lip .pth (default: the engine resource's)")
-    subtitles: str | None = Field(default=None, description="captions burnt into the picture: a campaign's "
-                                  "`subtitles:` as JSON (default: none burnt in; sidecars are the deliverables')")
+    subtitles: SubtitlesConfig = Field(default=SubtitlesConfig(), description="captions burnt into the picture: a "
+                                       "campaign's `subtitles:` (default: none burnt in; sidecars are the "
+                                       "deliverables')")
 
     def options(self, engine: LipSyncEngineResource, ffmpeg: FFmpegResource) -> RenderOptions:
-        subtitles = SubtitleOptions.model_validate_json(self.subtitles) if self.subtitles else SubtitleOptions()
         return RenderOptions(engine=self.engine or engine.engine, crf=ffmpeg.crf if self.crf is None else self.crf,
-                             preset=self.preset or ffmpeg.preset, checkpoint=self.checkpoint, subtitles=subtitles)
+                             preset=self.preset or ffmpeg.preset, checkpoint=self.checkpoint,
+                             subtitles=self.subtitles.options())
 
 
 @asset(partitions_def=pair_partitions, deps=[script_audio_spec, script_features_spec, avatar_video, face_track],

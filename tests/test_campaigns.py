@@ -407,7 +407,7 @@ def test_subtitles_option_burns_into_another_variant() -> None:
     options = burn.render_options(RenderOptions())
     assert options.subtitles.burn and options.subtitles.style.size == 7
     assert options.variant != RenderOptions().variant  # captions in the picture: other videos
-    assert SubtitleOptions.model_validate_json(options.as_config()["subtitles"]) == options.subtitles
+    assert SubtitleOptions.model_validate(options.as_config()["subtitles"]) == options.subtitles
     sidecar = parse_campaign("subtitles: sidecar\n", "launch.yaml").render_options(RenderOptions())
     assert sidecar.variant == RenderOptions().variant and "subtitles" not in sidecar.as_config()
 

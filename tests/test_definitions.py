@@ -6,7 +6,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dagster import AssetKey, Backoff, Definitions, MultiPartitionsDefinition
+import pytest
+from dagster import (
+    AssetKey,
+    Backoff,
+    DagsterInvalidConfigError,
+    Definitions,
+    MultiPartitionsDefinition,
+    validate_run_config,
+)
 
 from heygem_pipeline.definitions import defs
 
@@ -79,3 +87,33 @@ def test_engine_modules_never_import_dagster() -> None:
             "print(bad); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_render_options_travel_as_run_config_the_launchpad_checks() -> None:
+    from assets.jobs import run_config
+    from assets.videos import RenderConfig
+    from heygem_pipeline.engine.captions.burnin import subtitle_options
+    from heygem_pipeline.factory.campaigns import RenderOptions
+    from resources.engine import LipSyncEngineResource
+    from resources.ffmpeg import FFmpegResource
+
+    pair_job = defs.resolve_job_def("pair_job")
+    burn = RenderOptions(crf=23, subtitles=subtitle_options({"mode": "burn", "size": 7, "position": "top"}, "x"))
+    for options in (RenderOptions(), burn):
+        config = run_config("/tmp/bucket", options)
+        validate_run_config(pair_job, config)
+        render = RenderConfig(**config["ops"]["lipsync_video"]["config"])
+        back = render.options(LipSyncEngineResource(), FFmpegResource())
+        assert back == options and back.variant == options.variant  # the same video folder
+    assert burn.as_config()["subtitles"]["style"]["size"] == 7
+    # A mistake is refused at launch, not in the render.
+    for subtitles in ({"mode": "loud"}, {"mode": "burn", "style": {"colour": "red"}}):
+        config = run_config("/tmp/bucket", burn)
+        config["ops"]["lipsync_video"]["config"]["subtitles"] = subtitles
+        with pytest.raises(DagsterInvalidConfigError, match="subtitles"):
+            validate_run_config(pair_job, config)
+    # Runs made before the mapping held a JSON string: Dagster refuses to re-execute them (README, How it runs).
+    config = run_config("/tmp/bucket", burn)
+    config["ops"]["lipsync_video"]["config"]["subtitles"] = burn.subtitles.model_dump_json()
+    with pytest.raises(DagsterInvalidConfigError, match="subtitles must be dict"):
+        validate_run_config(pair_job, config)

@@ -94,11 +94,13 @@ class RenderOptions:
         return safe_id(f"{self.engine}{weights}-crf{self.crf}-{self.preset}{burnt}")
 
     def as_config(self) -> dict[str, Any]:
+        """The render asset's run config (``assets.videos.RenderConfig``); ``subtitles`` only when burnt in, as the
+        nested ``{mode, style: {…}}`` mapping (older runs held a JSON string: README, "How it runs")."""
         config: dict[str, Any] = {"engine": self.engine, "crf": self.crf, "preset": self.preset}
         if self.checkpoint:
             config["checkpoint"] = self.checkpoint
         if self.subtitles.burn:
-            config["subtitles"] = self.subtitles.model_dump_json()
+            config["subtitles"] = self.subtitles.model_dump(mode="json")
         return config
 
 
