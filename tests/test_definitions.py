@@ -90,7 +90,7 @@ def test_engine_modules_never_import_dagster() -> None:
 
 
 def test_render_options_travel_as_run_config_the_launchpad_checks() -> None:
-    from assets.jobs import run_config
+    from assets.runs import run_config
     from assets.videos import RenderConfig
     from heygem_pipeline.engine.captions.burnin import subtitle_options
     from heygem_pipeline.factory.campaigns import RenderOptions

@@ -233,9 +233,10 @@ def test_render_variants_and_run_config() -> None:
     assert RenderOptions().as_config() == {"engine": "viseme", "crf": 18, "preset": "veryfast"}
     assert variants["everything"].as_config() == {
         "engine": "wav2lip", "crf": 20, "preset": "fast", "checkpoint": "/models/wav2lip_gan.pth",
-        "subtitles": '{"mode":"burn","style":{"font":"Noto Sans CJK SC","size":7.0,"position":"top","outline":0.35,'
-                     '"shadow":0.0,"margin":4.0,"color":"#FFFFFF","outline_color":"#000000","bold":false,'
-                     '"box":false}}'}
+        # Nested run config since issue 19 (a JSON string before: such old runs cannot be re-executed; README).
+        "subtitles": {"mode": "burn", "style": {"font": "Noto Sans CJK SC", "size": 7.0, "position": "top",
+                                                "outline": 0.35, "shadow": 0.0, "margin": 4.0, "color": "#FFFFFF",
+                                                "outline_color": "#000000", "bold": False, "box": False}}}
     # The render step's config rebuilds the same variant from it.
     engine, ffmpeg = SimpleNamespace(engine="viseme"), FFmpegResource()
     for options in variants.values():
