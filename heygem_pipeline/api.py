@@ -35,7 +35,7 @@ class ApiError(HeygemError):
     """The webserver could not be reached, or refused the request (the message says why)."""
 
 
-class PairState(Enum):
+class PairProgressState(Enum):
     WAITING = "waiting"  # its stages have not started
     PREPARING = "preparing"  # its script or avatar is being prepared
     QUEUED = "queued"  # its render waits for the GPU worker
@@ -48,7 +48,8 @@ class PairState(Enum):
 
     @property
     def settled(self) -> bool:
-        return self in (PairState.RENDERED, PairState.UP_TO_DATE, PairState.FAILED, PairState.CANCELED)
+        return self in (PairProgressState.RENDERED, PairProgressState.UP_TO_DATE, PairProgressState.FAILED,
+                        PairProgressState.CANCELED)
 
 
 class RequestState(Enum):
@@ -63,7 +64,7 @@ class RequestState(Enum):
 class PairProgress:
     script: str
     avatar: str
-    state: PairState
+    state: PairProgressState
     output: str = ""  # the delivered video (once the request is done and the pair was delivered)
     subtitles: list[str] = field(default_factory=list)  # its .srt and .vtt, when its script has captions
     error: str = ""
@@ -242,10 +243,10 @@ class FactoryClient:
         finished = deliverables is not None and deliverables["status"] not in ACTIVE | RUNNING
         pairs = [_pair_progress(pair, items, manifest, finished) for pair in plan["pairs"]]
         for progress, pair in zip(pairs, plan["pairs"], strict=True):
-            if progress.state == PairState.FAILED and not progress.error:
+            if progress.state == PairProgressState.FAILED and not progress.error:
                 failed = [r for r in _pair_runs(pair, items) if r["status"] == "FAILURE"]
                 progress.error = self._run_error(failed[0]["runId"]) if failed else ""
-            if progress.state in (PairState.CHECKING, PairState.RENDERED, PairState.UP_TO_DATE):
+            if progress.state in (PairProgressState.CHECKING, PairProgressState.RENDERED, PairProgressState.UP_TO_DATE):
                 rendered = [r for r in _runs(items, pair, Stage.RENDER) if r["status"] == "SUCCESS"]
                 progress.video = progress.output or (self._render_path(rendered[0]["runId"]) if rendered else "")
         status = RequestStatus(request_id, RequestState.RUNNING, plan["campaign"], plan["folder"], pairs,
@@ -364,7 +365,7 @@ def _pair_progress(pair: dict, items: dict[ItemKey, list[dict]], manifest: dict[
     intake = _runs(items, pair, Stage.SCRIPT, Stage.AVATAR)
     render = _runs(items, pair, Stage.RENDER)
     checks = _runs(items, pair, Stage.CHECKS)
-    progress = PairProgress(pair["script"], pair["avatar"], PairState.WAITING)
+    progress = PairProgress(pair["script"], pair["avatar"], PairProgressState.WAITING)
     mine = render + checks
     starts = [r["startTime"] for r in mine if r.get("startTime")]
     if starts:
@@ -372,28 +373,30 @@ def _pair_progress(pair: dict, items: dict[ItemKey, list[dict]], manifest: dict[
         progress.seconds = max(ends) - min(starts)
     statuses = {r["status"] for r in intake + render + checks}
     if "FAILURE" in statuses:
-        progress.state = PairState.FAILED
+        progress.state = PairProgressState.FAILED
     elif "CANCELED" in statuses:
-        progress.state = PairState.CANCELED
+        progress.state = PairProgressState.CANCELED
     elif any(r["status"] == "SUCCESS" for r in checks):
-        progress.state = PairState.RENDERED
+        progress.state = PairProgressState.RENDERED
     elif any(r["status"] in RUNNING for r in checks):
-        progress.state = PairState.CHECKING
+        progress.state = PairProgressState.CHECKING
     elif any(r["status"] in RUNNING for r in render):
-        progress.state = PairState.RENDERING
+        progress.state = PairProgressState.RENDERING
     elif render:
-        progress.state = PairState.QUEUED if not any(r["status"] == "SUCCESS" for r in render) else PairState.CHECKING
+        rendered = any(r["status"] == "SUCCESS" for r in render)
+        progress.state = PairProgressState.CHECKING if rendered else PairProgressState.QUEUED
     elif intake:
-        progress.state = PairState.PREPARING
+        progress.state = PairProgressState.PREPARING
     elif finished:
-        progress.state = PairState.UP_TO_DATE
+        progress.state = PairProgressState.UP_TO_DATE
     row = manifest.get((pair["script"], pair["avatar"]), {})  # the manifest's preview holds the first 50 pairs
     if row.get("status") == "failed":
-        progress.state, progress.error = PairState.FAILED, str(row.get("error") or "")
-    elif row.get("status") in DELIVERABLE_STATUSES and progress.state not in (PairState.FAILED, PairState.CANCELED):
+        progress.state, progress.error = PairProgressState.FAILED, str(row.get("error") or "")
+    elif (row.get("status") in DELIVERABLE_STATUSES
+          and progress.state not in (PairProgressState.FAILED, PairProgressState.CANCELED)):
         # Delivered; its checks may have run outside the request (the bucket sensor got there first).
-        progress.state = PairState.RENDERED if intake or render or checks else PairState.UP_TO_DATE
-    if manifest and progress.state in (PairState.RENDERED, PairState.UP_TO_DATE):
+        progress.state = PairProgressState.RENDERED if intake or render or checks else PairProgressState.UP_TO_DATE
+    if manifest and progress.state in (PairProgressState.RENDERED, PairProgressState.UP_TO_DATE):
         progress.output = pair["output"]
         if row.get("sync_offset_frames") is not None:
             progress.sync_offset_frames = int(row["sync_offset_frames"])

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from servers import wait_for
 
-from heygem_pipeline.api import FactoryClient, PairState, RequestState
+from heygem_pipeline.api import FactoryClient, PairProgressState, RequestState
 from heygem_pipeline.demo_media import write_still
 from heygem_pipeline.engine.audio.intake import synthesize_speech
 from heygem_pipeline.engine.media.probe import probe
@@ -233,11 +233,12 @@ def test_cancel_stops_a_request_and_leaves_nothing_half_written(studio: dict, me
     submission = handlers.submit_batch([Upload.of(media["long"])], [Upload.of(media["presenter"])], [], [],
                                        "to cancel", StudioOptions())
     request = submission.request_id
-    wait_for(lambda: any(p.state == PairState.RENDERING for p in client.status(request).pairs), 300, "the render")
+    wait_for(lambda: any(p.state == PairProgressState.RENDERING for p in client.status(request).pairs), 300,
+             "the render")
     assert handlers.cancel(request) >= 1
     status = wait_for(lambda: (s := client.status(request)).state == RequestState.CANCELED and s, 120,
                       "the request to be canceled")
-    assert [p.state for p in status.pairs] == [PairState.CANCELED]
+    assert [p.state for p in status.pairs] == [PairProgressState.CANCELED]
     time.sleep(8)  # a sensor tick or two: nothing is started for a canceled request
     again = client.status(request)
     assert again.state == RequestState.CANCELED and not again.zip
@@ -249,7 +250,7 @@ def test_cancel_stops_a_request_and_leaves_nothing_half_written(studio: dict, me
     retried = handlers.retry_failed(request)
     assert retried != request
     done = client.wait(retried, timeout=420)
-    assert done.state == RequestState.DONE and [p.state for p in done.pairs] == [PairState.RENDERED]
+    assert done.state == RequestState.DONE and [p.state for p in done.pairs] == [PairProgressState.RENDERED]
 
 
 def test_one_query_for_every_open_page(studio: dict, media: dict[str, Path]) -> None:

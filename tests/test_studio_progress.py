@@ -2,28 +2,29 @@
 
 from __future__ import annotations
 
-from heygem_pipeline.api import PairProgress, PairState, RequestState, RequestStatus
+from heygem_pipeline.api import PairProgress, RequestState, RequestStatus
+from heygem_pipeline.api import PairProgressState as State
 from heygem_pipeline.studio.progress import describe, eta_seconds, format_seconds
 
 
-def _status(*states: PairState, seconds: float | None = None) -> RequestStatus:
-    pairs = [PairProgress(f"v{i}.wav", "anna.png", state, seconds=seconds if state == PairState.RENDERED else None,
-                          error="avatars/x.mp4: no face" if state == PairState.FAILED else "")
+def _status(*states: State, seconds: float | None = None) -> RequestStatus:
+    pairs = [PairProgress(f"v{i}.wav", "anna.png", state, seconds=seconds if state == State.RENDERED else None,
+                          error="avatars/x.mp4: no face" if state == State.FAILED else "")
              for i, state in enumerate(states)]
     return RequestStatus("r1", RequestState.RUNNING, "launch", "/b/outputs/launch", pairs)
 
 
 def test_time_left_comes_from_the_pairs_done_or_recent_requests() -> None:
-    running = _status(PairState.RENDERED, PairState.FAILED, PairState.RENDERING, PairState.WAITING, seconds=30)
+    running = _status(State.RENDERED, State.FAILED, State.RENDERING, State.WAITING, seconds=30)
     assert running.progress() == "2/4 pairs"
     assert eta_seconds(running) == 60  # two open pairs × 30 s
-    fresh = _status(PairState.RENDERING, PairState.WAITING)
+    fresh = _status(State.RENDERING, State.WAITING)
     assert eta_seconds(fresh) is None and eta_seconds(fresh, typical=12.0) == 24
     assert format_seconds(75) == "1 min 15 s" and format_seconds(9.6) == "10 s"
 
 
 def test_the_headline_and_rows_in_both_languages() -> None:
-    status = _status(PairState.RENDERED, PairState.FAILED, PairState.RENDERING, seconds=20)
+    status = _status(State.RENDERED, State.FAILED, State.RENDERING, seconds=20)
     english = describe(status, "en", plain=lambda m: m.replace("avatars/", ""))
     assert english.headline == "2/3 pairs · running · rendering · about 20 s left"
     assert english.rows[1] == ["v1.wav", "anna.png", "failed", None, None, "x.mp4: no face"]

@@ -161,7 +161,8 @@ def test_reexecute_from_failure_reruns_a_failed_pair(ui: dict, tmp_path: Path) -
 
 
 def test_submit_and_query_through_the_graphql_api(ui: dict, tmp_path: Path) -> None:
-    from heygem_pipeline.api import FactoryClient, PairState, RequestState
+    from heygem_pipeline.api import FactoryClient, RequestState
+    from heygem_pipeline.api import PairProgressState as State
 
     bucket = tmp_path / "bucket"
     (bucket / "scripts").mkdir(parents=True)
@@ -180,8 +181,8 @@ def test_submit_and_query_through_the_graphql_api(ui: dict, tmp_path: Path) -> N
         assert time.monotonic() < deadline, status
         time.sleep(1)
     assert status.state == RequestState.DONE and status.campaign == "launch", status
-    assert seen & {PairState.RENDERING, PairState.CHECKING, PairState.PREPARING, PairState.QUEUED}  # progress showed
-    assert [p.state for p in status.pairs] == [PairState.RENDERED, PairState.RENDERED]
+    assert seen & {State.RENDERING, State.CHECKING, State.PREPARING, State.QUEUED}  # progress showed
+    assert [p.state for p in status.pairs] == [State.RENDERED, State.RENDERED]
     for pair in status.pairs:
         assert Path(pair.output).stat().st_size > 1000 and pair.output.startswith(str(bucket / "outputs" / "launch"))
         assert [Path(s).suffix for s in pair.subtitles] == [".srt", ".vtt"]
@@ -193,7 +194,7 @@ def test_submit_and_query_through_the_graphql_api(ui: dict, tmp_path: Path) -> N
     # One pair of it, already up to date: nothing is rendered again, and the request is delivered.
     again = client.wait(client.submit(campaign="launch", script="hello", avatar="portrait", bucket=str(bucket)),
                         timeout=300)
-    assert again.state == RequestState.DONE and [p.state for p in again.pairs] == [PairState.UP_TO_DATE]
+    assert again.state == RequestState.DONE and [p.state for p in again.pairs] == [State.UP_TO_DATE]
     assert again.pairs[0].output.endswith("hello__portrait.mp4")
 
     # A request the bucket cannot serve fails at once, saying why.

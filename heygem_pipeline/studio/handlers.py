@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 
-from heygem_pipeline.api import ApiError, FactoryClient, PairState, RequestStatus
+from heygem_pipeline.api import ApiError, FactoryClient, PairProgressState, RequestStatus
 from heygem_pipeline.errors import HeygemError
 from heygem_pipeline.factory.bucket import Bucket
 from heygem_pipeline.naming import stem_and_ext
@@ -156,7 +156,7 @@ class Studio:
         """A new request for the failed (or canceled) pairs of ``request_id``: one pair, or its campaign (its pairs
         already delivered are up to date and are not made again)."""
         status = self.client.status(request_id)
-        failed = [p for p in status.pairs if p.state in (PairState.FAILED, PairState.CANCELED)]
+        failed = [p for p in status.pairs if p.state in (PairProgressState.FAILED, PairProgressState.CANCELED)]
         if not failed:
             raise StudioError(t("msg_nothing_failed", lang))
         try:

@@ -60,7 +60,7 @@ TEXT: dict[str, tuple[str, str]] = {
     "col_when": ("when", "时间"),
     "col_pairs": ("pairs", "配对"),
     "col_request": ("request", "请求"),
-    # states (api.PairState / RequestState values)
+    # states (api.PairProgressState / RequestState values)
     "waiting": ("waiting", "等待中"),
     "preparing": ("preparing the voice and tracking the face", "正在处理声音并跟踪人脸"),
     "queued": ("queued", "排队中"),

@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from heygem_pipeline.api import ApiError, FactoryClient, PairState, RequestStatus, RequestSummary
+from heygem_pipeline.api import ApiError, FactoryClient, PairProgressState, RequestStatus, RequestSummary
 from heygem_pipeline.studio.i18n import t
 
 FRESH_SECONDS = 2.0  # an open request's status is asked for at most this often
@@ -51,7 +51,7 @@ class StatusCache:
             with self._guard:
                 self._entries[request_id] = (self._slot(), status)
                 for pair in status.pairs:
-                    if pair.state == PairState.RENDERED and pair.seconds:
+                    if pair.state == PairProgressState.RENDERED and pair.seconds:
                         self._pair_seconds[(request_id, pair.script, pair.avatar)] = pair.seconds
                 while len(self._pair_seconds) > KEPT_PAIR_TIMES:
                     self._pair_seconds.popitem(last=False)
@@ -98,7 +98,7 @@ def format_seconds(seconds: float) -> str:
 def eta_seconds(status: RequestStatus, typical: float | None = None) -> float | None:
     """Time left: the pairs still open × the median time of a pair of this request so far (renders run one
     at a time on the GPU worker), or ``typical`` (recent requests') before its first; None without either."""
-    done = [p.seconds for p in status.pairs if p.state == PairState.RENDERED and p.seconds]
+    done = [p.seconds for p in status.pairs if p.state == PairProgressState.RENDERED and p.seconds]
     per_pair = statistics.median(done) if done else typical
     if per_pair is None:
         return None
@@ -112,7 +112,7 @@ def describe(status: RequestStatus, lang: str, plain: Callable[[str], str] = str
     total = len(status.pairs)
     parts = [t("msg_progress", lang, settled=status.settled, total=total)] if total else []
     parts.append(t(status.state.value, lang))
-    active = [p.state.value for p in status.pairs if not p.state.settled and p.state != PairState.WAITING]
+    active = [p.state.value for p in status.pairs if not p.state.settled and p.state != PairProgressState.WAITING]
     if active and not status.finished:
         parts.append(t(active[0], lang))
     if not status.finished and total:
