@@ -11,9 +11,6 @@ import numpy as np
 import pytest
 import soundfile
 
-# tests/ is not a package: pytest puts it on sys.path, so the shared helpers import as a top-level module.
-from media_factory import make_speech, make_tone, make_video, truncate_copy
-
 import heygem_pipeline
 from heygem_pipeline.engine.audio.features import (
     ANALYSIS_RATE,
@@ -44,6 +41,7 @@ from heygem_pipeline.errors import (
     TooShortError,
     UnsupportedFormatError,
 )
+from tests.helpers.media_factory import make_speech, make_tone, make_video, truncate_copy
 
 # --------------------------------------------------------------------------------------------------------------
 # Accepted formats

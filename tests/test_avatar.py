@@ -11,7 +11,6 @@ import cv2
 import ffmpeg
 import numpy as np
 import pytest
-from avatar_factory import FAST, make_portrait, make_still, make_template_video
 
 from heygem_pipeline.engine.avatar import (
     AVATAR_IMAGE_EXTENSIONS,
@@ -30,6 +29,7 @@ from heygem_pipeline.errors import (
     TooShortError,
     UnsupportedFormatError,
 )
+from tests.helpers.avatar_factory import FAST, make_portrait, make_still, make_template_video
 
 # Codec options per container: what a phone, an editor or a screen recorder would typically put in it.
 VIDEO_CODECS: dict[str, dict[str, object]] = {

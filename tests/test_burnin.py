@@ -9,7 +9,6 @@ from pathlib import Path
 import ffmpeg
 import numpy as np
 import pytest
-from avatar_factory import make_template_video
 
 from heygem_pipeline.engine import folders, stages
 from heygem_pipeline.engine.captions.burnin import (
@@ -28,6 +27,7 @@ from heygem_pipeline.engine.face.track import FaceTrack
 from heygem_pipeline.engine.lipsync.registry import create_engine
 from heygem_pipeline.engine.media.frames import FrameReader
 from heygem_pipeline.engine.media.tools import ff_path, run_ffmpeg
+from tests.helpers.avatar_factory import make_template_video
 
 FPS = 25.0
 TWO_LINES = [Cue(0.0, 2.0, "Every presenter can now speak\nevery script in every language."), Cue(2.1, 3.0, "Hi.")]

@@ -56,11 +56,6 @@ MEDIA = MediaOptions()
 DEFAULTS = RenderOptions()
 
 
-@pytest.fixture
-def memory_bucket() -> Bucket:
-    return Bucket(f"memory://test-{uuid.uuid4().hex[:8]}")
-
-
 def put(bucket: Bucket, rel: str, data: bytes = b"x" * 10) -> None:
     bucket.write_bytes(rel, data)
 

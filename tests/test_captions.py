@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from media_factory import make_speech, make_tone
 
 from heygem_pipeline.engine import folders, stages
 from heygem_pipeline.engine.audio.intake import decode_audio
@@ -32,6 +31,7 @@ from heygem_pipeline.engine.captions.cues import (
 from heygem_pipeline.engine.captions.espeak_events import espeak_words, start_errors
 from heygem_pipeline.engine.captions.text import Word, split_sentences
 from heygem_pipeline.errors import EmptyFileError
+from tests.helpers.media_factory import make_speech, make_tone
 
 ENGLISH = ("Welcome to HeyGem, the factory for talking presenters. Before you start, check three things: is the "
            "cable plugged in? Is the green light on? Did you install version 2.4 of the Wav2Lip weights? If so, "

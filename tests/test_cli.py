@@ -9,13 +9,13 @@ from pathlib import Path
 
 import cv2
 import pytest
-from avatar_factory import make_template_video
-from media_factory import make_speech
 
 from heygem_pipeline.cli import build_parser, progress_bar
 from heygem_pipeline.engine.contact_sheet import CAPTION, TILE
 from heygem_pipeline.engine.media.probe import probe
 from heygem_pipeline.settings import Settings
+from tests.helpers.avatar_factory import make_template_video
+from tests.helpers.media_factory import make_speech
 
 SUBCOMMANDS = ("demo", "run", "render", "ui")
 

@@ -47,9 +47,7 @@ def step_window(instance: DagsterInstance, run_id: str, step: str) -> tuple[floa
     return start, end
 
 
-def test_two_runs_never_infer_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    home = tmp_path / "dagster_home"
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
+def test_two_runs_never_infer_at_once(tmp_path: Path, dagster_home: Path) -> None:
     from heygem_pipeline.instance.setup import init
 
     instance = init()  # creates the schema once, before two processes race for it, and sets gpu = 1
@@ -69,7 +67,7 @@ def test_two_runs_never_infer_at_once(tmp_path: Path, monkeypatch: pytest.Monkey
         assert defs.resolve_job_def(job).execute_in_process(
             run_config=run_config(str(bucket)), instance=instance, partition_key=key).success
 
-    env = {**os.environ, "DAGSTER_HOME": str(home)}
+    env = {**os.environ, "DAGSTER_HOME": str(dagster_home)}
     processes = [subprocess.Popen([sys.executable, "-c", RENDER_ONE, f"talk|{avatar}", str(bucket)], env=env,
                                   cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE,
                                   stderr=subprocess.DEVNULL, text=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from dagster import (
@@ -17,8 +16,7 @@ from dagster import (
 )
 
 from heygem_pipeline.definitions import defs
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
 
 
 def test_definitions_load() -> None:

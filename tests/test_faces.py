@@ -9,7 +9,6 @@ import cv2
 import ffmpeg
 import numpy as np
 import pytest
-from avatar_factory import FAST, make_portrait, make_template_video
 
 from heygem_pipeline.demo_media import _layer, head_motion
 from heygem_pipeline.engine.face.landmarks import LANDMARK_COUNT, FaceFrame, face_height
@@ -25,6 +24,7 @@ from heygem_pipeline.engine.face.tracker import FaceTracker
 from heygem_pipeline.engine.media.frames import FrameWriter
 from heygem_pipeline.engine.media.tools import ff_path, run_ffmpeg
 from heygem_pipeline.errors import NoFaceError
+from tests.helpers.avatar_factory import FAST, make_portrait, make_template_video
 
 FPS = 25
 

@@ -7,7 +7,6 @@ script, and inject a transient storage fault. Event-log counts prove what was (n
 from __future__ import annotations
 
 import io
-import os
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,10 +25,9 @@ from heygem_pipeline.demo_media import write_still, write_template_video
 from heygem_pipeline.engine.audio.intake import synthesize_speech
 from heygem_pipeline.factory.campaigns import RenderOptions
 from heygem_pipeline.factory.deliver import MANIFEST_COLUMNS
+from tests.helpers import REPO, dagster_home_env
 
 pytestmark = pytest.mark.slow
-
-REPO = Path(__file__).resolve().parents[1]
 
 SIZE = {"width": 640, "height": 360}
 
@@ -51,21 +49,15 @@ def make_inputs(root: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    home = tmp_path_factory.mktemp("dagster_home")
-    previous = os.environ.get("DAGSTER_HOME")
-    os.environ["DAGSTER_HOME"] = str(home)
     from heygem_pipeline.instance.services import session
     from heygem_pipeline.instance.setup import prepare_home
 
-    prepare_home(home)
-    # Held for the module, as `heygem ui` holds them: every run_factory below uses the same running services.
-    with session(home, REPO / "workspace.yaml") as services:
-        services.workspace()
-        yield home
-    if previous is None:
-        os.environ.pop("DAGSTER_HOME", None)
-    else:
-        os.environ["DAGSTER_HOME"] = previous
+    with dagster_home_env(tmp_path_factory.mktemp("dagster_home")) as home:
+        prepare_home(home)
+        # Held for the module, as `heygem ui` holds them: every run_factory below uses the same running services.
+        with session(home, REPO / "workspace.yaml") as services:
+            services.workspace()
+            yield home
 
 
 @pytest.fixture(scope="module")

@@ -17,15 +17,16 @@ from dagster import MAX_RUNTIME_SECONDS_TAG, DagsterInstance, DagsterRunStatus, 
 from heygem_pipeline.demo_media import write_still
 from heygem_pipeline.engine.audio.intake import synthesize_speech
 from heygem_pipeline.settings import ToolLimits
+from tests.helpers import REPO
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
 SIZE = {"width": 640, "height": 360}
 STALL_SECONDS = 3
 
 
-def test_a_hung_render_fails_alone_within_its_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.usefixtures("dagster_home")  # `heygem run` makes its instance there
+def test_a_hung_render_fails_alone_within_its_limit(tmp_path: Path) -> None:
     real = shutil.which("ffmpeg")
     tools = tmp_path / "bin"
     tools.mkdir()
@@ -38,8 +39,6 @@ def test_a_hung_render_fails_alone_within_its_limit(tmp_path: Path, monkeypatch:
     synthesize_speech("A shorter one, still.", bucket / "scripts" / "short.wav")
     write_still(bucket / "avatars" / "presenter.png", **SIZE)
     write_still(bucket / "avatars" / "stuck.png", **SIZE)
-    home = tmp_path / "dagster_home"
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
     env = {**os.environ, "PATH": f"{tools}:{os.environ['PATH']}", "HEYGEM_STALL_SECONDS": str(STALL_SECONDS)}
     run = subprocess.run([sys.executable, "-m", "heygem_pipeline.cli", "run", "--bucket", str(bucket)], env=env,
                          cwd=REPO, capture_output=True, text=True, timeout=600)

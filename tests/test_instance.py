@@ -19,14 +19,12 @@ from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventL
 
 from heygem_pipeline.instance.setup import GPU_POOL, init
 from heygem_pipeline.instance.storage import FileComputeLogManager, SharedIndexSqliteEventLogStorage
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
 
 
 @pytest.fixture()
-def instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
-    return init(tmp_path)
+def instance(dagster_home: Path):
+    return init(dagster_home)
 
 
 def test_gpu_pool_has_one_slot(instance) -> None:
@@ -41,7 +39,7 @@ def _in_another_process(home: Path, code: str) -> str:
     return result.stdout.strip()
 
 
-def test_event_index_keeps_one_connection_and_shares_writes_across_processes(instance, tmp_path: Path) -> None:
+def test_event_index_keeps_one_connection_and_shares_writes_across_processes(instance, dagster_home: Path) -> None:
     storage = instance.event_log_storage
     assert isinstance(storage, SharedIndexSqliteEventLogStorage)
     with storage.index_connection() as first:
@@ -49,8 +47,8 @@ def test_event_index_keeps_one_connection_and_shares_writes_across_processes(ins
     with storage.index_connection() as second:
         assert second.connection.dbapi_connection is connection
     instance.add_dynamic_partitions("script", ["launch"])
-    assert _in_another_process(tmp_path, "print(instance.get_dynamic_partitions('script'))") == "['launch']"
-    _in_another_process(tmp_path, "instance.add_dynamic_partitions('avatar', ['anna'])")
+    assert _in_another_process(dagster_home, "print(instance.get_dynamic_partitions('script'))") == "['launch']"
+    _in_another_process(dagster_home, "instance.add_dynamic_partitions('avatar', ['anna'])")
     assert instance.get_dynamic_partitions("avatar") == ["anna"]
 
 

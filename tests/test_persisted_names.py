@@ -100,8 +100,8 @@ from heygem_pipeline.instance.services import LOCATION_NAME, RunDir, _workspace_
 from heygem_pipeline.naming import safe_id
 from heygem_pipeline.studio.handlers import SINGLE_PREFIX
 from resources import BucketResource, FFmpegResource
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 VARIANT = "viseme-crf18-veryfast"  # RenderOptions() today; pinned in test_render_variants_and_run_config
 
 # Fixed listings (size, version): the tokens built from them are fixed strings.

@@ -9,14 +9,14 @@ import ffmpeg
 import numpy as np
 import pytest
 import soundfile as sf
-from avatar_factory import make_template_video
-from media_factory import make_speech
 
 from heygem_pipeline.engine import folders, stages
 from heygem_pipeline.engine.face.track import FaceTrack
 from heygem_pipeline.engine.lipsync.registry import create_engine
 from heygem_pipeline.engine.media.tools import ff_path, run_ffmpeg
 from heygem_pipeline.engine.quality import SyncReport, measure_sync, speech_bursts, sync_verdict
+from tests.helpers.avatar_factory import make_template_video
+from tests.helpers.media_factory import make_speech
 
 FPS = 25.0
 LONG_TEXT = "Every script is analysed once, and every face is tracked once. Then each pair is rendered and checked."

@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 from dagster import AssetKey, AssetRecordsFilter, DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
-from servers import alive, descendants, wait_for
 
 from heygem_pipeline.demo_media import write_still, write_template_video
 from heygem_pipeline.engine.audio.intake import synthesize_speech
 from heygem_pipeline.instance.services import RunDir, supervisor_alive
+from tests.helpers import REPO
+from tests.helpers.servers import alive, descendants, wait_for
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
 SIZE = {"width": 640, "height": 360}
 SENTENCE = "A factory that stops in the middle of a render must pick up where Dagster says it left off. "
 
@@ -49,13 +49,11 @@ def temporaries(bucket: Path) -> list[Path]:
 
 
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "dagster_home"
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
+def home(dagster_home: Path) -> Path:
     from heygem_pipeline.instance.setup import init
 
-    init(home)
-    return home
+    init(dagster_home)
+    return dagster_home
 
 
 def test_kill_9_mid_render_then_run_again(home: Path, tmp_path: Path) -> None:

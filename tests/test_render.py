@@ -8,8 +8,6 @@ import cv2
 import numpy as np
 import pytest
 import soundfile as sf
-from avatar_factory import make_template_video
-from media_factory import make_speech
 
 from heygem_pipeline.engine import folders, stages
 from heygem_pipeline.engine.audio.features import frame_count
@@ -24,6 +22,8 @@ from heygem_pipeline.engine.media.probe import probe
 from heygem_pipeline.engine.mouth.warp import render_mouth, render_mouth_i420
 from heygem_pipeline.engine.quality import SyncReport, best_lag, measure_sync
 from heygem_pipeline.engine.render import RenderResult, pingpong_indices, template_frames
+from tests.helpers.avatar_factory import make_template_video
+from tests.helpers.media_factory import make_speech
 
 FPS = 25.0
 PAUSE_S = 1.2

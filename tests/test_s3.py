@@ -26,7 +26,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from dagster import DagsterInstance, RunRequest, build_schedule_context, build_sensor_context
-from servers import s3_server
 
 from heygem_pipeline.demo_media import write_template_video
 from heygem_pipeline.engine.audio.intake import synthesize_speech
@@ -34,10 +33,11 @@ from heygem_pipeline.engine.media.probe import probe
 from heygem_pipeline.factory.bucket import Bucket
 from heygem_pipeline.factory.deliver import MANIFEST_COLUMNS
 from heygem_pipeline.factory.uploads import scan_bucket, settled_since
+from tests.helpers import REPO
+from tests.helpers.servers import s3_server
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
 BUCKET = "heygem-factory"
 PREFIX = "studio-a"  # the factory's bucket is a folder inside the S3 bucket
 URL = f"s3://{BUCKET}/{PREFIX}"

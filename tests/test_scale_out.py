@@ -17,14 +17,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from dagster import AssetKey, AssetRecordsFilter, DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
-from servers import kill_group, postgres_server, redis_server, start_group, wait_for
 
 from heygem_pipeline.demo_media import write_still, write_template_video
 from heygem_pipeline.engine.audio.intake import synthesize_speech
+from tests.helpers import REPO
+from tests.helpers.servers import kill_group, postgres_server, redis_server, start_group, wait_for
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
 SIZE = {"width": 640, "height": 360}
 SENTENCE = "Every host takes the work of its own queue, and the renders go to the graphics card. "
 

@@ -20,6 +20,7 @@ from heygem_pipeline.factory.bucket import Bucket
 from heygem_pipeline.factory.campaigns import RenderOptions
 from heygem_pipeline.factory.layout import render_record_path
 from heygem_pipeline.settings import Settings
+from tests.helpers import dagster_home_env
 
 pytestmark = pytest.mark.slow
 
@@ -29,9 +30,12 @@ LONG_AGO = time.time() - 3600
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    home = tmp_path_factory.mktemp("dagster_home")
-    previous = os.environ.get("DAGSTER_HOME")
-    os.environ["DAGSTER_HOME"] = str(home)
+    with dagster_home_env(tmp_path_factory.mktemp("dagster_home")):
+        yield _sensor_env(tmp_path_factory)
+
+
+def _sensor_env(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """An instance (in the DAGSTER_HOME set), a bucket of two campaigns, the definitions and their resources."""
     from heygem_pipeline.instance.setup import init
 
     instance = init()
@@ -49,11 +53,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     from resources import BucketResource, build_resources
 
     resources = {**build_resources(Settings()), "bucket": BucketResource(url=str(bucket))}
-    yield {"instance": instance, "bucket": bucket, "defs": defs, "resources": resources, "cursor": None}
-    if previous is None:
-        os.environ.pop("DAGSTER_HOME", None)
-    else:
-        os.environ["DAGSTER_HOME"] = previous
+    return {"instance": instance, "bucket": bucket, "defs": defs, "resources": resources, "cursor": None}
 
 
 def tick(env: dict) -> tuple[list[RunRequest], dict[str, list[str]], object]:

@@ -11,13 +11,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_upgrade import FIXTURE, restore_mtimes
 
 from heygem_pipeline.factory.bucket import Bucket
 from heygem_pipeline.factory.campaigns import MediaOptions, RenderOptions
 from heygem_pipeline.factory.plan import plan_work
 from heygem_pipeline.factory.state import FactoryState
 from heygem_pipeline.factory.uploads import scan_bucket
+from tests.helpers.upgrade_fixture import FIXTURE, restore_mtimes
 
 
 @pytest.fixture(scope="module")

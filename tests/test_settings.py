@@ -19,8 +19,8 @@ from heygem_pipeline.engine.media.frames import EncodeSettings
 from heygem_pipeline.errors import HeygemError, SettingsError
 from heygem_pipeline.factory.campaigns import MediaOptions, RenderOptions
 from heygem_pipeline.settings import Settings, ToolLimits
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 VARIABLES = [*settings_module.SETTINGS_VARIABLES, *settings_module.TOOL_LIMIT_VARIABLES, "DAGSTER_HOME",
              "HEYGEM_WAV2LIP_CHECKPOINT"]
 PRESETS = "ultrafast, superfast, veryfast, faster, fast, medium, slow, slower, veryslow, placebo"

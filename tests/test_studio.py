@@ -20,7 +20,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from servers import wait_for
 
 from heygem_pipeline.api import FactoryClient, PairProgressState, RequestState
 from heygem_pipeline.demo_media import write_still
@@ -31,20 +30,13 @@ from heygem_pipeline.instance.services import RunDir, supervisor_alive
 from heygem_pipeline.studio.handlers import Studio, Upload
 from heygem_pipeline.studio.progress import StatusCache
 from heygem_pipeline.studio.uploads import StudioOptions
+from tests.helpers import REPO
+from tests.helpers.servers import free_port, wait_for
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SIZE = {"width": 640, "height": 360}
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def http_status(url: str) -> int:

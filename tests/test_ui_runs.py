@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,22 +17,16 @@ from pathlib import Path
 
 import pytest
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
-from servers import wait_for
 
 from heygem_pipeline.demo_media import write_still
 from heygem_pipeline.engine.audio.intake import synthesize_speech
 from heygem_pipeline.instance.services import RunDir, read_state, supervisor_alive
+from tests.helpers import REPO, dagster_home_env
+from tests.helpers.servers import free_port, wait_for
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
 SIZE = {"width": 640, "height": 360}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def graphql(url: str, query: str, variables: dict) -> dict:
@@ -47,9 +40,12 @@ def graphql(url: str, query: str, variables: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    home = tmp_path_factory.mktemp("dagster_home")
-    previous = os.environ.get("DAGSTER_HOME")
-    os.environ["DAGSTER_HOME"] = str(home)
+    with dagster_home_env(tmp_path_factory.mktemp("dagster_home")) as home:
+        yield from _running_ui(home, tmp_path_factory)
+
+
+def _running_ui(home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """`heygem ui` on ``home`` (the DAGSTER_HOME set), until Ctrl-C; it must leave nothing running."""
     # The UI's own sensor watches a bucket of its own, empty: the tests' buckets are driven by what they test.
     env = {**os.environ, "DAGSTER_HOME": str(home), "HEYGEM_BUCKET": str(tmp_path_factory.mktemp("ui-bucket"))}
     port = free_port()
@@ -75,10 +71,6 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         process.wait(timeout=60)
         log.close()
         assert not supervisor_alive(RunDir(home)), "heygem ui left its services running"
-        if previous is None:
-            os.environ.pop("DAGSTER_HOME", None)
-        else:
-            os.environ["DAGSTER_HOME"] = previous
 
 
 def heygem_run(bucket: Path, env: dict) -> subprocess.Popen:

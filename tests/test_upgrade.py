@@ -23,16 +23,17 @@ import shutil
 import subprocess
 import sys
 import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from tests.helpers import dagster_home_env
+from tests.helpers.upgrade_fixture import FIXTURE, restore_mtimes
+
 pytestmark = pytest.mark.slow
 
-FIXTURE = Path(__file__).resolve().parent / "data" / "upgrade-08acc0d"
 CAMPAIGN = "launch"
 PAIRS = 6
 # Jobs that re-render, re-check or prepare again: none of them may run on an up-to-date bucket.
@@ -107,24 +108,11 @@ def zip_differences(before: Path, after: Path) -> list[str]:
     return lines
 
 
-@contextlib.contextmanager
-def dagster_home(home: Path) -> Iterator[None]:
-    """DAGSTER_HOME set for this process while the instance is open (its storage resolves folders from it)."""
-    previous = os.environ.get("DAGSTER_HOME")
-    os.environ["DAGSTER_HOME"] = str(home)
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop("DAGSTER_HOME", None)
-        else:
-            os.environ["DAGSTER_HOME"] = previous
-
-
 def read_runs(home: Path) -> dict[str, Run]:
     from dagster import DagsterInstance
 
-    with dagster_home(home), DagsterInstance.from_config(str(home)) as instance:
+    # DAGSTER_HOME set while the instance is open: its storage resolves folders from it.
+    with dagster_home_env(home), DagsterInstance.from_config(str(home)) as instance:
         return {run.run_id: Run(run.job_name, run.tags.get("heygem/item", ""), run.status.value)
                 for run in instance.get_runs()}
 
@@ -139,21 +127,6 @@ def snapshot(bucket: Path) -> tuple[dict[str, str], dict[str, dict]]:
             with contextlib.suppress(ValueError):
                 parsed[rel] = json.loads(data)
     return files, parsed
-
-
-def restore_mtimes(bucket: Path) -> None:
-    """The fixture's files' modification times as the old code left them (a user's upgrade keeps them)."""
-    for rel, ns in json.loads((FIXTURE / "mtimes.json").read_text()).items():
-        os.utime(bucket / rel, ns=(ns, ns))
-    # Each upload's stamp holds "<size>:<mtime>" of the upload as the old code saw it: if this file system cannot
-    # hold those times, stale stamps would say nothing about the upgrade.
-    for upload, stamp in (("scripts/hello.wav", "work/scripts/hello/stamp.json"),
-                          ("avatars/studio.mp4", "work/avatars/studio/video.stamp.json")):
-        info = os.stat(bucket / upload)
-        token = json.loads((bucket / stamp).read_text())["token"]
-        assert token.startswith(f"{info.st_size}:{info.st_mtime}|"), (
-            f"the fixture's copy in {bucket} does not have the old mtimes (this file system's precision?): "
-            f"{upload} is {info.st_size}:{info.st_mtime}, its stamp says {token}")
 
 
 def heygem_command() -> list[str]:
@@ -224,6 +197,6 @@ def test_the_old_runs_stay_readable(upgrade: Upgrade) -> None:
     from dagster import DagsterEventType, DagsterInstance
 
     assert upgrade.runs_before.items() <= upgrade.runs_after.items()
-    with dagster_home(upgrade.home), DagsterInstance.from_config(str(upgrade.home)) as instance:
+    with dagster_home_env(upgrade.home), DagsterInstance.from_config(str(upgrade.home)) as instance:
         for run_id in upgrade.runs_before:
             assert instance.all_logs(run_id, of_type=DagsterEventType.RUN_SUCCESS), run_id

@@ -20,7 +20,6 @@ from pathlib import Path
 import ffmpeg
 import numpy as np
 import pytest
-from media_factory import make_speech, make_tone
 
 from heygem_pipeline.engine.audio.intake import decode_audio, normalize_script, synthesize_speech
 from heygem_pipeline.engine.media import files
@@ -30,6 +29,7 @@ from heygem_pipeline.engine.media.probe import probe
 from heygem_pipeline.engine.media.tools import PROGRESS_STDOUT, ff_path, run_ffmpeg, run_tool
 from heygem_pipeline.errors import ToolTimeoutError
 from heygem_pipeline.settings import ToolLimits
+from tests.helpers.media_factory import make_speech, make_tone
 
 STALL = 1.0
 BOUND = 8.0  # seconds a stalled call may take in all: the stall limit plus process start and clean-up

@@ -18,8 +18,6 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from avatar_factory import FAST
-from media_factory import make_speech
 
 from heygem_pipeline.demo_media import write_template_video
 from heygem_pipeline.engine.audio.features import ScriptFeatures, frame_count
@@ -46,6 +44,8 @@ from heygem_pipeline.engine.media.frames import FrameReader
 from heygem_pipeline.engine.render import pingpong_indices, template_frames
 from heygem_pipeline.engine.stages import load_script, prepare_avatar, prepare_script, render_pair, track_avatar
 from heygem_pipeline.errors import CheckpointError
+from tests.helpers.avatar_factory import FAST
+from tests.helpers.media_factory import make_speech
 
 WIDTH, HEIGHT, FPS = 640, 360, 25
 TEMPLATE_SECONDS = 1.2  # shorter than the voice, so the render also plays the template backwards
