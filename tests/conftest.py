@@ -25,3 +25,15 @@ def dagster_home(tmp_path: Path) -> Iterator[Path]:
 def memory_bucket() -> Bucket:
     """An empty bucket of this test's own in fsspec's memory filesystem (visible to this process only)."""
     return Bucket(f"memory://test-{uuid.uuid4().hex[:8]}")
+
+
+# Test files that start servers or render end to end, longest first: `make test`'s xdist workers (--dist loadfile)
+# take whole files in collection order, so the long ones start at once and the short ones fill in around them.
+LONGEST_FIRST = ("test_studio.py", "test_ui_runs.py", "test_recovery.py", "test_s3.py", "test_scale_out.py",
+                 "test_factory.py", "test_hang.py", "test_upgrade.py", "test_ui.py", "test_sensor_schedule.py",
+                 "test_concurrency.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file's own order is kept
