@@ -7,15 +7,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from heygem_pipeline.engine.audio.features import wav2lip_mel
-
-if TYPE_CHECKING:  # for type checkers and IDEs only; at run time the name is resolved lazily by __getattr__
+if TYPE_CHECKING:  # for type checkers and IDEs only; at run time the names are resolved lazily by __getattr__
+    from heygem_pipeline.engine.audio.features import wav2lip_mel
     from heygem_pipeline.engine.lipsync.wav2lip import load_wav2lip_checkpoint
 
 __all__ = ["load_wav2lip_checkpoint", "wav2lip_mel"]
 
-# Names served from submodules that import torch: resolved on first use, so `import heygem_pipeline` stays cheap.
-_LAZY = {"load_wav2lip_checkpoint": "heygem_pipeline.engine.lipsync.wav2lip"}
+# Names served from the engine (numpy, librosa, torch): resolved on first use, so `import heygem_pipeline` (and
+# every `import heygem_pipeline.errors`, `heygem --help`) stays cheap.
+_LAZY = {"load_wav2lip_checkpoint": "heygem_pipeline.engine.lipsync.wav2lip",
+         "wav2lip_mel": "heygem_pipeline.engine.audio.features"}
 
 
 def __getattr__(name: str) -> Any:

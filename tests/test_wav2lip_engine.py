@@ -370,9 +370,13 @@ def test_top_level_loader_is_lazy() -> None:
     code = (
         "import sys, heygem_pipeline as h\n"
         "assert 'torch' not in sys.modules, 'import heygem_pipeline imported torch'\n"
+        "assert 'numpy' not in sys.modules, 'import heygem_pipeline imported numpy'\n"
         "assert 'load_wav2lip_checkpoint' in h.__all__ and 'load_wav2lip_checkpoint' in dir(h)\n"
         "from heygem_pipeline import load_wav2lip_checkpoint\n"
         "from heygem_pipeline.engine.lipsync.wav2lip import load_wav2lip_checkpoint as direct\n"
         "assert load_wav2lip_checkpoint is direct and 'torch' in sys.modules\n"
+        "from heygem_pipeline import wav2lip_mel\n"
+        "from heygem_pipeline.engine.audio.features import wav2lip_mel as mel\n"
+        "assert wav2lip_mel is mel\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
