@@ -114,7 +114,8 @@ def _request_runs(store: Bucket, request_id: str, started: float, config: Reques
     work.scripts = sorted({p.script for p in work.renders} & set(work.scripts))
     work.avatars = sorted({p.avatar for p in work.renders} & set(work.avatars))
     tags = {TRIGGER_TAG: "request", REQUEST_TAG: request_id}
-    runs = stage_runs(state, plan_items(state, work).values(), run_key_prefix=(request_id,), tags=tags)
+    runs = stage_runs(state, plan_items(state, work).values(), limits=ffmpeg.tool_limits(),
+                      run_key_prefix=(request_id,), tags=tags)
     mine = instance.get_run_records(RunsFilter(tags={REQUEST_TAG: request_id}))
     if any(r.dagster_run.status == DagsterRunStatus.CANCELED for r in mine):
         return [], True  # canceled (the studio's Cancel, Terminate in the UI): no further stage, no deliverables

@@ -55,17 +55,17 @@ def work_tags(item: str, token: str) -> dict[str, str]:
     return {ITEM_TAG: item, TOKEN_TAG: digest(token)}
 
 
-def runtime_limit_tags(audio_s: float | None) -> dict[str, str]:
+def runtime_limit_tags(audio_s: float | None, limits: ToolLimits) -> dict[str, str]:
     """The maximum runtime of a run over a voice this long (a render or its checks): run monitoring stops it past
     that, so a hung run frees its queue and its `gpu` slot. Other runs have dagster.yaml's default limit."""
-    return {MAX_RUNTIME_SECONDS_TAG: str(ToolLimits.from_env().run_seconds(audio_s))}
+    return {MAX_RUNTIME_SECONDS_TAG: str(limits.run_seconds(audio_s))}
 
 
-def item_tags(item: WorkItem, audio_s: float | None) -> dict[str, str]:
+def item_tags(item: WorkItem, audio_s: float | None, limits: ToolLimits) -> dict[str, str]:
     """A render's or check's own tags: its variant, and a maximum runtime that grows with its voice."""
     if item.stage not in (Stage.RENDER, Stage.CHECKS):
         return {}  # dagster.yaml's default limit
-    return {VARIANT_TAG: item.key.variant, **runtime_limit_tags(audio_s)}
+    return {VARIANT_TAG: item.key.variant, **runtime_limit_tags(audio_s, limits)}
 
 
 def job_partition(item: WorkItem) -> str | MultiPartitionKey:
@@ -92,13 +92,13 @@ class StageRun:
     request: RunRequest
 
 
-def to_run_request(item: WorkItem, bucket_url: str, *, run_key_parts: tuple[str, ...] | None = None,
-                   run_key_text: str | None = None, tags: Mapping[str, str] | None = None,
-                   audio_s: float | None = None) -> StageRun:
+def to_run_request(item: WorkItem, bucket_url: str, *, limits: ToolLimits,
+                   run_key_parts: tuple[str, ...] | None = None, run_key_text: str | None = None,
+                   tags: Mapping[str, str] | None = None, audio_s: float | None = None) -> StageRun:
     """The run request of one item, with its work tags (`heygem run` gives its runs the same ones). Its run key is
     ``run_key_parts`` (default: the stage and partition) plus a digest of the item's token, or ``run_key_text``."""
     job, partition = JOB_OF_STAGE[item.stage], job_partition(item)
-    run_tags = {**(tags or {}), **item_tags(item, audio_s), **work_tags(str(item.key), item.token)}
+    run_tags = {**(tags or {}), **item_tags(item, audio_s, limits), **work_tags(str(item.key), item.token)}
     partition_key: str | MultiPartitionKey | None = partition
     if item.stage is Stage.CHECKS:  # checks carry their partition as a tag (see assets.jobs.check_job)
         partition_key, run_tags = None, {**run_tags, "dagster/partition": str(partition)}
@@ -108,12 +108,13 @@ def to_run_request(item: WorkItem, bucket_url: str, *, run_key_parts: tuple[str,
         run_config=run_config(bucket_url, item.options), tags=run_tags))
 
 
-def stage_runs(state: FactoryState, items: Iterable[WorkItem], *, run_key_prefix: tuple[str, ...] = (),
-               tags: Mapping[str, str] | None = None) -> list[StageRun]:
-    """The run requests of the items that can run now (the sensors request later stages on later ticks)."""
+def stage_runs(state: FactoryState, items: Iterable[WorkItem], *, limits: ToolLimits,
+               run_key_prefix: tuple[str, ...] = (), tags: Mapping[str, str] | None = None) -> list[StageRun]:
+    """The run requests of the items that can run now (the sensors request later stages on later ticks);
+    ``limits``: the tool limits the runs' maximum runtimes follow (the ffmpeg resource's)."""
     url = state.bucket.url
-    return [to_run_request(item, url, run_key_parts=(*run_key_prefix, *default_run_key_parts(item)), tags=tags,
-                           audio_s=state.script_seconds(item.key.script) if item.pairs else None)
+    return [to_run_request(item, url, limits=limits, run_key_parts=(*run_key_prefix, *default_run_key_parts(item)),
+                           tags=tags, audio_s=state.script_seconds(item.key.script) if item.pairs else None)
             for item in items if item.runnable_now]
 
 
@@ -121,7 +122,9 @@ def campaign_run(bucket_url: str, campaign: str, digest_text: str, *, run_key_pr
                  tags: Mapping[str, str] | None = None) -> StageRun:
     """A campaign's deliverables, for the inputs that ``digest_text`` (``deliverables_digest``) describes."""
     item = WorkItem(ItemKey(Stage.CAMPAIGN, campaign), digest_text)
-    return to_run_request(item, bucket_url, run_key_parts=(*run_key_prefix, "campaign", campaign), tags=tags)
+    # Deliverables run under dagster.yaml's default limit: the tool limits play no part in their tags.
+    return to_run_request(item, bucket_url, limits=ToolLimits(), run_key_parts=(*run_key_prefix, "campaign", campaign),
+                          tags=tags)
 
 
 def in_flight(instance: DagsterInstance) -> set[tuple[str, str]]:

@@ -61,7 +61,7 @@ def nightly_campaigns(context: ScheduleEvaluationContext, bucket: BucketResource
             continue
         # One run per pair and variant each night: the night is its run key, not the inputs.
         requests.append(to_run_request(
-            item, store.url, run_key_text=f"{night}:{pair.variant}:{job_partition(item)}",
+            item, store.url, limits=ffmpeg.tool_limits(), run_key_text=f"{night}:{pair.variant}:{job_partition(item)}",
             tags={TRIGGER_TAG: "nightly", REASON_TAG: pair.reason or pair.status.value},
             audio_s=state.script_seconds(pair.script)).request)
     if not requests:

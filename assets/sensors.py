@@ -110,7 +110,8 @@ def bucket_sensor(context: SensorEvaluationContext, bucket: BucketResource, engi
             return  # already asked for this exact input version (Dagster also dedupes the run key)
         requests.append(run.request)
 
-    for run in stage_runs(state, plan_items(state, work).values(), tags={TRIGGER_TAG: "sensor"}):
+    for run in stage_runs(state, plan_items(state, work).values(), limits=ffmpeg.tool_limits(),
+                          tags={TRIGGER_TAG: "sensor"}):
         want(run)
     for key, campaign in work.campaigns.items():
         if not work.states[key] or not work.settled(key) or any(campaign.mentions(e) for e in scan.unsettled):

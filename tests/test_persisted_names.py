@@ -98,6 +98,7 @@ from heygem_pipeline.factory.state import (
 from heygem_pipeline.factory.uploads import BucketScan, Upload
 from heygem_pipeline.instance.services import LOCATION_NAME, RunDir, _workspace_yaml
 from heygem_pipeline.naming import safe_id
+from heygem_pipeline.settings import ToolLimits
 from heygem_pipeline.studio.handlers import SINGLE_PREFIX
 from resources import BucketResource, FFmpegResource
 from tests.helpers import REPO
@@ -179,7 +180,7 @@ def test_tag_keys_and_queues() -> None:
     assert api.REQUEST_JOB == "request_job"
     assert (GPU_QUEUE, CPU_QUEUE) == ({"dagster-celery/queue": "gpu"}, {"dagster-celery/queue": "cpu"})
     assert work_tags("script:hello", SCRIPT_TOKEN) == {"heygem/item": "script:hello", "heygem/token": "ab40dbb5e352"}
-    assert list(runtime_limit_tags(2.0)) == ["dagster/max_runtime"]
+    assert list(runtime_limit_tags(2.0, ToolLimits())) == ["dagster/max_runtime"]
     # Every heygem/* tag key and every trigger the code writes (the source, since some are set only by a service).
     folders = [p for p in REPO.iterdir() if p.is_dir() and p.name not in ("tests", "data") and p.name[0] != "."]
     sources = [path.read_text(encoding="utf-8") for folder in folders for path in folder.rglob("*.py")]
@@ -393,7 +394,8 @@ def test_item_keys_and_run_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     renders = Work(renders=work.renders, states=work.states)
     checks = Work(checks=work.checks, states=work.states)
     runs = [run for step in (intake, renders, checks) for run in stage_runs(
-        state, plan_items(state, step).values(), run_key_prefix=("req-1",), tags={"heygem/trigger": "request"})]
+        state, plan_items(state, step).values(), limits=ToolLimits(), run_key_prefix=("req-1",),
+        tags={"heygem/trigger": "request"})]
     summary = [(run.item, run.token, run.job, run.partition, run.request.job_name, run.request.partition_key,
                 run.request.run_key, run.request.tags) for run in runs]
     pair_tags = {"heygem/trigger": "request", "heygem/variant": "viseme-crf18-veryfast", "dagster/max_runtime": "300"}

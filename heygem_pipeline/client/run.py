@@ -341,7 +341,7 @@ def run_factory(bucket: str, campaign: str | None = None, progress: ProgressFn |
 
             # A fresh state: the script's stamp (its length) is written by its intake run, after planning.
             audio_s = FactoryState(store, scan, media, defaults).script_seconds(item.key.script) if item.pairs else None
-            return item_tags(item, audio_s)
+            return item_tags(item, audio_s, settings.tool_limits)
 
         session_tags = {TRIGGER_TAG: "cli", SESSION_TAG: uuid.uuid4().hex[:12],
                         **({CAMPAIGN_TAG: selected[0].key} if campaign else {})}
