@@ -1,4 +1,18 @@
-"""Where everything lives in the bucket: upload prefixes, work/ and outputs/ paths."""
+"""Where everything lives in the bucket: upload prefixes, work/ and outputs/ paths.
+
+Bucket layout (``HEYGEM_BUCKET``; a local path, ``file://``, ``memory://``, ``s3://``…)::
+
+    scripts/<name>.<audio|video|txt>         uploads (voice tracks)
+    avatars/<name>.<video|image>             uploads (presenter templates)
+    transcripts/<script stem>.txt            optional: what an audio script says (captions are timed to it)
+    campaigns/<campaign>.yaml                optional: which scripts × avatars, engine, output and subtitle options
+    work/scripts/<script>/…                  prepared script (normalized audio, Mel + visemes) + stamp.json
+    work/avatars/<avatar>/…                  normalized template + video.stamp.json, face track + track.stamp.json
+    work/renders/<variant>/<script>/<avatar>.mp4 (+ .json record, .quality.json)
+    work/errors/<stage>/<key>.json           the last failure of a stage, until it succeeds
+    work/campaigns/<campaign>.json           what the deliverables were built from
+    outputs/<campaign>/<script>__<avatar>.mp4 (+ .srt, .vtt), manifest.csv, manifest.parquet, <campaign>.zip
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""What the selected campaigns still need, stage by stage (the sensor, schedule and CLI share it)."""
+"""What the selected campaigns still need, stage by stage (``plan_work``), and the runs that do it
+(``plan_items``): `heygem run`, the bucket and request sensors and the nightly schedule all plan with this."""
 
 from __future__ import annotations
 

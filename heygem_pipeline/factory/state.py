@@ -1,24 +1,10 @@
-"""The factory's bookkeeping over the bucket: uploads, campaigns, what is fresh or stale, manifests and zips.
-
-Plain Python over fsspec (no Dagster): the Dagster assets, sensor, schedule and the CLI all decide "what exists,
-what is stale, what to deliver" with these functions, and the tests exercise them without an instance.
-
-Bucket layout (``HEYGEM_BUCKET``; a local path, ``file://``, ``memory://``, ``s3://``…)::
-
-    scripts/<name>.<audio|video|txt>         uploads (voice tracks)
-    avatars/<name>.<video|image>             uploads (presenter templates)
-    transcripts/<script stem>.txt            optional: what an audio script says (captions are timed to it)
-    campaigns/<campaign>.yaml                optional: which scripts × avatars, engine, output and subtitle options
-    work/scripts/<script>/…                  prepared script (normalized audio, Mel + visemes) + stamp.json
-    work/avatars/<avatar>/…                  normalized template + video.stamp.json, face track + track.stamp.json
-    work/renders/<variant>/<script>/<avatar>.mp4 (+ .json record, .quality.json)
-    work/errors/<stage>/<key>.json           the last failure of a stage, until it succeeds
-    work/campaigns/<campaign>.json           what the deliverables were built from
-    outputs/<campaign>/<script>__<avatar>.mp4 (+ .srt, .vtt), manifest.csv, manifest.parquet, <campaign>.zip
+"""Freshness: what each stage was made from (tokens), whether it is current (stamps and records against the
+current uploads and settings), and where every pair of a campaign stands (``PairState``, ``FactoryState``).
 
 Every stage writes a *stamp* (a token of exactly what it was computed from: upload size and modification
 version, settings, code version) after its files; a stage is fresh when its stamp matches the token the current
-uploads and settings give. Uploads are identified by ``naming.safe_id`` of their file name.
+uploads and settings give, leaving out the settings an upload does not depend on. Uploads are identified by
+``naming.safe_id`` of their file name.
 """
 
 from __future__ import annotations
