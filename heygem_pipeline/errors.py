@@ -71,6 +71,15 @@ class CheckpointError(InputError):
     """A Wav2Lip checkpoint that is missing, unreadable, or does not fit the generator."""
 
 
+class VoiceModelError(InputError):
+    """A voice model (a neural voice's .onnx and its config) that is missing, unreadable, or not a model of the
+    engine it is used with (wrong inputs), or a speaker it does not have."""
+
+
+class UnvoiceableTextError(InputError):
+    """A text script with words the chosen voice cannot speak (phonemes its model does not know)."""
+
+
 class ToolMissingError(HeygemError):
     """A system tool (ffmpeg, ffprobe, espeak-ng) is not installed."""
 
