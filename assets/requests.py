@@ -71,11 +71,12 @@ def resolve(scan: BucketScan, config: RequestConfig) -> tuple[Campaign, list[tup
 
 
 @op(description="Check a request against the bucket, register its uploads, and record its plan.")
-def campaign_request(context: OpExecutionContext, config: RequestConfig, bucket: BucketResource) -> Output:
+def campaign_request(context: OpExecutionContext, config: RequestConfig, bucket: BucketResource,
+                     ffmpeg: FFmpegResource) -> Output:
     store = bucket.get()
     scan = scan_bucket(store, logger=context.log)
     campaign, pairs = resolve(scan, config)
-    for name, keys in (("script", scan.scripts), ("avatar", scan.avatars), ("campaign", scan.campaigns)):
+    for name, keys in FactoryState(store, scan, ffmpeg.media_options()).partition_keys().items():
         new = sorted(set(keys) - set(context.instance.get_dynamic_partitions(name)))
         if new:
             context.instance.add_dynamic_partitions(name, new)
@@ -109,8 +110,8 @@ def _request_runs(store: Bucket, request_id: str, started: float, config: Reques
                          failures_since=started)
     work = plan_work(state, [campaign], retry_failed=False)
     scope = set(pairs)
-    work.renders = [p for p in work.renders if (p.script, p.avatar) in scope]
-    work.checks = [p for p in work.checks if (p.script, p.avatar) in scope]
+    work.renders = [p for p in work.renders if (p.upload_script, p.avatar) in scope]
+    work.checks = [p for p in work.checks if (p.upload_script, p.avatar) in scope]
     work.scripts = sorted({p.script for p in work.renders} & set(work.scripts))
     work.avatars = sorted({p.avatar for p in work.renders} & set(work.avatars))
     tags = {TRIGGER_TAG: "request", REQUEST_TAG: request_id}
@@ -121,7 +122,7 @@ def _request_runs(store: Bucket, request_id: str, started: float, config: Reques
         return [], True  # canceled (the studio's Cancel, Terminate in the UI): no further stage, no deliverables
     busy = any(not r.dagster_run.is_finished for r in mine)
     settled = not runs and not busy and all(s.status in SETTLED_STATUSES for s in work.states[campaign.key]
-                                            if (s.script, s.avatar) in scope)
+                                            if (s.upload_script, s.avatar) in scope)
     if not settled:
         return [r for r in runs if (r.job, r.partition) not in running], False
     delivered = [r for r in mine if r.dagster_run.job_name == campaign_job.name]

@@ -9,9 +9,11 @@ from dagster import AssetExecutionContext, AssetSpec, MaterializeResult, Metadat
 from assets.common import GROUP_SCRIPTS, TRANSIENT_RETRY, stage_failures
 from assets.partitions import script_partitions
 from heygem_pipeline.engine import folders, stages
+from heygem_pipeline.errors import InputError
 from heygem_pipeline.factory.layout import script_dir, script_stamp_path
-from heygem_pipeline.factory.state import CODE_VERSIONS, script_token, stamp
-from heygem_pipeline.factory.uploads import find_transcript, find_upload
+from heygem_pipeline.factory.state import CODE_VERSIONS, FactoryState, stamp
+from heygem_pipeline.factory.uploads import find_transcript, find_upload, scan_bucket
+from heygem_pipeline.factory.voicing import split_voiced_key
 from resources.bucket import BucketResource
 from resources.ffmpeg import FFmpegResource
 
@@ -32,19 +34,24 @@ script_features_spec = AssetSpec(
              code_version=CODE_VERSIONS["script"], retry_policy=TRANSIENT_RETRY)
 def script_intake(context: AssetExecutionContext, bucket: BucketResource,
                   ffmpeg: FFmpegResource) -> Iterator[MaterializeResult]:
-    key = context.partition_key
+    key = context.partition_key  # an upload's key, or a text's voiced copy: "<script>@<voice variant>"
     store = bucket.get()
-    media = ffmpeg.media_options()
-    upload = find_upload(store, "script", key)  # InputError when it vanished: handled below with the others
+    base, variant = split_voiced_key(key)
+    upload = find_upload(store, "script", base)  # InputError when it vanished: handled below with the others
     transcript = find_transcript(store, upload)
-    token = script_token(upload.entry, media, transcript)
+    state = FactoryState(store, scan_bucket(store, logger=context.log), ffmpeg.media_options())
+    voice = state.script_voice(key)
+    token = state.script_token(key)
     folder = script_dir(store, key)
     with stage_failures(context, store, "script", key, token, source=store.uri(upload.rel)):
+        if voice is None:
+            raise InputError(store.uri(upload.rel), f"no campaign voices it with {variant} any more",
+                             "render it through a campaign whose voice: is that voice")
         with contextlib.ExitStack() as stack:
             local_upload = stack.enter_context(store.local_file(upload.rel))
             local_text = stack.enter_context(store.local_file(transcript.rel)) if transcript else None
             work = stack.enter_context(store.local_folder(folder, outputs=SCRIPT_OUTPUTS))
-            record = stages.prepare_script(local_upload, work, voice=media.voice, transcript=local_text,
+            record = stages.prepare_script(local_upload, work, voice=voice, transcript=local_text,
                                              limits=ffmpeg.tool_limits())
         store.write_json(script_stamp_path(store, key),
                          stamp(token, source=upload.name, duration_s=record["duration_s"]))
@@ -58,6 +65,7 @@ def script_intake(context: AssetExecutionContext, bucket: BucketResource,
         "codec": str(record.get("codec")), "sample_rate": int(record.get("sample_rate") or 0),
         "channels": int(record.get("channels") or 0), "language": str(record.get("language")),
         "text": str(record.get("text") or ""), "warnings": "; ".join(warnings) or "none",
+        "voice": str(record.get("voice") or "none (an audio script)"),
     })
     yield MaterializeResult(asset_key="script_features", metadata={
         **common,

@@ -90,15 +90,15 @@ def bucket_sensor(context: SensorEvaluationContext, bucket: BucketResource, engi
     cursor.seen = {entry.rel: entry.fingerprint for entry in listing}
 
     instance = context.instance
+    state = FactoryState(store, scan, ffmpeg.media_options(), ffmpeg.render_defaults(engine.engine))
     adds = []
-    for definition, keys in ((script_partitions, scan.scripts), (avatar_partitions, scan.avatars),
-                             (campaign_partitions, scan.campaigns)):
-        new = sorted(set(keys) - set(instance.get_dynamic_partitions(definition.name)))
+    for definition in (script_partitions, avatar_partitions, campaign_partitions):
+        new = sorted(set(state.partition_keys()[definition.name]) - set(instance.get_dynamic_partitions(
+            definition.name)))
         if new:
             context.log.info(f"new {definition.name} partitions: {', '.join(new)}")
             adds.append(definition.build_add_request(new))
 
-    state = FactoryState(store, scan, ffmpeg.media_options(), ffmpeg.render_defaults(engine.engine))
     work = plan_work(state, scan.campaigns.values(), retry_failed=False)
     running = in_flight(instance)
     requests: list[RunRequest] = []

@@ -19,9 +19,13 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from heygem_pipeline.errors import HeygemError
 from heygem_pipeline.settings import DEFAULT_ENGINE, DEFAULT_FPS, DEFAULT_VOICE, ENGINE_NAMES, Settings
+
+if TYPE_CHECKING:
+    from heygem_pipeline.factory.voicing import Voice
 
 
 @contextmanager
@@ -41,6 +45,23 @@ def progress_bar(label: str, unit: str = "frames") -> Iterator[Callable[[int, in
         yield update
 
 
+def _voice(args: argparse.Namespace, settings: Settings) -> Voice:
+    """The voice of a .txt script from --voice, --voice-model, --voice-vectors and --voice-speed over the settings;
+    a bad value exits with one line naming the option."""
+    from pydantic import ValidationError
+
+    from heygem_pipeline.factory.voicing import default_voice
+
+    model = args.voice_model or settings.voice_model
+    try:
+        return default_voice(voice=args.voice or settings.voice, model=model,
+                             vectors=args.voice_vectors or (settings.voice_vectors if not args.voice_model else None),
+                             speed=args.voice_speed or settings.voice_speed)
+    except ValidationError as error:
+        problem = error.errors()[0]
+        raise SystemExit(f"heygem render: --voice-{problem['loc'][-1]}: {problem['msg']}") from None
+
+
 def _render(args: argparse.Namespace) -> int:
     from heygem_pipeline.engine import stages
     from heygem_pipeline.engine.captions.burnin import subtitle_options
@@ -56,11 +77,12 @@ def _render(args: argparse.Namespace) -> int:
     output = Path(args.output)
     encode = EncodeSettings(crf=settings.crf, preset=settings.preset, threads=settings.ffmpeg_threads)
     subtitles = subtitle_options(args.subtitles, "--subtitles")
+    voice = _voice(args, settings)
     with tempfile.TemporaryDirectory(prefix="heygem-render-") as tmp:
         work = Path(tmp)
         print(f"analysing voice  {args.audio}", file=sys.stderr)
         limits = settings.tool_limits
-        stages.prepare_script(args.audio, work / "script", voice=args.voice or settings.voice,
+        stages.prepare_script(args.audio, work / "script", voice=voice,
                                 transcript=args.transcript, limits=limits)
         print(f"normalizing      {args.avatar}", file=sys.stderr)
         stages.prepare_avatar(args.avatar, work / "avatar", fps=args.fps, still_seconds=settings.still_seconds,
@@ -201,8 +223,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: $HEYGEM_WAV2LIP_CHECKPOINT)")
     render.add_argument("--fps", type=float, default=None,
                         help=f"output frame rate (default: $HEYGEM_FPS or {DEFAULT_FPS:g})")
-    render.add_argument("--voice", help=f"espeak-ng voice for .txt scripts (default: $HEYGEM_VOICE or "
-                        f"{DEFAULT_VOICE})")
+    render.add_argument("--voice", help=f"who speaks a .txt script: an espeak-ng voice, or with --voice-model its "
+                        f"speaker (af_heart…) (default: $HEYGEM_VOICE or {DEFAULT_VOICE})")
+    render.add_argument("--voice-model", metavar="ONNX", help="a Piper voice (.onnx, its .onnx.json beside it) or a "
+                        "Kokoro model (with --voice-vectors) for .txt scripts (default: $HEYGEM_VOICE_MODEL)")
+    render.add_argument("--voice-vectors", metavar="FILE", help="the Kokoro model's voices file, voices-v1.0.bin "
+                        "(default: $HEYGEM_VOICE_VECTORS)")
+    render.add_argument("--voice-speed", type=float, default=None, help="pace of --voice-model (1: its own; "
+                        "default: $HEYGEM_VOICE_SPEED or 1)")
     render.add_argument("--transcript", help="UTF-8 text of what an audio script says: captions are timed to it "
                         "(.txt scripts need none)")
     render.add_argument("--subtitles", choices=("sidecar", "burn"), default="sidecar",

@@ -117,7 +117,10 @@ class Settings:
     fps: Positive = DEFAULT_FPS
     still_seconds: Annotated[float, Field(ge=MIN_STILL_SECONDS, allow_inf_nan=False)] = DEFAULT_STILL_SECONDS
     engine: Annotated[str, _one_of(ENGINE_NAMES)] = DEFAULT_ENGINE
-    voice: str = DEFAULT_VOICE
+    voice: str = DEFAULT_VOICE  # an espeak-ng voice; with voice_model, the model's speaker
+    voice_model: str | None = None  # a Piper .onnx (its .onnx.json beside it) or a Kokoro .onnx (with voice_vectors)
+    voice_vectors: str | None = None  # a Kokoro model's voices file (voices-v1.0.bin)
+    voice_speed: Annotated[float, Field(gt=0.25, le=4.0, allow_inf_nan=False)] = 1.0
     crf: Annotated[int, Field(ge=0, le=51)] = DEFAULT_CRF
     preset: Annotated[str, _one_of(X264_PRESETS)] = DEFAULT_PRESET
     ffmpeg_threads: Annotated[int | None, AfterValidator(_threads)] = None  # None: ffmpeg's choice
@@ -156,7 +159,11 @@ SETTINGS_VARIABLES: Mapping[str, tuple[str, str]] = {
     "HEYGEM_FPS": ("fps", "a positive number"),
     "HEYGEM_STILL_SECONDS": ("still_seconds", f"a number of seconds ≥ {MIN_STILL_SECONDS:g}"),
     "HEYGEM_ENGINE": ("engine", "one of " + ", ".join(ENGINE_NAMES)),
-    "HEYGEM_VOICE": ("voice", "an espeak-ng voice (espeak-ng --voices lists them)"),
+    "HEYGEM_VOICE": ("voice", "an espeak-ng voice (espeak-ng --voices lists them), or the speaker of "
+                     "HEYGEM_VOICE_MODEL"),
+    "HEYGEM_VOICE_MODEL": ("voice_model", "the path of a Piper or Kokoro voice model (.onnx)"),
+    "HEYGEM_VOICE_VECTORS": ("voice_vectors", "the path of a Kokoro model's voices file (voices-v1.0.bin)"),
+    "HEYGEM_VOICE_SPEED": ("voice_speed", "a number above 0.25 and at most 4"),
     "HEYGEM_CRF": ("crf", "an integer 0–51"),
     "HEYGEM_PRESET": ("preset", "an x264 preset (" + ", ".join(X264_PRESETS) + ")"),
     "HEYGEM_FFMPEG_THREADS": ("ffmpeg_threads", "a whole number of threads (0: ffmpeg's choice)"),

@@ -19,7 +19,9 @@ def build_resources(settings: Settings) -> dict[str, Any]:
         "engine": LipSyncEngineResource(engine=settings.engine, wav2lip_checkpoint=settings.wav2lip_checkpoint,
                                         batch_size=settings.wav2lip_batch_size),
         "ffmpeg": FFmpegResource(fps=settings.fps, still_seconds=settings.still_seconds, crf=settings.crf,
-                                 preset=settings.preset, voice=settings.voice, threads=settings.ffmpeg_threads,
+                                 preset=settings.preset, voice=settings.voice, voice_model=settings.voice_model,
+                                 voice_vectors=settings.voice_vectors, voice_speed=settings.voice_speed,
+                                 threads=settings.ffmpeg_threads,
                                  stall_seconds=settings.tool_limits.stall_seconds,
                                  timeout_factor=settings.tool_limits.timeout_factor),
     }

@@ -26,7 +26,12 @@ class FFmpegResource(ConfigurableResource):
                                  description="Length of the template made from a still photo")
     crf: int = Field(default=DEFAULT_CRF, description="x264 quality of outputs (lower is better)")
     preset: str = Field(default=DEFAULT_PRESET, description="x264 speed preset")
-    voice: str = Field(default=DEFAULT_VOICE, description="espeak-ng voice for .txt scripts")
+    voice: str = Field(default=DEFAULT_VOICE, description="espeak-ng voice for .txt scripts, or the speaker of "
+                       "voice_model")
+    voice_model: str | None = Field(default=None, description="Piper or Kokoro voice model (.onnx) for .txt "
+                                    "scripts (default: espeak-ng); campaigns may choose their own")
+    voice_vectors: str | None = Field(default=None, description="the Kokoro model's voices file")
+    voice_speed: float = Field(default=1.0, description="pace of voice_model's speech (1: its own)")
     threads: int | None = Field(default=None, description="Threads of each ffmpeg process (default: ffmpeg's "
                                 "choice); `heygem run` gives each of its two lanes its share of the cores")
     stall_seconds: float = Field(default=DEFAULT_STALL_SECONDS, description="A tool (ffmpeg, ffprobe, espeak-ng) "

@@ -11,6 +11,7 @@ import zipfile
 import pandas as pd
 import pytest
 
+from heygem_pipeline.engine.audio.voices.choice import EspeakChoice
 from heygem_pipeline.engine.captions.burnin import SubtitleOptions
 from heygem_pipeline.engine.captions.cues import CaptionTrack, build_cues
 from heygem_pipeline.engine.captions.text import Word
@@ -264,7 +265,7 @@ def prepared_bucket(bucket: Bucket) -> tuple[FactoryState, str]:
     put(bucket, "scripts/welcome.wav")
     put(bucket, "avatars/anna.mp4")
     scan = scan_bucket(bucket)
-    s_tok = script_token(scan.scripts["welcome"].entry, MEDIA)
+    s_tok = script_token(scan.scripts["welcome"].entry, EspeakChoice())
     a_tok = avatar_token(scan.avatars["anna"].entry, MEDIA)
     bucket.write_json(script_stamp_path(bucket, "welcome"), stamp(s_tok, source="welcome.wav"))
     bucket.write_json(avatar_stamp_path(bucket, "anna"), stamp(a_tok, source="anna.mp4"))

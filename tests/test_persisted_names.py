@@ -45,6 +45,7 @@ from heygem_pipeline import api
 from heygem_pipeline.client.submit import RUN_ID_NAMESPACE, work_run_id
 from heygem_pipeline.definitions import defs
 from heygem_pipeline.engine import folders, stages
+from heygem_pipeline.engine.audio.voices.choice import EspeakChoice
 from heygem_pipeline.engine.captions.burnin import SubtitleOptions, subtitle_options
 from heygem_pipeline.engine.quality import SyncReport
 from heygem_pipeline.engine.render import RenderResult
@@ -254,8 +255,8 @@ def test_tokens() -> None:
     """Tokens are written in stamps, records and error records: a stage is fresh when its stamp holds the same one."""
     transcript = BucketEntry("transcripts/hello.txt", 42, "9b2cf535f27731c974343645a3985328")
     assert SCRIPT_ENTRY.fingerprint == "1000:1700000000.0"
-    assert script_token(SCRIPT_ENTRY, MediaOptions()) == "1000:1700000000.0|script-v2|voice=en-us|transcript=none"
-    assert script_token(SCRIPT_ENTRY, MediaOptions(voice="cmn"), transcript) == (
+    assert script_token(SCRIPT_ENTRY, EspeakChoice()) == "1000:1700000000.0|script-v2|voice=en-us|transcript=none"
+    assert script_token(SCRIPT_ENTRY, EspeakChoice(speaker="cmn"), transcript) == (
         "1000:1700000000.0|script-v2|voice=cmn|transcript=42:9b2cf535f27731c974343645a3985328")
     assert avatar_token(AVATAR_ENTRY, MediaOptions()) == "2000:1700000000.0|avatar-v1|fps=25|still=5"
     assert avatar_token(AVATAR_ENTRY, MediaOptions(fps=29.97, still_seconds=4.0)) == (
@@ -689,7 +690,8 @@ def factory(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         tick()  # deliverables
         seen["manifest"] = _body(campaign_manifest)(_context("launch"), bucket=bucket, engine=engine, ffmpeg=ffmpeg)
         seen["zip"] = _body(campaign_zip)(_context("launch"), bucket=bucket)
-        request = _body(campaign_request)(_context(), config=RequestConfig(campaign="launch"), bucket=bucket)
+        request = _body(campaign_request)(_context(), config=RequestConfig(campaign="launch"), bucket=bucket,
+                                              ffmpeg=ffmpeg)
         seen["plan"] = request.metadata["plan"].value
     return seen
 

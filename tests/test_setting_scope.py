@@ -12,11 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from heygem_pipeline.engine.audio.voices.choice import EspeakChoice
 from heygem_pipeline.factory.bucket import Bucket
 from heygem_pipeline.factory.campaigns import MediaOptions, RenderOptions
 from heygem_pipeline.factory.plan import plan_work
 from heygem_pipeline.factory.state import FactoryState
 from heygem_pipeline.factory.uploads import scan_bucket
+from heygem_pipeline.factory.voicing import VoicePlan
 from tests.helpers.upgrade_fixture import FIXTURE, restore_mtimes
 
 
@@ -41,7 +43,7 @@ def test_nothing_is_due_with_the_settings_it_was_made_with(delivered: Bucket) ->
 
 
 def test_another_voice_revoices_the_text_script_only(delivered: Bucket) -> None:
-    scripts, avatars, pairs = planned(delivered, voice="en-gb")
+    scripts, avatars, pairs = planned(delivered, voice=VoicePlan.single(EspeakChoice(speaker="en-gb")))
     assert (scripts, avatars) == (["news"], [])
     assert pairs == [("news", "anna"), ("news", "studio")]  # 2 renders, not 6
 

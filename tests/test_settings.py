@@ -13,11 +13,13 @@ from pathlib import Path
 import pytest
 
 from heygem_pipeline import settings as settings_module
+from heygem_pipeline.engine.audio.voices.choice import EspeakChoice
 from heygem_pipeline.engine.avatar import MIN_AVATAR_SECONDS
 from heygem_pipeline.engine.lipsync.registry import ENGINE_NAMES
 from heygem_pipeline.engine.media.frames import EncodeSettings
 from heygem_pipeline.errors import HeygemError, SettingsError
 from heygem_pipeline.factory.campaigns import MediaOptions, RenderOptions
+from heygem_pipeline.factory.voicing import VoicePlan
 from heygem_pipeline.settings import Settings, ToolLimits
 from tests.helpers import REPO
 
@@ -159,7 +161,8 @@ def test_every_default_is_the_settings_default() -> None:
 
 def test_options_follow_the_settings() -> None:
     settings = Settings(fps=30.0, still_seconds=3.0, voice="cmn", crf=23, preset="fast", engine="wav2lip")
-    assert MediaOptions.from_settings(settings) == MediaOptions(fps=30.0, still_seconds=3.0, voice="cmn")
+    assert MediaOptions.from_settings(settings) == MediaOptions(
+        fps=30.0, still_seconds=3.0, voice=VoicePlan.single(EspeakChoice(speaker="cmn")))
     assert RenderOptions.from_settings(settings, "viseme") == RenderOptions(engine="viseme", crf=23, preset="fast")
 
 

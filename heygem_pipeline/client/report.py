@@ -135,13 +135,14 @@ def _pair_outcome(store: Bucket, state: FactoryState, pair: PairState, names: di
     delivered = pair.status in DELIVERABLE_STATUSES
     record, quality = pair.record, pair.quality
     delivered = delivered and record is not None
+    name = names[(pair.upload_script, pair.avatar)]
     error = pair.reason if pair.status != OK else ""
     if pair.status != OK and not error:
         error = run_errors.get((pair.variant, pair.script, pair.avatar), "")
     return PairOutcome(
-        campaign=pair.campaign, script=state.scan.scripts[pair.script].name,
+        campaign=pair.campaign, script=state.scan.scripts[pair.upload_script].name,
         avatar=state.scan.avatars[pair.avatar].name, status=pair.status,
-        output=store.uri(f"{outputs_dir(pair.campaign)}/{names[(pair.script, pair.avatar)]}") if delivered else "",
+        output=store.uri(f"{outputs_dir(pair.campaign)}/{name}") if delivered else "",
         error=error, duration_s=record.duration_s if delivered and record else None,
         sync_offset_frames=quality.sync_offset_frames if delivered and quality else None,
         checks_passed=quality.passed if delivered and quality else None)

@@ -18,7 +18,7 @@ import logging
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -345,8 +345,8 @@ def run_factory(bucket: str, campaign: str | None = None, progress: ProgressFn |
 
         session_tags = {TRIGGER_TAG: "cli", SESSION_TAG: uuid.uuid4().hex[:12],
                         **({CAMPAIGN_TAG: selected[0].key} if campaign else {})}
-        _follow_work(services, store.url, scan, items, session_tags, deliverables_token, item_tags, progress, total,
-                     len(selected), planned_at, deliverables_current)
+        _follow_work(services, store.url, state.partition_keys(), items, session_tags, deliverables_token, item_tags,
+                     progress, total, len(selected), planned_at, deliverables_current)
     from assets.jobs import JOB_OF_STAGE
 
     runs = [RunOutcome(item.key, JOB_OF_STAGE[item.stage], item.run_id, item.state.value, item.errors)
@@ -356,7 +356,8 @@ def run_factory(bucket: str, campaign: str | None = None, progress: ProgressFn |
     return report
 
 
-def _follow_work(services, bucket_url: str, scan: BucketScan, items: dict[str, Followed], session_tags: dict[str, str],
+def _follow_work(services, bucket_url: str, partitions: Mapping[str, list[str]], items: dict[str, Followed],
+                 session_tags: dict[str, str],
                  deliverables_token: Callable[[str], str], item_tags: Callable[[WorkItem], dict[str, str]],
                  progress: ProgressFn, total: int, campaigns: int, planned_at: float,
                  deliverables_current: Callable[[str, str], bool]) -> None:
@@ -367,7 +368,7 @@ def _follow_work(services, bucket_url: str, scan: BucketScan, items: dict[str, F
     instance = init()
     if not services.embedded:
         _require_daemon(instance)
-    for name, keys in (("script", scan.scripts), ("avatar", scan.avatars), ("campaign", scan.campaigns)):
+    for name, keys in partitions.items():
         new = sorted(set(keys) - set(instance.get_dynamic_partitions(name)))
         if new:
             instance.add_dynamic_partitions(name, new)

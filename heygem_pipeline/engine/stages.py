@@ -32,6 +32,7 @@ from heygem_pipeline.engine.audio.features import (
 )
 from heygem_pipeline.engine.audio.intake import load_analysis, normalize_script, read_script_text
 from heygem_pipeline.engine.audio.visemes import mouth_track
+from heygem_pipeline.engine.audio.voices.choice import VoiceChoice
 from heygem_pipeline.engine.avatar import AvatarIntake, normalize_avatar
 from heygem_pipeline.engine.captions.burnin import SubtitleOptions, mouth_zone, write_ass
 from heygem_pipeline.engine.captions.cues import CaptionTrack, caption_speech, write_sidecars
@@ -67,7 +68,7 @@ def read_record(path: str | os.PathLike[str]) -> dict:
 
 
 def prepare_script(upload: str | os.PathLike[str], workdir: str | os.PathLike[str], *,
-                   voice: str = DEFAULT_VOICE, transcript: str | os.PathLike[str] | None = None,
+                   voice: VoiceChoice | str = DEFAULT_VOICE, transcript: str | os.PathLike[str] | None = None,
                    limits: ToolLimits | None = None) -> dict:
     """Intake + analysis + captions of one script into ``workdir``; returns the intake record (for metadata).
 

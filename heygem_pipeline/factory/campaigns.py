@@ -12,10 +12,12 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
+from heygem_pipeline.engine.audio.voices.choice import VOICE_ENGINES, VoiceChoice
 from heygem_pipeline.engine.captions.burnin import SubtitleOptions, SubtitlesValue, subtitle_problem
 from heygem_pipeline.errors import InputError
 from heygem_pipeline.factory.bucket import BucketEntry
 from heygem_pipeline.factory.layout import PREFIXES
+from heygem_pipeline.factory.voicing import VoicePlan, default_voice
 from heygem_pipeline.naming import safe_id, safe_id_or_none, stem_and_ext
 from heygem_pipeline.settings import (
     DEFAULT_CRF,
@@ -47,6 +49,9 @@ class MediaSettings(Protocol):
     fps: float
     still_seconds: float
     voice: str
+    voice_model: str | None
+    voice_vectors: str | None
+    voice_speed: float
 
 
 class OutputSettings(Protocol):
@@ -62,11 +67,13 @@ class MediaOptions:
 
     fps: float = DEFAULT_FPS
     still_seconds: float = DEFAULT_STILL_SECONDS
-    voice: str = DEFAULT_VOICE
+    voice: VoicePlan = field(default_factory=lambda: VoicePlan.single(default_voice(voice=DEFAULT_VOICE)))
 
     @classmethod
     def from_settings(cls, settings: MediaSettings) -> MediaOptions:
-        return cls(fps=settings.fps, still_seconds=settings.still_seconds, voice=settings.voice)
+        voice = default_voice(voice=settings.voice, model=settings.voice_model, vectors=settings.voice_vectors,
+                              speed=settings.voice_speed)
+        return cls(fps=settings.fps, still_seconds=settings.still_seconds, voice=VoicePlan.single(voice))
 
 
 @dataclass(frozen=True)
@@ -118,6 +125,7 @@ class Campaign:
     checkpoint: str | None = None
     subtitles: SubtitleOptions = field(default_factory=SubtitleOptions)
     fingerprint: str = ""
+    voice: VoicePlan | None = None  # who speaks its text scripts (None: the default voice)
 
     def render_options(self, defaults: RenderOptions) -> RenderOptions:
         return RenderOptions(engine=self.engine or defaults.engine,
@@ -162,6 +170,21 @@ def _name_list(value: Any) -> Any:
 
 
 Patterns = Annotated[list[StrictStr | StrictInt], BeforeValidator(_name_list)]  # one name or glob, or a list
+ANY_LANGUAGE = "any"
+
+
+def _voice_by_language(value: Any) -> Any:
+    """``voice: en-us`` (an espeak-ng voice), ``voice: {engine: …}`` (one voice) or ``voice: {en: {…}, zh: {…}}``
+    all become a mapping by language; ``any``: one voice for every text."""
+    def one(voice: Any) -> Any:
+        return {"engine": "espeak", "speaker": voice} if isinstance(voice, str) else voice
+
+    if isinstance(value, str) or (isinstance(value, Mapping) and "engine" in value):
+        return {ANY_LANGUAGE: one(value)}
+    return {key: one(voice) for key, voice in value.items()} if isinstance(value, Mapping) else value
+
+
+VoiceByLanguage = Annotated[dict[Literal["any", "en", "zh"], VoiceChoice], BeforeValidator(_voice_by_language)]
 
 
 class OutputOptions(BaseModel):
@@ -186,6 +209,7 @@ class CampaignFile(BaseModel):
     preset: Preset | None = None
     output: OutputOptions | None = None
     subtitles: SubtitlesValue = SubtitleOptions()
+    voice: VoiceByLanguage | None = None
     description: Any = None  # for people; not used
     name: Any = None  # for people (the studio writes the batch's name); the file name is the campaign's
 
@@ -196,7 +220,14 @@ class CampaignFile(BaseModel):
                         avatars=tuple(map(str, self.avatars)), engine=self.engine,
                         crf=self.crf if self.crf is not None else output.crf, preset=preset,
                         checkpoint=os.path.expanduser(self.checkpoint) if self.checkpoint else None,
-                        subtitles=self.subtitles, fingerprint=fingerprint)
+                        subtitles=self.subtitles, fingerprint=fingerprint, voice=self.voice_plan())
+
+    def voice_plan(self) -> VoicePlan | None:
+        if not self.voice:
+            return None
+        if ANY_LANGUAGE in self.voice:
+            return VoicePlan.single(self.voice[ANY_LANGUAGE])
+        return VoicePlan({str(language): voice for language, voice in self.voice.items()})
 
 
 CAMPAIGN_KEYS = frozenset(CampaignFile.model_fields)
@@ -208,7 +239,36 @@ _MUST = {  # what a key must be, for the messages
     "crf": "must be an integer from 0 to 51",
     "preset": "must be an ffmpeg preset name such as veryfast",
     "output": "must be a mapping with 'crf:' and/or 'preset:'",
+    "voice": "must be an espeak-ng voice name, a voice ({engine: kokoro|piper|espeak, …}) or one per language "
+             "({en: {…}, zh: {…}})",
 }
+_VOICE_KEYS = {"espeak": "speaker", "piper": "model, speaker, speed", "kokoro": "model, voices, speaker, speed"}
+
+
+def _voice_problem(detail: Mapping[str, Any], data: Mapping[str, Any]) -> tuple[str, str]:
+    """Where in ``voice:`` and what is wrong, from a validation error of the ``VoiceByLanguage`` field."""
+    loc = [str(part) for part in detail["loc"][1:]]
+    if not loc:
+        return "voice", f"{_MUST['voice']}, got {data.get('voice')!r}"
+    language, rest = loc[0], loc[1:]
+    where = "voice" if language == ANY_LANGUAGE else f"voice.{language}"
+    if detail["type"] == "literal_error" or (len(loc) == 1 and detail["type"] == "missing"):
+        return "voice", f"unknown language {language!r}; give one voice, or voices for en and zh"
+    if detail["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        return f"{where}.engine", f"must be one of {', '.join(VOICE_ENGINES)}"
+    if rest and rest[0] in VOICE_ENGINES:
+        engine, rest = rest[0], rest[1:]
+        if detail["type"] == "extra_forbidden":
+            return where, f"unknown key {rest[-1]!r} for engine {engine}; allowed: engine, {_VOICE_KEYS[engine]}"
+        if detail["type"] == "missing":
+            return f"{where}.{'.'.join(rest)}", f"is required for engine {engine}"
+    if rest in (["model"], ["voices"]) and detail["type"] == "string_type":
+        what = "voice model (.onnx)" if rest == ["model"] else "voices file"
+        return f"{where}.{rest[0]}", f"must be the path of the {what}"
+    if rest == ["speed"]:
+        return f"{where}.speed", "must be a number above 0.25 and at most 4 (1: the voice's own pace)"
+    return ".".join([where, *rest]), str(detail["msg"]).removeprefix("Value error, ")
+
 
 
 def _problems(error: ValidationError, data: Mapping[str, Any]) -> dict[str, str]:
@@ -219,11 +279,13 @@ def _problems(error: ValidationError, data: Mapping[str, Any]) -> dict[str, str]
     for detail in error.errors():
         loc = detail["loc"]
         key = str(loc[0])
-        if detail["type"] == "extra_forbidden" and key != "subtitles":
+        if detail["type"] == "extra_forbidden" and key not in ("subtitles", "voice"):
             unknown.setdefault("output" if key == "output" else "", []).append(str(loc[-1]))
             continue
         if key == "subtitles":
             where, what = subtitle_problem({**detail, "loc": loc[1:]})
+        elif key == "voice":
+            where, what = _voice_problem(detail, data)
         elif key == "engine":
             where, what = key, f"unknown engine {data.get(key)!r}; choose one of {', '.join(ENGINE_NAMES)}"
         else:

@@ -75,7 +75,7 @@ def manifest_row(state: PairState, scan: BucketScan, output: str, captions: Capt
     error = state.reason if state.status in (FAILED, CHECK_FAILED, STALE, MISSING, UNCHECKED) else ""
     return {
         "campaign": state.campaign,
-        "script": scan.scripts[state.script].name,
+        "script": scan.scripts[state.upload_script].name,
         "avatar": scan.avatars[state.avatar].name,
         "status": state.status,
         "output": output if record else "",
@@ -158,10 +158,10 @@ def write_manifest(bucket: Bucket, state: FactoryState, campaign: Campaign) -> D
     script has captions) and write ``manifest.csv`` + ``.parquet``."""
     states = state.campaign_pairs(campaign)
     folder = outputs_dir(campaign.key)
-    names = output_names([(s.script, s.avatar) for s in states])
+    names = output_names([(s.upload_script, s.avatar) for s in states])
     rows, videos, delivered = [], [], set()
     for pair in states:
-        name = names[(pair.script, pair.avatar)]
+        name = names[(pair.upload_script, pair.avatar)]
         if pair.status in DELIVERABLE_STATUSES:
             bucket.copy(render_path(bucket, pair.variant, pair.script, pair.avatar), f"{folder}/{name}")
             videos.append(f"{folder}/{name}")

@@ -9,6 +9,7 @@ from enum import Enum
 
 from heygem_pipeline.factory.campaigns import Campaign, RenderOptions
 from heygem_pipeline.factory.state import CHECK_FAILED, FAILED, MISSING, OK, STALE, UNCHECKED, FactoryState, PairState
+from heygem_pipeline.factory.voicing import upload_key
 
 SETTLED_STATUSES = (OK, CHECK_FAILED, FAILED)
 
@@ -117,10 +118,13 @@ class ItemKey:
         return self.stage in PAIR_STAGES
 
     def mentions(self, script: str, avatar: str) -> bool:
-        """Whether this work is part of pair (script, avatar): its intake, render or checks."""
+        """Whether this work is part of pair (script, avatar) (upload keys; a voiced copy of the script counts):
+        its intake, render or checks."""
         if self.stage in PAIR_STAGES:
-            return (self.script, self.avatar) == (script, avatar)
-        return (self.stage, self.name) in ((Stage.SCRIPT, script), (Stage.AVATAR, avatar))
+            return (upload_key(self.script), self.avatar) == (script, avatar)
+        if self.stage is Stage.SCRIPT:
+            return upload_key(self.name) == script
+        return (self.stage, self.name) == (Stage.AVATAR, avatar)
 
 
 @dataclass

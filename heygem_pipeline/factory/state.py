@@ -31,6 +31,7 @@ from heygem_pipeline.factory.layout import (
 )
 from heygem_pipeline.factory.records import QualityRecord, RenderRecord, ScriptRecord, StageError, Stamp
 from heygem_pipeline.factory.uploads import BucketScan
+from heygem_pipeline.factory.voicing import Voice, script_text, split_voiced_key, upload_key, voiced_key
 
 # Bump a stage's version when its code changes what it writes: every output computed by the old code becomes
 # stale, and the sensor (scripts, avatars) or the nightly schedule (renders) computes it again. The Dagster
@@ -62,9 +63,10 @@ DELIVERABLE_STATUSES = (OK, CHECK_FAILED, UNCHECKED)  # a fresh video exists
 VOICE_FIELD, STILL_FIELD = "voice", "still"
 
 
-def script_token(upload: BucketEntry, media: MediaOptions, transcript: BucketEntry | None = None) -> str:
+def script_token(upload: BucketEntry, voice: Voice, transcript: BucketEntry | None = None) -> str:
+    """``voice``: the one that speaks a text script (any voice for audio: the field is ignored for them)."""
     text = transcript.fingerprint if transcript is not None else "none"
-    return f"{upload.fingerprint}|script-v{CODE_VERSIONS['script']}|voice={media.voice}|transcript={text}"
+    return f"{upload.fingerprint}|script-v{CODE_VERSIONS['script']}|voice={voice.identity()}|transcript={text}"
 
 
 def avatar_token(upload: BucketEntry, media: MediaOptions) -> str:
@@ -128,6 +130,11 @@ class PairState:
         return self.options.variant
 
     @property
+    def upload_script(self) -> str:
+        """The script's upload (``script`` may be a voiced copy of it)."""
+        return upload_key(self.script)
+
+    @property
     def render_token(self) -> str:
         return render_token(self.inputs_token, self.options)
 
@@ -139,11 +146,11 @@ class PairState:
 class FactoryState:
     """Reads stamps and records once per evaluation (a sensor tick, a schedule, a run) and answers questions."""
 
-    def __init__(self, bucket: Bucket, scan: BucketScan, media: MediaOptions, defaults: RenderOptions,
-                 failures_since: float = 0.0) -> None:
+    def __init__(self, bucket: Bucket, scan: BucketScan, media: MediaOptions,
+                 defaults: RenderOptions | None = None, failures_since: float = 0.0) -> None:
         """``failures_since``: failures recorded before this time (epoch seconds) count as not final, so the work is
         planned again (a request through the API retries what failed before it, once)."""
-        self.bucket, self.scan, self.media, self.defaults = bucket, scan, media, defaults
+        self.bucket, self.scan, self.media, self.defaults = bucket, scan, media, defaults or RenderOptions()
         self.failures_since = failures_since
         self._json: dict[str, dict | None] = {}
 
@@ -154,8 +161,55 @@ class FactoryState:
 
     # -- upstream stages
 
+    def is_text(self, script: str) -> bool:
+        return self.scan.scripts[upload_key(script)].name.rpartition(".")[2].lower() in TEXT_EXTENSIONS
+
+    def text(self, script: str) -> str:
+        """The words of a text script (read once per upload version), for choosing its voice."""
+        upload = self.scan.scripts[upload_key(script)]
+        return script_text(upload.entry.fingerprint,
+                           lambda: self.bucket.read_bytes(upload.rel).decode("utf-8-sig", errors="replace"))
+
+    def voiced(self, campaign: Campaign, script: str) -> str:
+        """The key of ``script`` as ``campaign`` voices it: its own key for audio and for the default voice."""
+        if campaign.voice is None or not self.is_text(script):
+            return script
+        text = self.text(script)
+        chosen, default = campaign.voice.choose(text), self.media.voice.choose(text)
+        return script if chosen is None or chosen == default else voiced_key(script, chosen.variant)
+
+    def script_voice(self, script: str) -> Voice | None:
+        """The voice of a script key (for a voiced copy, found among the campaigns' voices); None when no campaign
+        voices it so any more."""
+        base, variant = split_voiced_key(script)
+        if not self.is_text(base):
+            return self.media.voice.voices.get("en")
+        if not variant:
+            return self.media.voice.choose(self.text(base))
+        for campaign in self.scan.campaigns.values():
+            if campaign.voice is not None and variant in campaign.voice.variants():
+                return campaign.voice.variants()[variant]
+        return None
+
+    def script_keys(self) -> list[str]:
+        """Every script key the campaigns use: uploads, and their voiced copies."""
+        keys = dict.fromkeys(self.scan.scripts)
+        for campaign in self.scan.campaigns.values():
+            if campaign.voice is not None:
+                keys.update(dict.fromkeys(self.voiced(campaign, s) for s in campaign.select(self.scan.scripts,
+                                                                                             campaign.scripts)))
+        return list(keys)
+
+    def partition_keys(self) -> dict[str, list[str]]:
+        """The keys of the dynamic partitions (by their names: script, avatar, campaign) the bucket needs now."""
+        return {"script": self.script_keys(), "avatar": list(self.scan.avatars), "campaign": list(self.scan.campaigns)}
+
     def script_token(self, script: str) -> str:
-        return script_token(self.scan.scripts[script].entry, self.media, self.scan.transcript(script))
+        base = upload_key(script)
+        voice = self.script_voice(script)
+        if voice is None:  # a copy no campaign asks for: nothing can be current for it
+            return f"{self.scan.scripts[base].entry.fingerprint}|voice=unknown:{split_voiced_key(script)[1]}"
+        return script_token(self.scan.scripts[base].entry, voice, self.scan.transcript(base))
 
     def script_seconds(self, script: str) -> float | None:
         """How long a prepared script's voice lasts (None before it is prepared)."""
@@ -172,8 +226,7 @@ class FactoryState:
 
     def script_ignores(self, script: str) -> frozenset[str]:
         """Token fields this script does not depend on (the voice, unless it is a text to voice)."""
-        text = self.scan.scripts[script].name.rpartition(".")[2].lower() in TEXT_EXTENSIONS
-        return frozenset() if text else frozenset({VOICE_FIELD})
+        return frozenset() if self.is_text(script) else frozenset({VOICE_FIELD})
 
     def avatar_ignores(self, avatar: str) -> frozenset[str]:
         """Token fields this avatar does not depend on (the still length, unless it is a photo)."""
@@ -227,7 +280,7 @@ class FactoryState:
         state.inputs_ready = self.script_ready(script) and self.avatar_ready(avatar)
         upstream_error = None
         if not self.script_ready(script) and (message := self.script_error(script)):
-            upstream_error = f"script {self.scan.scripts[script].name}: {message}"
+            upstream_error = f"script {self.scan.scripts[upload_key(script)].name}: {message}"
         elif not self.avatar_ready(avatar) and (message := self.avatar_error(avatar)):
             upstream_error = f"avatar {self.scan.avatars[avatar].name}: {message}"
         if upstream_error:
@@ -259,7 +312,7 @@ class FactoryState:
         return state
 
     def campaign_pairs(self, campaign: Campaign) -> list[PairState]:
-        return [self.pair(campaign, s, a) for s, a in self.scan.campaign_pairs(campaign)]
+        return [self.pair(campaign, self.voiced(campaign, s), a) for s, a in self.scan.campaign_pairs(campaign)]
 
 
 def write_error(bucket: Bucket, stage: str, key: str, token: str, message: str, final: bool) -> None:

@@ -21,6 +21,10 @@ import numpy as np
 import soundfile
 
 from heygem_pipeline.engine.audio.features import ANALYSIS_RATE, DEFAULT_LANGUAGE
+from heygem_pipeline.engine.audio.voices.choice import EspeakChoice, VoiceChoice, voice_text
+from heygem_pipeline.engine.audio.voices.espeak import synthesize_speech as synthesize_speech  # its old home
+from heygem_pipeline.engine.audio.voices.piper import PhonemeTiming
+from heygem_pipeline.engine.captions.text import text_language
 from heygem_pipeline.engine.media.files import atomic_output
 from heygem_pipeline.engine.media.probe import MediaInfo, probe
 from heygem_pipeline.engine.media.tools import FFMPEG_GLOBAL_ARGS, PROGRESS_STDOUT, ff_path, require_tool, run_tool
@@ -111,33 +115,13 @@ def decode_audio(path: str | os.PathLike[str], info: MediaInfo | None = None, *,
 
 def language_of_voice(voice: str) -> str:
     """The language code of an espeak-ng voice name (``en-us`` -> ``en``, ``cmn`` -> ``zh``)."""
-    primary = voice.split("+")[0].split("-")[0].lower()
-    return {"cmn": "zh", "yue": "zh"}.get(primary, primary)
+    return EspeakChoice(speaker=voice).language()
 
 
-def synthesize_speech(text: str, dest_wav: str | os.PathLike[str], voice: str = DEFAULT_VOICE, *,
-                      subject: str | os.PathLike[str] | None = None, limits: ToolLimits | None = None) -> Path:
-    """Voice ``text`` offline with espeak-ng into ``dest_wav`` (22.05 kHz mono 16-bit), written atomically.
-
-    The text goes through stdin, so nothing in it can be read as an option or by a shell. ``subject``: the file
-    the text came from, named if espeak-ng has to be stopped (default ``dest_wav``).
-    """
-    if not text.strip():
-        raise ValueError("no text to synthesize")
-    espeak = require_tool("espeak-ng")
-    dest = Path(dest_wav)
-    with atomic_output(dest) as tmp:
-        # -b 1: the input is UTF-8. The output path is absolute, so it cannot start with a dash.
-        command = [espeak, "-b", "1", "-v", voice, "-w", str(tmp.resolve()), "--stdin"]
-        # espeak-ng reports no progress: its limit scales with the speech's expected length (~12 characters a
-        # second; espeak-ng itself runs ~100x faster than real time).
-        result = run_tool(command, subject=subject or dest, media_seconds=len(text) / 12.0, stdin=text.encode("utf-8"),
-                          limits=limits)
-        if result.returncode != 0 or tmp.stat().st_size <= 44:
-            raise ToolFailedError("espeak-ng", subject or dest, result.returncode, result.stderr_tail(),
-                                  doing=f"voicing the text with voice {voice!r}",
-                                  fix="list the installed voices with: espeak-ng --voices")
-    return dest
+def script_language(text: str, voice: VoiceChoice | None = None) -> str:
+    """The language of a text script: ``zh`` when it is written mostly in Chinese characters, else the language
+    the voice speaks (an espeak-ng voice's, a Piper voice's json, a Kokoro speaker's prefix; ``en`` without one)."""
+    return text_language(text, voice.language() if voice is not None else DEFAULT_LANGUAGE)
 
 
 @dataclass
@@ -155,9 +139,12 @@ class ScriptIntake:
     language: str
     text: str | None = None
     warnings: list[str] = field(default_factory=list)
+    voice: str | None = None  # text scripts: the voice's variant (engine, model, speaker, speed)
+    timing: tuple[PhonemeTiming, ...] | None = None  # text scripts: when each phoneme is spoken, if the voice says
 
     def as_record(self) -> dict[str, object]:
         record = dataclasses.asdict(self)
+        del record["timing"]  # large, and only needed while the features are made
         for key in ("upload", "source", "analysis_wav"):
             record[key] = str(record[key])
         return record
@@ -182,12 +169,14 @@ def read_script_text(path: str | os.PathLike[str]) -> str:
     return text
 
 
-def normalize_script(source: str | os.PathLike[str], workdir: str | os.PathLike[str], *, voice: str = DEFAULT_VOICE,
-                     language: str | None = None, limits: ToolLimits | None = None) -> ScriptIntake:
+def normalize_script(source: str | os.PathLike[str], workdir: str | os.PathLike[str], *,
+                     voice: VoiceChoice | str = DEFAULT_VOICE, language: str | None = None,
+                     limits: ToolLimits | None = None) -> ScriptIntake:
     """Check and normalize one script into ``workdir`` (``analysis.wav``; ``source.wav`` for text scripts).
 
-    ``language`` defaults to the voice's language for text and to ``DEFAULT_LANGUAGE`` for audio. ``limits``: of
-    the tools (espeak-ng, ffprobe, ffmpeg; default: from the environment).
+    ``voice``: what speaks a text script (a choice, or an espeak-ng voice name). ``language``: stated, or for text
+    detected (``script_language``), and ``DEFAULT_LANGUAGE`` for audio. ``limits``: of the tools (espeak-ng,
+    ffprobe, ffmpeg; default: from the environment).
     """
     upload = Path(source)
     workdir = Path(workdir)
@@ -198,11 +187,13 @@ def normalize_script(source: str | os.PathLike[str], workdir: str | os.PathLike[
                                      "has no file extension", _SUPPORTED_HINT)
     text: str | None = None
     mux_source = upload
+    choice = EspeakChoice(speaker=voice) if isinstance(voice, str) else voice
+    voiced = None
     if ext in TEXT_EXTENSIONS:
         text = read_script_text(upload)
-        mux_source = synthesize_speech(text, workdir / "source.wav", voice=voice, subject=upload,
-                                       limits=limits)
-        language = language or language_of_voice(voice)
+        language = language or script_language(text, choice)
+        voiced = voice_text(choice, text, workdir / "source.wav", language=language, subject=upload, limits=limits)
+        mux_source = voiced.path
     language = language or DEFAULT_LANGUAGE
 
     samples, warnings, info = _decode(mux_source, limits=limits)
@@ -228,6 +219,8 @@ def normalize_script(source: str | os.PathLike[str], workdir: str | os.PathLike[
         language=language,
         text=text,
         warnings=warnings,
+        voice=choice.variant if voiced is not None else None,
+        timing=voiced.timing if voiced is not None else None,
     )
 
 
