@@ -52,7 +52,8 @@ def failure_message(error: BaseException, source: str | None = None) -> str:
     """The one line recorded for the manifest: the error's own message for errors of this package (``source``
     names the user's file in an input error), and the exception's type before anything else's."""
     if isinstance(error, InputError):
-        return f"{source or error.path}: {error.problem}; {error.fix}"
+        where = source if source and error.about_the_upload else error.path
+        return f"{where}: {error.problem}; {error.fix}"
     if isinstance(error, HeygemError):
         return str(error)
     return f"{type(error).__name__}: {error}"

@@ -24,6 +24,8 @@ class NotInBucketError(HeygemError, LookupError):
 class InputError(HeygemError):
     """An input file cannot be used as it is. Retrying will not help; fixing the file will."""
 
+    about_the_upload = True  # the path is the upload being processed (messages may name it by its bucket address)
+
     def __init__(self, path: object, problem: str, fix: str) -> None:
         self.path = str(path)
         self.problem = problem
@@ -74,6 +76,8 @@ class CheckpointError(InputError):
 class VoiceModelError(InputError):
     """A voice model (a neural voice's .onnx and its config) that is missing, unreadable, or not a model of the
     engine it is used with (wrong inputs), or a speaker it does not have."""
+
+    about_the_upload = False  # the path is the model file, which the message must name
 
 
 class UnvoiceableTextError(InputError):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -23,12 +24,20 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, St
 
 from heygem_pipeline.engine.audio.voices.espeak import synthesize_speech
 from heygem_pipeline.engine.audio.voices.piper import VoicedSpeech, config_path_of, voice_with_piper
-from heygem_pipeline.naming import safe_id
 from heygem_pipeline.settings import DEFAULT_VOICE, ToolLimits
 
 ESPEAK, PIPER, KOKORO = "espeak", "piper", "kokoro"
 VOICE_ENGINES = (ESPEAK, PIPER, KOKORO)
 MISSING = "missing"  # in an identity: the file is not there (yet); voicing will say so
+
+
+def _slug(*parts: str) -> str:
+    """A variant name: lower case, letters, digits, ``-`` and ``_`` only (no dots: keys are not file names)."""
+    return re.sub(r"[^a-z0-9_-]+", "_", "-".join(parts).lower()).strip("_-")
+
+
+def _pace(speed: float) -> str:
+    return "x" + f"{speed:g}".replace(".", "p")  # 1.2 -> x1p2
 
 
 def _expand(path: str) -> str:
@@ -70,7 +79,7 @@ class EspeakChoice(_Choice):
 
     @property
     def variant(self) -> str:
-        return safe_id(f"espeak-{self.speaker}")
+        return _slug("espeak", self.speaker)
 
     def identity(self) -> str:
         return self.speaker  # tokens made before neural voices hold the espeak voice name alone
@@ -93,7 +102,7 @@ class PiperChoice(_Choice):
     def variant(self) -> str:
         where = hashlib.sha1(os.path.abspath(self.model).encode()).hexdigest()[:6]
         speaker = f"-{self.speaker}" if self.speaker is not None else ""
-        return safe_id(f"piper-{Path(self.model).name.removesuffix('.onnx')}{speaker}-x{self.speed:g}-{where}")
+        return _slug("piper", Path(self.model).name.removesuffix(".onnx") + speaker, _pace(self.speed), where)
 
     def identity(self) -> str:
         files = f"{content_digest(self.model)}+{content_digest(config_path_of(Path(self.model)), 8)}"
@@ -121,7 +130,7 @@ class KokoroChoice(_Choice):
     @property
     def variant(self) -> str:
         where = hashlib.sha1(f"{os.path.abspath(self.model)}\n{os.path.abspath(self.voices)}".encode()).hexdigest()
-        return safe_id(f"kokoro-{self.speaker}-x{self.speed:g}-{where[:6]}")
+        return _slug("kokoro", self.speaker, _pace(self.speed), where[:6])
 
     def identity(self) -> str:
         files = f"{content_digest(self.model)}+{content_digest(self.voices, 8)}"
