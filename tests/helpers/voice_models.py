@@ -3,7 +3,10 @@
 Each phoneme id lasts ``FRAMES[id]`` frames of ``HOP`` samples (times the length scale, rounded up, as Piper's
 ``w_ceil``) and sounds as a sine tone of ``FREQS[id]`` Hz. ``scales[0]`` (noise) adds Gaussian noise, so a run
 with noise > 0 differs from the last one, as a real voice's does. With ``durations=True`` the model also returns
-each id's frames, the way a Piper export with its ``w_ceil`` output does.
+each id's frames, the way a Piper export with its ``w_ceil`` output does. As in a real Piper network the rounded-up
+frames tensor feeds a ``CumSum`` (the alignment path) and a ``ReduceSum`` (the length); ``ceil`` names it
+(``"/Ceil_output_0"`` as in the exported voices), or with None it is computed without a ``Ceil`` node (-floor(-x)),
+so that no durations tensor can be found; ``decoy`` adds a tensor called ``w_ceil`` that is not the durations.
 """
 
 from __future__ import annotations
@@ -37,9 +40,20 @@ def _const(name: str, value: np.ndarray) -> onnx.NodeProto:
     return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(value, name))
 
 
+def _ceil_nodes(name: str | None) -> tuple[list[onnx.NodeProto], str]:
+    """frames_scaled rounded up: by a Ceil node whose output is called ``name``, or without Ceil when ``name`` is
+    None; and the name of the rounded tensor."""
+    if name is None:
+        return [helper.make_node("Neg", ["frames_scaled"], ["negated"]),
+                helper.make_node("Floor", ["negated"], ["floored"]),
+                helper.make_node("Neg", ["floored"], ["frames_up"])], "frames_up"
+    return [helper.make_node("Ceil", ["frames_scaled"], [name])], name
+
+
 def piper_standin(dest: Path, *, durations: bool = False, with_json: bool = True, leave_out: str = "",
-                  speakers: int = 1) -> Path:
+                  speakers: int = 1, ceil: str | None = "w_ceil", decoy: bool = False) -> Path:
     """Write a stand-in Piper voice ``dest`` (.onnx) and, unless told not to, its ``.onnx.json``."""
+    rounding, w_ceil = _ceil_nodes(ceil)
     nodes = [
         _const("frames_table", FRAMES), _const("freq_table", FREQS),
         _const("axis0", np.array([0], dtype=np.int64)), _const("axis1", np.array([1], dtype=np.int64)),
@@ -53,11 +67,13 @@ def piper_standin(dest: Path, *, durations: bool = False, with_json: bool = True
         helper.make_node("Gather", ["frames_table", "ids"], ["frames_raw"]),
         helper.make_node("Gather", ["scales", "i_length"], ["length_scale"]),
         helper.make_node("Mul", ["frames_raw", "length_scale"], ["frames_scaled"]),
-        helper.make_node("Ceil", ["frames_scaled"], ["w_ceil"]),
-        helper.make_node("Cast", ["w_ceil"], ["frames"], to=TensorProto.INT64),
-        helper.make_node("Mul", ["frames", "hop"], ["id_samples"]),
-        helper.make_node("CumSum", ["id_samples", "zero"], ["ends"]),
-        helper.make_node("ReduceSum", ["id_samples"], ["total"], keepdims=0),
+        *rounding,
+        helper.make_node("CumSum", [w_ceil, "zero"], ["ends_frames"]),
+        helper.make_node("ReduceSum", [w_ceil], ["total_frames"], keepdims=0),
+        helper.make_node("Cast", ["ends_frames"], ["ends_i"], to=TensorProto.INT64),
+        helper.make_node("Mul", ["ends_i", "hop"], ["ends"]),
+        helper.make_node("Cast", ["total_frames"], ["total_i"], to=TensorProto.INT64),
+        helper.make_node("Mul", ["total_i", "hop"], ["total"]),
         helper.make_node("Range", ["zero", "total", "one"], ["t"]),
         helper.make_node("Unsqueeze", ["t", "axis1"], ["t_col"]),
         helper.make_node("Unsqueeze", ["ends", "axis0"], ["ends_row"]),
@@ -84,8 +100,10 @@ def piper_standin(dest: Path, *, durations: bool = False, with_json: bool = True
     if speakers > 1:
         inputs.append(helper.make_tensor_value_info("sid", TensorProto.INT64, [1]))  # accepted, not used
     if durations:
-        nodes.append(helper.make_node("Reshape", ["w_ceil", "out_shape"], ["durations"]))
+        nodes.append(helper.make_node("Reshape", [w_ceil, "out_shape"], ["durations"]))
         outputs.append(helper.make_tensor_value_info("durations", TensorProto.FLOAT, [1, 1, "phonemes"]))
+    if decoy:  # a tensor called w_ceil that is not the durations (one value per symbol of the vocabulary)
+        nodes.append(helper.make_node("Identity", ["frames_table"], ["w_ceil"]))
     graph = helper.make_graph(nodes, "piper_standin", inputs, outputs)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
     onnx.checker.check_model(model)

@@ -75,6 +75,11 @@ def _acoustic(samples: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.nda
     return level, active, spread, rounded
 
 
+def speech_level(samples: np.ndarray, sample_rate: int = 16000) -> np.ndarray:
+    """Per 10 ms frame: speech loudness 0 (35 dB under the speech peak) … 1 (the peak); how far the jaw opens."""
+    return _acoustic(samples, sample_rate)[0]
+
+
 PHONE_LEVEL_DB = -20.0  # speech peaks are brought to this level (dBFS RMS) before phone recognition
 
 
@@ -131,9 +136,13 @@ def mouth_track(samples: np.ndarray, sample_rate: int = 16000, language: str = "
     track[:, OPEN] = np.clip(track[:, OPEN], 0, 1) * active
     track[~active, SPREAD:] = 0
 
-    # Coarticulation: neighbouring visemes blend over ~40 ms; smoothing is zero-phase (no lag).
+    return coarticulate(track)
+
+
+def coarticulate(track: np.ndarray) -> np.ndarray:
+    """Viseme targets per 10 ms frame (T, 4) → the mouth track: neighbouring visemes blend over ~40 ms (a
+    zero-phase smoothing: no lag), and a pressed closure (m/b/p) still reaches a closed mouth at its centre."""
     smooth = gaussian_filter1d(track, sigma=3.0, axis=0, mode="nearest")
-    # A pressed closure (m/b/p) must still reach a closed mouth, so it overrides the blend at its centre.
     press = smooth[:, PRESS]
     smooth[:, OPEN] *= 1 - np.clip(press * 1.6, 0, 1)
     return smooth.astype(np.float32)

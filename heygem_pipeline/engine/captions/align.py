@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 RATE = 16000  # the analysis audio's rate (audio.ANALYSIS_RATE)
 FRAME_SECONDS = 0.01  # PocketSphinx frames
 METHOD_POCKETSPHINX, METHOD_VOICED = "pocketsphinx", "voiced-segments"
+METHOD_VOICE = "voice"  # the neural voice's own phoneme timing (voice_words.caption_voiced): no alignment
 
 
 @dataclass

@@ -51,7 +51,7 @@ def split_sentences(text: str) -> Iterator[str]:
         yield piece
 
 
-def _clauses(sentence: str) -> list[tuple[str, str]]:
+def clauses(sentence: str) -> list[tuple[str, str]]:
     """(clause text, its closing mark in Piper's terms or "") for each clause of ``sentence``."""
     found: list[tuple[str, str]] = []
     for match in _CLAUSE.finditer(sentence):
@@ -69,9 +69,9 @@ def ipa_of_sentence(sentence: str, espeak_voice: str, *, subject: str | os.PathL
     """Phonemes of one sentence from ``espeak-ng -q --ipa`` (the text goes through stdin, never as an option)."""
     espeak = require_tool("espeak-ng")
     command = [espeak, "-q", "-b", "1", "--ipa", "-v", espeak_voice, "--stdin"]
-    clauses = _clauses(sentence)
+    pieces = clauses(sentence)
     # One clause a line: espeak-ng reads the marks and prints each clause on its own line.
-    stdin = "\n".join(clause for clause, _ in clauses).encode("utf-8")
+    stdin = "\n".join(clause for clause, _ in pieces).encode("utf-8")
     result = run_tool(command, subject=subject, media_seconds=len(sentence) / 12.0, stdin=stdin, limits=limits)
     if result.returncode != 0:
         raise ToolFailedError("espeak-ng", subject, result.returncode, result.stderr_tail(),
@@ -82,10 +82,10 @@ def ipa_of_sentence(sentence: str, espeak_voice: str, *, subject: str | os.PathL
     lines = [line for line in lines if line]
     if not lines:
         return ""
-    if len(lines) == len(clauses):
-        return " ".join(line + mark for line, (_, mark) in zip(lines, clauses, strict=True))
+    if len(lines) == len(pieces):
+        return " ".join(line + mark for line, (_, mark) in zip(lines, pieces, strict=True))
     # espeak-ng split a long clause further (or merged some): keep the words, close with the sentence's mark.
-    return " ".join(lines) + (clauses[-1][1] if clauses else "")
+    return " ".join(lines) + (pieces[-1][1] if pieces else "")
 
 
 def phonemize(text: str, espeak_voice: str, *, subject: str | os.PathLike[str],

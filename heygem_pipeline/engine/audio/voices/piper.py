@@ -7,7 +7,9 @@ one network run a chunk, each chunk's samples appended to the WAV at once: memor
 text. Deterministic by default: noise and noise_w are 0 (the voice's own noise scales make every run differ).
 
 Where the model exposes its per-phoneme durations (the ``w_ceil`` tensor, in frames of ``hop_length`` samples) as
-a second output, the result carries exact phoneme timing; otherwise ``timing`` is None.
+a second output, the result carries exact phoneme timing; otherwise ``timing`` is None. A voice that returns only
+audio (every voice piper-voices publishes) gets that output added in memory at load time (``durations``), checked
+on a short probe run; a model where it cannot be found or does not add up runs as it is, without timing.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 import onnxruntime
 import soundfile
 
+from heygem_pipeline.engine.audio.voices.durations import with_durations_output
 from heygem_pipeline.engine.audio.voices.espeak_ipa import Sentence, phonemize
 from heygem_pipeline.engine.media.files import atomic_output
 from heygem_pipeline.errors import UnvoiceableTextError, VoiceModelError
@@ -104,11 +107,13 @@ def config_path_of(model: Path) -> Path:
 class PiperVoice:
     """A loaded Piper voice: its checked config and an onnxruntime session on the CPU.
 
-    Raises ``VoiceModelError`` (naming the file and the fix) for a missing model or json, a file that is not an
-    ONNX model, or a model whose inputs are not a Piper voice's.
+    ``durations``: add the model's ``w_ceil`` tensor as a durations output when it has none (about a second more
+    to load a medium voice; the audio is unchanged); False runs the file exactly as it is. ``durations_added``
+    tells whether that happened. Raises ``VoiceModelError`` (naming the file and the fix) for a missing model or
+    json, a file that is not an ONNX model, or a model whose inputs are not a Piper voice's.
     """
 
-    def __init__(self, model: str | os.PathLike[str], *, threads: int | None = None) -> None:
+    def __init__(self, model: str | os.PathLike[str], *, threads: int | None = None, durations: bool = True) -> None:
         self.model = Path(model).expanduser()
         if not self.model.is_file():
             raise VoiceModelError(self.model, "voice model file does not exist", _DOWNLOAD_FIX)
@@ -122,9 +127,10 @@ class PiperVoice:
         options.log_severity_level = 3  # errors only: the graph optimizer's notes are not the user's business
         if threads:
             options.intra_op_num_threads = threads
+        edited = with_durations_output(self.model) if durations else None
         try:
-            self.session = onnxruntime.InferenceSession(str(self.model), sess_options=options,
-                                                        providers=["CPUExecutionProvider"])
+            self.session = onnxruntime.InferenceSession(edited[0] if edited else str(self.model),
+                                                        sess_options=options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own pybind exception types for unreadable models
             problem = " ".join(str(exc).split())[:200]
             raise VoiceModelError(self.model, f"is not an ONNX model onnxruntime can load ({problem})",
@@ -143,6 +149,25 @@ class PiperVoice:
         self.has_speaker_input = "sid" in inputs
         self.audio_output = outputs[0].name
         self.durations_output = outputs[1].name if len(outputs) == 2 else None
+        self.durations_added = edited is not None and self._durations_add_up()
+        if edited is not None and not self.durations_added:
+            self.durations_output = None  # the tensor found is not the durations: no timing rather than a wrong one
+
+    def _durations_add_up(self) -> bool:
+        """Whether the added output gives one value per id summing to the audio's length (a bos-pad-eos probe)."""
+        id_map = self.config.phoneme_id_map
+        ids = [*id_map[BOS], *id_map[PAD], *id_map[EOS]]
+        feed: dict[str, Any] = {"input": np.asarray([ids], dtype=np.int64),
+                                "input_lengths": np.asarray([len(ids)], dtype=np.int64),
+                                "scales": np.asarray([0.0, self.config.length_scale, 0.0], dtype=np.float32)}
+        if self.has_speaker_input:
+            feed["sid"] = np.asarray([0], dtype=np.int64)
+        try:
+            audio, frames = self.session.run([self.audio_output, self.durations_output], feed)
+        except Exception:  # onnxruntime's own error types: the output cannot be computed alone
+            return False
+        frames = np.asarray(frames, dtype=np.float64).reshape(-1)
+        return frames.size == len(ids) and float(frames.sum()) * self.config.hop_length == np.asarray(audio).size
 
     @property
     def sample_rate(self) -> int:
@@ -205,9 +230,11 @@ class PiperVoice:
         return audio, np.rint(frames.astype(np.float64) * self.config.hop_length).astype(np.int64)
 
 
-def load_piper_voice(model: str | os.PathLike[str], *, threads: int | None = None) -> PiperVoice:
-    """Load and check a Piper voice (``model`` is the ``.onnx``; its ``.onnx.json`` lies beside it)."""
-    return PiperVoice(model, threads=threads)
+def load_piper_voice(model: str | os.PathLike[str], *, threads: int | None = None,
+                     durations: bool = True) -> PiperVoice:
+    """Load and check a Piper voice (``model`` is the ``.onnx``; its ``.onnx.json`` lies beside it); with
+    ``durations``, its per-phoneme durations are exposed when the file does not already return them."""
+    return PiperVoice(model, threads=threads, durations=durations)
 
 
 def _chunks(sentences: Iterator[Sentence]) -> Iterator[str]:
