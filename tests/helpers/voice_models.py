@@ -130,3 +130,71 @@ def kokoro_like(dest: Path) -> Path:
                               opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
     onnx.save(model, str(dest))
     return dest
+
+
+# A stand-in Kokoro model: token id i lasts KOKORO_FRAMES[i] frames of KOKORO_HOP samples (divided by the speed and
+# rounded up) and sounds as a tone of KOKORO_FREQS[i] Hz (the pad, id 0: silence), offset by the style vector's first
+# value, so a chunk's first sample tells which style row it was given.
+KOKORO_RATE = 24000
+KOKORO_HOP = 240  # 10 ms
+KOKORO_IDS = 178
+KOKORO_FRAMES = np.array([2] + [1] * (KOKORO_IDS - 1), dtype=np.float32)
+KOKORO_FREQS = np.array([0.0] + [200.0 + 10.0 * i for i in range(1, KOKORO_IDS)], dtype=np.float32)
+
+
+def kokoro_standin(dest: Path, *, durations: bool = False) -> Path:
+    """Write a stand-in Kokoro v1.0 model ``dest``: inputs tokens, style, speed; output audio (and durations)."""
+    nodes = [
+        _const("frames_table", KOKORO_FRAMES), _const("freq_table", KOKORO_FREQS),
+        _const("axis0", np.array([0], dtype=np.int64)), _const("axis1", np.array([1], dtype=np.int64)),
+        _const("zero", np.array(0, dtype=np.int64)), _const("one", np.array(1, dtype=np.int64)),
+        _const("hop", np.array(KOKORO_HOP, dtype=np.int64)), _const("flat", np.array([-1], dtype=np.int64)),
+        _const("omega", np.array(2 * np.pi / KOKORO_RATE, dtype=np.float32)),
+        _const("amp", np.array(0.5, dtype=np.float32)),
+        helper.make_node("Squeeze", ["tokens", "axis0"], ["ids"]),
+        helper.make_node("Gather", ["frames_table", "ids"], ["frames_raw"]),
+        helper.make_node("Div", ["frames_raw", "speed"], ["frames_scaled"]),
+        helper.make_node("Ceil", ["frames_scaled"], ["frames_ceil"]),
+        helper.make_node("Cast", ["frames_ceil"], ["frames"], to=TensorProto.INT64),
+        helper.make_node("Mul", ["frames", "hop"], ["id_samples"]),
+        helper.make_node("CumSum", ["id_samples", "zero"], ["ends"]),
+        helper.make_node("ReduceSum", ["id_samples"], ["total"], keepdims=0),
+        helper.make_node("Range", ["zero", "total", "one"], ["t"]),
+        helper.make_node("Unsqueeze", ["t", "axis1"], ["t_col"]),
+        helper.make_node("Unsqueeze", ["ends", "axis0"], ["ends_row"]),
+        helper.make_node("GreaterOrEqual", ["t_col", "ends_row"], ["past"]),
+        helper.make_node("Cast", ["past"], ["past_i"], to=TensorProto.INT64),
+        helper.make_node("ReduceSum", ["past_i", "axis1"], ["which"], keepdims=0),
+        helper.make_node("Gather", ["ids", "which"], ["id_at"]),
+        helper.make_node("Gather", ["freq_table", "id_at"], ["freq"]),
+        helper.make_node("Cast", ["t"], ["t_f"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["t_f", "freq"], ["cycles"]),
+        helper.make_node("Mul", ["cycles", "omega"], ["phase"]),
+        helper.make_node("Sin", ["phase"], ["tone"]),
+        helper.make_node("Mul", ["tone", "amp"], ["clean"]),
+        helper.make_node("Reshape", ["style", "flat"], ["style_flat"]),
+        helper.make_node("Gather", ["style_flat", "zero"], ["offset"]),
+        helper.make_node("Add", ["clean", "offset"], ["audio"]),
+    ]
+    inputs = [helper.make_tensor_value_info("tokens", TensorProto.INT64, [1, "tokens"]),
+              helper.make_tensor_value_info("style", TensorProto.FLOAT, [1, 256]),
+              helper.make_tensor_value_info("speed", TensorProto.FLOAT, [1])]
+    outputs = [helper.make_tensor_value_info("audio", TensorProto.FLOAT, ["samples"])]
+    if durations:
+        outputs.append(helper.make_tensor_value_info("frames", TensorProto.INT64, ["tokens"]))
+    graph = helper.make_graph(nodes, "kokoro_standin", inputs, outputs)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    onnx.checker.check_model(model)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(dest))
+    return dest
+
+
+def kokoro_voices(dest: Path, speakers: tuple[str, ...] = ("af_test", "bf_test", "zf_test")) -> Path:
+    """A voices file as kokoro-onnx ships it (an .npz of [510, 1, 256] tables); row r's first value is (r+1)/10000."""
+    table = np.zeros((510, 1, 256), dtype=np.float32)
+    table[:, 0, 0] = (np.arange(510, dtype=np.float32) + 1) / 10000
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with dest.open("wb") as handle:  # a .bin name, as voices-v1.0.bin: np.savez would add .npz to a path
+        np.savez(handle, **{name: table for name in speakers})
+    return dest

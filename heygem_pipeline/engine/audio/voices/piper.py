@@ -27,6 +27,7 @@ import soundfile
 
 from heygem_pipeline.engine.audio.voices.durations import with_durations_output
 from heygem_pipeline.engine.audio.voices.espeak_ipa import Sentence, phonemize
+from heygem_pipeline.engine.audio.voices.speech import PhonemeTiming, VoicedSpeech, chunk_timing
 from heygem_pipeline.engine.media.files import atomic_output
 from heygem_pipeline.errors import UnvoiceableTextError, VoiceModelError
 from heygem_pipeline.settings import ToolLimits
@@ -39,19 +40,6 @@ OPTIONAL_INPUTS = {"sid": "tensor(int64)"}
 _EXPECTED = "input (int64 [1, N]), input_lengths (int64 [1]), scales (float32 [3]) and optionally sid (int64 [1])"
 _DOWNLOAD_FIX = ("download the voice's .onnx and its .onnx.json together (rhasspy/piper-voices) and give the path "
                  "of the .onnx")
-
-PhonemeTiming = tuple[str, float, float]  # (phoneme, start_s, end_s); "^"/"$": the silence a chunk opens/closes with
-
-
-@dataclass(frozen=True)
-class VoicedSpeech:
-    """A voiced text: the WAV, its rate and length, and the voice's own phoneme timing (None if it has none)."""
-
-    path: Path
-    sample_rate: int
-    duration_s: float
-    timing: tuple[PhonemeTiming, ...] | None
-
 
 @dataclass(frozen=True)
 class PiperConfig:
@@ -306,21 +294,6 @@ def voice_with_piper(text: str, dest_wav: str | os.PathLike[str], voice: PiperVo
             audio, id_samples = loaded.run(ids, scales, sid)
             wav.write(np.clip(audio, -1.0, 1.0))
             if timing is not None and id_samples is not None:
-                timing += _chunk_timing(phonemes, owners, id_samples, audio.size, written, rate)
+                timing += chunk_timing(phonemes, owners, id_samples, audio.size, written, rate)
             written += audio.size
     return VoicedSpeech(dest, rate, written / rate, tuple(timing) if timing is not None else None)
-
-
-def _chunk_timing(phonemes: str, owners: list[int], id_samples: np.ndarray, audio_samples: int, offset: int,
-                  rate: int) -> list[PhonemeTiming]:
-    """(phoneme, start_s, end_s) of one chunk: each phoneme with its pad; "^" and "$" for the chunk's edges.
-
-    The durations are scaled to the chunk's real length when the two differ (they do not in a Piper export)."""
-    per_entry = np.bincount(np.asarray(owners), weights=id_samples.astype(np.float64), minlength=len(phonemes) + 2)
-    total = float(per_entry.sum())
-    scale = audio_samples / total if total > 0 else 0.0
-    ends = np.cumsum(per_entry) * scale
-    starts = np.concatenate(([0.0], ends[:-1]))
-    names = [BOS, *phonemes, EOS]
-    return [(name, (offset + float(s)) / rate, (offset + float(e)) / rate)
-            for name, s, e in zip(names, starts, ends, strict=True)]
