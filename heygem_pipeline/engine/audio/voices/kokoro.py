@@ -177,6 +177,11 @@ def _mandarin_g2p() -> Any:
     return zh.ZHG2P()
 
 
+def _espeak_voice(language: str, speaker: str) -> str:
+    """The espeak-ng voice of an English text: en-gb for the British speakers (b…), else en-us."""
+    return language if language != "en" else ("en-gb" if speaker.startswith("b") else "en-us")
+
+
 def _sentences(text: str, language: str, speaker: str, subject: str | os.PathLike[str],
                limits: ToolLimits | None) -> Iterator[Sentence]:
     """Sentences of ``text`` with their phonemes in the vocabulary's form; sentences without any left out."""
@@ -191,7 +196,7 @@ def _sentences(text: str, language: str, speaker: str, subject: str | os.PathLik
             if phonemes.strip(_MARKS):
                 yield Sentence(sentence, _vocab_form(phonemes))
         return
-    espeak_voice = language if language != "en" else ("en-gb" if speaker.startswith("b") else "en-us")
+    espeak_voice = _espeak_voice(language, speaker)
     for spoken in phonemize(text, espeak_voice, subject=subject, limits=limits):
         yield Sentence(spoken.text, _vocab_form(spoken.phonemes))
 
@@ -246,11 +251,11 @@ def voice_with_kokoro(text: str, dest_wav: str | os.PathLike[str], voice: Kokoro
         raise ValueError("no text to voice")
     if speed <= 0:
         raise ValueError(f"speed must be positive, not {speed}")
-    if language not in LANGUAGES:
-        raise ValueError(f"language must be one of {', '.join(LANGUAGES)}, not {language!r} (Japanese is not "
-                         "offered: misaki[ja] needs a dictionary download)")
     dest = Path(dest_wav)
     subject = subject or dest
+    if language not in LANGUAGES:  # Japanese is not offered: misaki[ja] needs a dictionary download
+        raise UnvoiceableTextError(subject, f"Kokoro voices here speak English and Mandarin, not {language!r}",
+                                   "choose an English (a…, b…) or Mandarin (z…) speaker, or another voice")
     table = voice.style_table(speaker)
     sentences = list(_sentences(text, language, speaker, subject, limits))
     _check_voiceable(sentences, language, subject)
@@ -274,4 +279,6 @@ def voice_with_kokoro(text: str, dest_wav: str | os.PathLike[str], voice: Kokoro
                 timing += chunk_timing(phonemes, range(len(tokens)), durations, audio.size, written, SAMPLE_RATE)
             written += audio.size
             pause = pauses[ends_sentence]
-    return VoicedSpeech(dest, SAMPLE_RATE, written / SAMPLE_RATE, tuple(timing) if timing is not None else None)
+    espeak_voice = None if language == "zh" else _espeak_voice(language, speaker)
+    return VoicedSpeech(dest, SAMPLE_RATE, written / SAMPLE_RATE, tuple(timing) if timing is not None else None,
+                        espeak_voice, tuple(sentences))

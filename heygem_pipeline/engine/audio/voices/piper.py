@@ -296,4 +296,5 @@ def voice_with_piper(text: str, dest_wav: str | os.PathLike[str], voice: PiperVo
             if timing is not None and id_samples is not None:
                 timing += chunk_timing(phonemes, owners, id_samples, audio.size, written, rate)
             written += audio.size
-    return VoicedSpeech(dest, rate, written / rate, tuple(timing) if timing is not None else None)
+    return VoicedSpeech(dest, rate, written / rate, tuple(timing) if timing is not None else None,
+                        loaded.config.espeak_voice, tuple(sentences))

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from heygem_pipeline.engine.audio.voices.espeak_ipa import Sentence
+
 OPEN, CLOSE = "^", "$"  # the timing names of the silence a chunk opens and closes with
 
 PhonemeTiming = tuple[str, float, float]  # (phoneme, start_s, end_s); "^"/"$": the silence a chunk opens/closes with
@@ -21,6 +23,10 @@ class VoicedSpeech:
     sample_rate: int
     duration_s: float
     timing: tuple[PhonemeTiming, ...] | None
+    # How the text became phonemes, so captions can find each written word in ``timing`` without asking espeak-ng
+    # again: the espeak-ng voice (None when the phonemes came from elsewhere) and the sentences it gave.
+    espeak_voice: str | None = None
+    sentences: tuple[Sentence, ...] = ()
 
 
 def chunk_timing(phonemes: Sequence[str], owners: Sequence[int], id_samples: np.ndarray, audio_samples: int,
