@@ -7,6 +7,7 @@ Bucket layout (``HEYGEM_BUCKET``; a local path, ``file://``, ``memory://``, ``s3
     transcripts/<script stem>.txt            optional: what an audio script says (captions are timed to it)
     campaigns/<campaign>.yaml                optional: which scripts × avatars, engine, output and subtitle options
     work/scripts/<script>/…                  prepared script (normalized audio, Mel + visemes) + stamp.json
+    work/scripts/<script>@<voice variant>/…  the same, for a text voiced by a campaign's own voice
     work/avatars/<avatar>/…                  normalized template + video.stamp.json, face track + track.stamp.json
     work/renders/<variant>/<script>/<avatar>.mp4 (+ .json record, .quality.json)
     work/errors/<stage>/<key>.json           the last failure of a stage, until it succeeds
