@@ -9,13 +9,7 @@ tones and diacritics carry no shape and lengthen the phoneme before them, a shor
 shape going, and silence (the chunk edges, clause marks, a long word gap) closes the mouth. Then the same
 coarticulation as the audio path (``visemes.coarticulate``): a 30 ms zero-phase blend, and m/b/p closing the lips.
 
-From ``prepare_script`` (a text script voiced with Piper)::
-
-    speech = voice_with_piper(text, wav, voice)
-    if speech.timing is not None:
-        track = mouth_track_from_phonemes(speech.timing, speech.duration_s, samples_16k, 16000)
-    else:
-        track = mouth_track(samples_16k, 16000, language)
+``stages.prepare_script`` uses it whenever the voice gave its timing, and ``mouth_track`` otherwise.
 """
 
 from __future__ import annotations

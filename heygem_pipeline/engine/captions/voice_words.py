@@ -10,14 +10,8 @@ words, joins "of the" into one) each written word gets a share of the clause's p
 it is to say, its boundaries moved to the nearest gap between IPA words. A word starts with its first phoneme and
 ends with its last.
 
-From ``prepare_script`` (a text script voiced with Piper)::
-
-    speech = voice_with_piper(text, wav, voice)
-    if speech.timing is not None:
-        track = caption_voiced(text, speech.timing, speech.duration_s, language,
-                               espeak_voice=voice.config.espeak_voice)
-    else:
-        track = caption_speech(text, samples_16k, language)
+``stages.prepare_script`` calls ``caption_voiced`` with the ``VoicedSpeech``'s timing, espeak voice and sentences
+(so nothing is phonemized twice) whenever the voice gave its timing; otherwise it aligns as before.
 """
 
 from __future__ import annotations
