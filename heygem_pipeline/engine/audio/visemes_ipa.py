@@ -21,8 +21,8 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from heygem_pipeline.engine.audio.visemes import OPEN, TRACK_RATE, VISEMES, coarticulate, speech_level
+from heygem_pipeline.engine.audio.voices.speech import PhonemeTiming as Timing
 
-Timing = tuple[str, float, float]  # (phoneme, start_s, end_s), as ``voices.PhonemeTiming``
 Shape = tuple[float, float, float, float]  # (open, spread, round, press)
 
 # IPA symbols (espeak-ng's English and Mandarin, and the usual pinyin IPA) to the CMU viseme groups. Diphthongs

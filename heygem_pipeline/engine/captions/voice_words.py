@@ -21,12 +21,12 @@ import re
 from collections.abc import Sequence
 
 from heygem_pipeline.engine.audio.voices.espeak_ipa import Sentence, clauses, phonemize
+from heygem_pipeline.engine.audio.voices.speech import PhonemeTiming as Timing
 from heygem_pipeline.engine.captions.align import METHOD_VOICE
 from heygem_pipeline.engine.captions.cues import CaptionTrack, build_cues
 from heygem_pipeline.engine.captions.text import Word
 from heygem_pipeline.settings import ToolLimits
 
-Timing = tuple[str, float, float]  # (phoneme, start_s, end_s), as ``voices.PhonemeTiming``
 MARKS = ",;:.!?"
 EDGES = "^$"
 STRESS, LENGTH = "ˈˌ", "ːˑ"
