@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from heygem_pipeline.engine.audio.voices.choice import KokoroChoice, PiperChoice
+from heygem_pipeline.engine.audio.voices.choice import EspeakChoice, KokoroChoice, PiperChoice
 from heygem_pipeline.engine.audio.voices.kokoro import read_speakers
 from heygem_pipeline.engine.audio.voices.piper import config_path_of
 from heygem_pipeline.errors import VoiceModelError
@@ -47,10 +47,15 @@ class VoiceEntry:
 
     def campaign_voice(self) -> dict[str, Any] | None:
         """The campaign file's ``voice:`` mapping for this voice (None: write no ``voice:``)."""
-        if self.choice is None:
-            return None
-        return {"engine": self.choice.engine,
-                **self.choice.model_dump(mode="json", exclude_defaults=True, exclude={"engine"})}
+        return campaign_voice(self.choice)
+
+
+def campaign_voice(choice: EspeakChoice | PiperChoice | KokoroChoice | None) -> dict[str, Any] | None:
+    """A campaign file's ``voice:`` mapping for ``choice``: its engine, then what differs from the defaults (None
+    for None: no ``voice:``)."""
+    if choice is None:
+        return None
+    return {"engine": choice.engine, **choice.model_dump(mode="json", exclude_defaults=True, exclude={"engine"})}
 
 
 BUILTIN = VoiceEntry(BUILTIN_KEY, BUILTIN_LABEL)
