@@ -398,7 +398,7 @@ def _pair_progress(pair: dict, items: dict[ItemKey, list[dict]], manifest: dict[
         progress.state = PairProgressState.RENDERED if intake or render or checks else PairProgressState.UP_TO_DATE
     if manifest and progress.state in (PairProgressState.RENDERED, PairProgressState.UP_TO_DATE):
         progress.output = pair["output"]
-        if row.get("sync_offset_frames") is not None:
+        if row.get("sync_offset_frames") not in (None, ""):  # "": delivered without a measured offset
             progress.sync_offset_frames = int(row["sync_offset_frames"])
         if str(row.get("subtitles", "")).startswith("srt"):
             stem = progress.output.rsplit(".", 1)[0]

@@ -152,7 +152,7 @@ def _studio(args: argparse.Namespace) -> int:
     settings = StudioSettings(host=args.host, port=args.port, auth=read_auth(args.auth, args.auth_file),
                               no_auth=args.no_auth, bucket=args.bucket or Settings.from_env().bucket,
                               dagster_url=args.dagster_url or "", dagster_port=args.dagster_port,
-                              max_upload=args.max_upload)
+                              max_upload=args.max_upload, voices=args.voices or "")
     return start_studio(settings)
 
 
@@ -262,6 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     studio.add_argument("--dagster-port", type=int, default=3000, help="port of the webserver it starts "
                         "(default %(default)s)")
     studio.add_argument("--max-upload", default="2gb", help="largest upload (default %(default)s)")
+    studio.add_argument("--voices", metavar="DIR", help="the folder of Piper and Kokoro voices the page offers for "
+                        "text (default: $HEYGEM_VOICES_DIR or ~/.local/share/heygem/voices; missing: only the "
+                        "built-in espeak-ng voice)")
     studio.set_defaults(handler=_studio)
 
     submit = commands.add_parser("submit", help="ask a running `heygem ui` to deliver a campaign or one pair",

@@ -1,7 +1,7 @@
 """`heygem studio` in a real browser: the system Chromium driven by Playwright against a real studio, its Dagster
 webserver, daemon and Celery workers. Upload, generate, follow n/N (through a reload), watch, download the zip; a bad
 presenter fails alone with its reason; Cancel stops a request and leaves nothing half-written; only the bucket's
-outputs are served."""
+outputs are served; the voice picked for typed text is the campaign's voice."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from heygem_pipeline.api import FactoryClient, PairProgressState, RequestState
 from heygem_pipeline.demo_media import write_still
@@ -32,6 +33,7 @@ from heygem_pipeline.studio.progress import StatusCache
 from heygem_pipeline.studio.uploads import StudioOptions
 from tests.helpers import REPO
 from tests.helpers.servers import free_port, wait_for
+from tests.helpers.voice_models import kokoro_standin, kokoro_voices, piper_standin
 
 pytestmark = pytest.mark.slow
 
@@ -62,7 +64,17 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+def voices(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The studio's voices folder: a stand-in Piper voice and a stand-in Kokoro model with two speakers."""
+    folder = tmp_path_factory.mktemp("voices")
+    piper_standin(folder / "en_US-test-medium.onnx")
+    kokoro_standin(folder / "kokoro" / "kokoro-v1.0.onnx")
+    kokoro_voices(folder / "kokoro" / "voices-v1.0.bin", ("af_test", "zf_test"))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory: pytest.TempPathFactory, voices: Path) -> Iterator[dict]:
     home = tmp_path_factory.mktemp("studio_home")
     bucket = tmp_path_factory.mktemp("studio_bucket")
     port, dagster_port = free_port(), free_port()
@@ -70,8 +82,8 @@ def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     log_path = tmp_path_factory.mktemp("logs") / "studio.log"
     log = log_path.open("w")
     process = subprocess.Popen([sys.executable, "-m", "heygem_pipeline.cli", "studio", "--port", str(port),
-                                "--dagster-port", str(dagster_port)], env=env, cwd=REPO, stdout=log,
-                               stderr=subprocess.STDOUT, start_new_session=True)
+                                "--dagster-port", str(dagster_port), "--voices", str(voices)], env=env, cwd=REPO,
+                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
 
     def serving() -> bool:
@@ -260,3 +272,42 @@ def test_one_query_for_every_open_page(studio: dict, media: dict[str, Path]) -> 
     for thread in threads:
         thread.join()
     assert client.queries - before == per_status
+
+
+def test_the_voice_picked_for_typed_text_is_the_campaigns(studio: dict, browser, voices: Path, media: dict[str, Path],
+                                                          tmp_path: Path) -> None:
+    page = open_page(browser, studio["url"])
+    page.locator("#single-text textarea").fill("A quick try in another voice.")
+    page.locator("#single-presenter input[type=file]").set_input_files([str(media["presenter"])])
+    choice = page.locator("#single-voice-choice input")
+    assert choice.input_value() == "Built-in (espeak-ng)"  # the default: no voice: in the campaign
+    choice.click()
+    options = page.get_by_role("option")
+    options.first.wait_for(timeout=10_000)
+    shown = [text.replace("✓", "").strip() for text in options.all_inner_texts()]  # ✓ marks the current one
+    assert shown == ["Built-in (espeak-ng)", "Piper · en_US-test-medium", "Kokoro · af_test", "Kokoro · zf_test"]
+    page.wait_for_timeout(500)  # the list has faded in
+    page.screenshot(path=str(tmp_path / "single-voice-choice-open.png"), full_page=True)
+    page.get_by_role("option", name="Piper · en_US-test-medium").click()
+    assert choice.input_value() == "Piper · en_US-test-medium"
+    # In Chinese: the label, its note and the built-in voice's name change; the pick stays.
+    page.get_by_label("中文").check()
+    wait_for(lambda: "文字朗读音色" in page.locator("#single-voice-choice").inner_text(), 30, "the Chinese label")
+    assert choice.input_value() == "Piper · en_US-test-medium"
+    page.get_by_role("tab", name="批量").click()
+    assert page.locator("#batch-voice-choice input").input_value() == "内置（espeak-ng）"
+    page.screenshot(path=str(tmp_path / "batch-voice-choice-zh.png"), full_page=True)
+    page.get_by_role("tab", name="单个试做").click()
+    page.wait_for_timeout(1000)
+    page.locator("#single-generate").click()
+    wait_for(lambda: "?request=" in page.evaluate("window.location.href"), 60, "the request")
+    request = page.evaluate("window.location.href").split("request=")[1]
+    page.close()
+    written = [yaml.safe_load(p.read_text()) for p in (studio["bucket"] / "campaigns").glob("try-*.yaml")]
+    voiced = [c["voice"] for c in written if "voice" in c]
+    assert voiced == [{"engine": "piper", "model": str((voices / "en_US-test-medium.onnx").resolve())}], written
+    # The stand-in voice speaks it in a second or two: delivered, its captions timed by the Piper voice itself.
+    done = FactoryClient(studio["dagster"]).wait(request, timeout=300)
+    assert done.state == RequestState.DONE and [p.state for p in done.pairs] == [PairProgressState.RENDERED]
+    manifest = (studio["bucket"] / "outputs" / done.campaign / "manifest.csv").read_text()
+    assert ",voice," in manifest.splitlines()[1], manifest  # captions_timing: the voice's own phoneme timing

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from heygem_pipeline.api import PairProgress, RequestState, RequestStatus
+from heygem_pipeline.api import PairProgress, RequestState, RequestStatus, _pair_progress
 from heygem_pipeline.api import PairProgressState as State
 from heygem_pipeline.studio.progress import describe, eta_seconds, format_seconds
 
@@ -31,3 +31,13 @@ def test_the_headline_and_rows_in_both_languages() -> None:
     chinese = describe(status, "zh")
     assert chinese.headline == "2/3 个配对 · 进行中 · 正在渲染 · 预计还需 20 s"
     assert not english.finished and english.videos == []
+
+
+def test_a_pair_delivered_without_a_measured_sync_offset() -> None:
+    """The manifest's table gives "" for an offset the checks could not measure (a short clip): no offset shown."""
+    pair = {"script": "text-1.txt", "avatar": "anna.png", "script_id": "s1", "avatar_id": "a1",
+            "output": "/b/outputs/try/text-1__anna.mp4"}
+    for offset, shown in (("", None), (None, None), (2, 2), ("-1", -1)):
+        row = {"script": "text-1.txt", "avatar": "anna.png", "status": "ok", "sync_offset_frames": offset}
+        progress = _pair_progress(pair, {}, {("text-1.txt", "anna.png"): row}, finished=True)
+        assert progress.state == State.UP_TO_DATE and progress.sync_offset_frames == shown

@@ -5,11 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
+from heygem_pipeline.engine.audio.voices.catalog import voice_catalog
 from heygem_pipeline.errors import UnsupportedFormatError
 from heygem_pipeline.factory.bucket import Bucket
 from heygem_pipeline.factory.campaigns import parse_campaign
 from heygem_pipeline.factory.uploads import scan_bucket
+from heygem_pipeline.factory.voicing import VoicePlan
 from heygem_pipeline.studio.i18n import TEXT, browser_language, t
 from heygem_pipeline.studio.server import StudioConfigError, StudioSettings, read_auth
 from heygem_pipeline.studio.uploads import (
@@ -21,6 +24,7 @@ from heygem_pipeline.studio.uploads import (
     store_upload,
     write_campaign,
 )
+from tests.helpers.voice_models import kokoro_standin, kokoro_voices, piper_standin
 
 
 @pytest.mark.parametrize(("name", "safe"), [
@@ -126,3 +130,23 @@ def test_the_network_needs_a_login(tmp_path: Path) -> None:
         read_auth(["nopassword"], None)
     with pytest.raises(StudioConfigError, match="cannot read the login file"):
         read_auth([], str(tmp_path / "missing"))
+
+
+def test_the_chosen_voice_is_the_campaign_voice(tmp_path: Path) -> None:
+    bucket = Bucket(str(tmp_path / "bucket"))
+    folder = tmp_path / "voices"
+    piper_standin(folder / "en_US-test-medium.onnx")
+    kokoro_standin(folder / "kokoro-v1.0.onnx")
+    kokoro_voices(folder / "voices-v1.0.bin", ("af_test",))
+    entries = voice_catalog(folder)
+    for index, entry in enumerate(entries):
+        name = write_campaign(bucket, f"voiced {index}", ["text-1.txt"], ["anna.png"],
+                              StudioOptions(voice=entry.choice))
+        text = (tmp_path / "bucket" / "campaigns" / name).read_text()
+        campaign = parse_campaign(text, name)
+        if entry.choice is None:  # the built-in voice: no voice: written, as before
+            assert "voice" not in yaml.safe_load(text) and campaign.voice is None
+        else:
+            assert yaml.safe_load(text)["voice"] == entry.campaign_voice()
+            assert campaign.voice == VoicePlan.single(entry.choice), entry.label
+    assert len(entries) == 3

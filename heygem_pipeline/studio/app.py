@@ -11,6 +11,7 @@ from pathlib import Path
 import gradio as gr
 
 from heygem_pipeline.api import ApiError
+from heygem_pipeline.engine.audio.voices.catalog import BUILTIN_KEY
 from heygem_pipeline.studio.handlers import SINGLE_PREFIX, Studio, StudioError, Upload
 from heygem_pipeline.studio.i18n import LANGUAGES, browser_language, t
 from heygem_pipeline.studio.progress import describe, describe_error
@@ -55,10 +56,11 @@ def build(studio: Studio) -> gr.Blocks:
                                           elem_id="single-voice"), "voice_file")
                     text = label(gr.Textbox(label=t("voice_text", "en"), lines=3, elem_id="single-text"),
                                  "voice_text")
+                    single_voice = _voice_dropdown(studio, "single", label)
                     presenter = label(gr.File(label=t("presenter_file", "en"),
                                               file_types=_types(PRESENTER_EXTENSIONS),
                                               elem_id="single-presenter"), "presenter_file")
-                    single_options = _options(studio, "single", label)
+                    single_options = _options(studio, "single", label, with_voice=False)
                     single_generate = gr.Button(t("generate", "en"), variant="primary",
                                                 elem_id="single-generate")
                 with gr.Column():
@@ -89,7 +91,7 @@ def build(studio: Studio) -> gr.Blocks:
                 with gr.Row():
                     name = label(gr.Textbox(label=t("batch_name", "en"), elem_id="batch-name"), "batch_name")
                     replace = label(gr.Checkbox(label=t("replace", "en"), elem_id="batch-replace"), "replace")
-                batch_options = _options(studio, "batch", label)
+                batch_options = _options(studio, "batch", label, with_voice=True)  # the voice first
                 batch_generate = gr.Button(t("generate", "en"), variant="primary", elem_id="batch-generate")
                 batch_progress = gr.Markdown(t("msg_no_request", "en"), elem_id="batch-progress")
                 headers = ["col_voice", "col_presenter", "col_state", "col_seconds", "col_sync", "col_reason"]
@@ -113,30 +115,32 @@ def build(studio: Studio) -> gr.Blocks:
 
         # -- events
 
-        def generate_single(voice_path, text_value, presenter_path, engine, subtitles, quality, lang_value):
+        def generate_single(voice_path, text_value, voice_key, presenter_path, engine, subtitles, quality,
+                            lang_value):
             try:
+                options = StudioOptions(engine, subtitles, quality, studio.voice_choice(voice_key, lang_value))
                 submission = studio.submit_single(Upload.of(voice_path) if voice_path else None, text_value or "",
-                                                  Upload.of(presenter_path) if presenter_path else None,
-                                                  StudioOptions(engine, subtitles, quality), lang_value)
+                                                  Upload.of(presenter_path) if presenter_path else None, options,
+                                                  lang_value)
             except StudioError as error:
                 return gr.skip(), f"⚠ {error}"
             return submission.request_id, t("msg_submitted", lang_value, request=submission.request_id)
 
         def generate_batch(voice_paths, presenter_paths, picked_voices, picked_presenters, name_value, replace_value,
-                           engine, subtitles, quality, lang_value):
+                           voice_key, engine, subtitles, quality, lang_value):
             try:
+                options = StudioOptions(engine, subtitles, quality, studio.voice_choice(voice_key, lang_value))
                 submission = studio.submit_batch([Upload.of(p) for p in voice_paths or []],
                                                  [Upload.of(p) for p in presenter_paths or []],
                                                  picked_voices or [], picked_presenters or [], name_value or "",
-                                                 StudioOptions(engine, subtitles, quality), bool(replace_value),
-                                                 lang_value)
+                                                 options, bool(replace_value), lang_value)
             except StudioError as error:
                 return gr.skip(), f"⚠ {error}"
             message = t("msg_submitted", lang_value, request=submission.request_id)
             notes = "".join(f"\n\n⚠ {t('msg_skipped', lang_value, reason=n)}" for n in submission.notes)
             return submission.request_id, message + notes
 
-        single_generate.click(generate_single, [voice, text, presenter, *single_options, lang],
+        single_generate.click(generate_single, [voice, text, single_voice, presenter, *single_options, lang],
                               [single_request, single_progress], trigger_mode="once", concurrency_limit=4
                               ).then(None, [single_request], None, js=SET_URL)
         batch_generate.click(generate_batch, [voices, presenters, existing_voices, existing_presenters, name,
@@ -199,8 +203,7 @@ def build(studio: Studio) -> gr.Blocks:
         history.select(open_request, [lang], [batch_request, tabs]).then(None, [batch_request], None, js=SET_URL)
 
         def relabel(lang_value):
-            updates = [gr.update(label=t(key, lang_value), **({"choices": _option_choices(key, lang_value)}
-                                                               if key in ("subtitles", "quality") else {}))
+            updates = [gr.update(label=t(key, lang_value), **_relabel_extras(studio, key, lang_value))
                        for _, key in labelled]
             return [f"## {t('title', lang_value)}\n{t('intro', lang_value)}",
                     gr.update(label=t("tab_single", lang_value)), gr.update(label=t("tab_batch", lang_value)),
@@ -220,8 +223,10 @@ def build(studio: Studio) -> gr.Blocks:
         def on_load(request: gr.Request):
             wanted = request.query_params.get("request", "") if request else ""
             language = browser_language(request.headers.get("accept-language") if request else None)
+            voice_choices = _voice_choices(studio, language)  # the voices folder read again
             picks = (gr.update(choices=bucket_files(studio.bucket, "script")),
-                     gr.update(choices=bucket_files(studio.bucket, "avatar")))
+                     gr.update(choices=bucket_files(studio.bucket, "avatar")),
+                     gr.update(choices=voice_choices), gr.update(choices=voice_choices))
             if not wanted:
                 return language, "", "", gr.skip(), *picks, *[gr.skip()] * len(view_outputs)
             try:
@@ -234,7 +239,8 @@ def build(studio: Studio) -> gr.Blocks:
                     *poll(single_id, batch_id, language, ("", "")))
 
         page.load(on_load, None, [lang, single_request, batch_request, tabs, existing_voices, existing_presenters,
-                                  *view_outputs], queue=False)  # straight away, not behind the queue's events
+                                  single_voice, batch_options[0], *view_outputs],
+                  queue=False)  # straight away, not behind the queue's events
     return page
 
 
@@ -243,15 +249,37 @@ def _option_choices(kind: str, lang: str) -> list[tuple[str, str]]:
     return [(t(f"{kind}_{key}", lang), key) for key in keys]
 
 
-def _options(studio: Studio, prefix: str, label) -> list:
+def _voice_choices(studio: Studio, lang: str) -> list[tuple[str, str]]:
+    return [(t("voice_builtin", lang) if entry.key == BUILTIN_KEY else entry.label, entry.key)
+            for entry in studio.voices()]
+
+
+def _voice_dropdown(studio: Studio, prefix: str, label) -> gr.Dropdown:
+    """Who speaks the request's text scripts: the built-in voice (the default) or one of the voices folder's."""
+    return label(gr.Dropdown(_voice_choices(studio, "en"), value=BUILTIN_KEY, label=t("voice_choice", "en"),
+                             info=t("voice_choice_info", "en"), elem_id=f"{prefix}-voice-choice"), "voice_choice")
+
+
+def _relabel_extras(studio: Studio, key: str, lang: str) -> dict:
+    """What a component shows besides its label, in ``lang``."""
+    if key in ("subtitles", "quality"):
+        return {"choices": _option_choices(key, lang)}
+    if key == "voice_choice":
+        return {"choices": _voice_choices(studio, lang), "info": t("voice_choice_info", lang)}
+    return {}
+
+
+def _options(studio: Studio, prefix: str, label, with_voice: bool) -> list:
+    """The engine, subtitles and quality; ``with_voice``: the voice of the text scripts first, in the same row."""
     with gr.Row():
+        voice = [_voice_dropdown(studio, prefix, label)] if with_voice else []
         engine = label(gr.Dropdown(list(studio.engines), value=studio.engines[0], label=t("engine", "en"),
                                    elem_id=f"{prefix}-engine"), "engine")
         subtitles = label(gr.Radio(_option_choices("subtitles", "en"), value="sidecar", label=t("subtitles", "en"),
                                    elem_id=f"{prefix}-subtitles"), "subtitles")
         quality = label(gr.Radio(_option_choices("quality", "en"), value="high", label=t("quality", "en"),
                                  elem_id=f"{prefix}-quality"), "quality")
-    return [engine, subtitles, quality]
+    return [*voice, engine, subtitles, quality]
 
 
 def _single_view(studio: Studio, request_id: str, lang: str, shown: str) -> tuple:

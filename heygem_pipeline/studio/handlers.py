@@ -15,6 +15,8 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 
 from heygem_pipeline.api import ApiError, FactoryClient, PairProgressState, RequestStatus
+from heygem_pipeline.engine.audio.voices.catalog import VoiceEntry, find_voice, voice_catalog
+from heygem_pipeline.engine.audio.voices.choice import EspeakChoice, KokoroChoice, PiperChoice
 from heygem_pipeline.errors import HeygemError
 from heygem_pipeline.factory.bucket import Bucket
 from heygem_pipeline.naming import stem_and_ext
@@ -30,6 +32,7 @@ from heygem_pipeline.studio.uploads import (
 
 CANCEL_SETTLE_SECONDS = 15.0  # after Cancel, runs the request sensor created meanwhile are stopped too
 SINGLE_PREFIX = "try-"  # the campaigns of the "Try one" tab
+VoiceChoice = EspeakChoice | PiperChoice | KokoroChoice
 
 
 class StudioError(HeygemError):
@@ -59,9 +62,26 @@ class Upload:
 class Studio:
     """The studio's state on the server: one bucket, one client of the factory, one status cache."""
 
-    def __init__(self, bucket: Bucket, client: FactoryClient, engines: Sequence[str] = ("viseme",)) -> None:
+    def __init__(self, bucket: Bucket, client: FactoryClient, engines: Sequence[str] = ("viseme",),
+                 voices_folder: str | Path | None = None) -> None:
         self.bucket, self.client, self.engines = bucket, client, tuple(engines)
+        self.voices_folder = Path(voices_folder).expanduser() if voices_folder else None
         self.cache = StatusCache(client)
+
+    # -- voices
+
+    def voices(self) -> list[VoiceEntry]:
+        """The voices to pick for text scripts: the built-in one, then the voices folder's (read again each time:
+        a voice dropped into the folder shows up on the next page load)."""
+        return voice_catalog(self.voices_folder)
+
+    def voice_choice(self, key: str | None, lang: str = "en") -> VoiceChoice | None:
+        """The voice a page's pick names (None: the built-in voice); a key not in the voices folder (any more) is
+        a ``StudioError``: the page cannot name a file of its own."""
+        try:
+            return find_voice(self.voices(), key).choice
+        except KeyError:
+            raise StudioError(t("msg_unknown_voice", lang)) from None
 
     # -- submitting
 

@@ -35,6 +35,7 @@ class StudioSettings:
     dagster_url: str = ""  # a webserver already running; default: start one on dagster_port
     dagster_port: int = 3000
     max_upload: str = DEFAULT_MAX_UPLOAD
+    voices: str = ""  # the folder of voices to pick for text ("": $HEYGEM_VOICES_DIR or the default folder)
 
     def check(self) -> None:
         """Refuse to serve the network without a login, unless told so explicitly."""
@@ -86,6 +87,7 @@ def launch(settings: StudioSettings, dagster_url: str, home: Path, block: bool =
     import gradio as gr
 
     from heygem_pipeline.api import FactoryClient
+    from heygem_pipeline.engine.audio.voices.catalog import default_voices_folder
     from heygem_pipeline.factory.bucket import Bucket
     from heygem_pipeline.settings import Settings
     from heygem_pipeline.studio.app import build
@@ -94,11 +96,13 @@ def launch(settings: StudioSettings, dagster_url: str, home: Path, block: bool =
     folders = served_folders(settings.bucket, home)
     gr.set_static_paths([str(f) for f in folders])
     engines = ("viseme", "wav2lip") if Settings.from_env().wav2lip_checkpoint else ("viseme",)
-    studio = Studio(Bucket(settings.bucket), FactoryClient(dagster_url), engines)
+    voices = Path(settings.voices).expanduser() if settings.voices else default_voices_folder()
+    studio = Studio(Bucket(settings.bucket), FactoryClient(dagster_url), engines, voices)
     page = build(studio)
     page.queue(default_concurrency_limit=8)
     print(f"HeyGem Studio on http://{settings.host}:{settings.port} (factory {dagster_url}, bucket "
-          f"{settings.bucket}); Ctrl-C stops it.", file=sys.stderr, flush=True)
+          f"{settings.bucket}, voices {voices}: {len(studio.voices()) - 1} found); Ctrl-C stops it.",
+          file=sys.stderr, flush=True)
     try:
         page.launch(server_name=settings.host, server_port=settings.port, share=False, inbrowser=False,
                     auth=list(settings.auth) or None, max_file_size=settings.max_upload, allowed_paths=[],

@@ -22,6 +22,8 @@ from typing import BinaryIO
 import yaml
 
 from heygem_pipeline.engine.audio.intake import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS
+from heygem_pipeline.engine.audio.voices.catalog import campaign_voice
+from heygem_pipeline.engine.audio.voices.choice import EspeakChoice, KokoroChoice, PiperChoice
 from heygem_pipeline.engine.avatar import AVATAR_EXTENSIONS
 from heygem_pipeline.errors import UnsupportedFormatError
 from heygem_pipeline.factory.bucket import Bucket
@@ -153,14 +155,18 @@ def store_transcript(bucket: Bucket, script_name: str, text: str) -> None:
 
 @dataclass(frozen=True)
 class StudioOptions:
-    """What the page offers per request: the engine, the subtitles, and the video quality."""
+    """What the page offers per request: the engine, the subtitles, the video quality, and the voice of its text
+    scripts (None: the factory's default voice, and no ``voice:`` in the campaign file)."""
 
     engine: str = "viseme"
     subtitles: str = "sidecar"  # or "burn"
     quality: str = "high"  # QUALITY_CRF's keys
+    voice: EspeakChoice | PiperChoice | KokoroChoice | None = None
 
     def campaign_fields(self) -> dict:
-        return {"engine": self.engine, "subtitles": self.subtitles, "crf": QUALITY_CRF[self.quality]}
+        fields = {"engine": self.engine, "subtitles": self.subtitles, "crf": QUALITY_CRF[self.quality]}
+        voice = campaign_voice(self.voice)
+        return fields if voice is None else {**fields, "voice": voice}
 
 
 def write_campaign(bucket: Bucket, name: str, scripts: list[str], avatars: list[str],

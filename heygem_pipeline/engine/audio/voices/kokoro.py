@@ -52,7 +52,7 @@ _MARKS = " ,.;:!?—…"
 _RECOMPOSE = [(unicodedata.normalize("NFD", s), s) for s in VOCAB if unicodedata.normalize("NFD", s) != s]
 
 
-def _read_speakers(voices: Path) -> tuple[str, ...]:
+def read_speakers(voices: Path) -> tuple[str, ...]:
     """The speaker names in a voices file (``.npz`` of tables, or one ``.npy`` table named after the file)."""
     try:
         if zipfile.is_zipfile(voices):
@@ -86,7 +86,7 @@ class KokoroVoice:
             raise VoiceModelError(self.model, "Kokoro model file does not exist", _MODEL_FIX)
         if not self.voices.is_file():
             raise VoiceModelError(self.voices, "Kokoro voices file does not exist", _VOICES_FIX)
-        self.speakers = _read_speakers(self.voices)
+        self.speakers = read_speakers(self.voices)
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3  # errors only: the graph optimizer's notes are not the user's business
         if threads:
