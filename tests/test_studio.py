@@ -280,12 +280,12 @@ def test_the_voice_picked_for_typed_text_is_the_campaigns(studio: dict, browser,
     page.locator("#single-text textarea").fill("A quick try in another voice.")
     page.locator("#single-presenter input[type=file]").set_input_files([str(media["presenter"])])
     choice = page.locator("#single-voice-choice input")
-    assert choice.input_value() == "Built-in (espeak-ng)"  # the default: no voice: in the campaign
+    assert choice.input_value() == "Default voice"  # the default: no voice: in the campaign
     choice.click()
     options = page.get_by_role("option")
     options.first.wait_for(timeout=10_000)
     shown = [text.replace("✓", "").strip() for text in options.all_inner_texts()]  # ✓ marks the current one
-    assert shown == ["Built-in (espeak-ng)", "Piper · en_US-test-medium", "Kokoro · af_test", "Kokoro · zf_test"]
+    assert shown == ["Default voice", "Piper · en_US-test-medium", "Kokoro · af_test", "Kokoro · zf_test"]
     page.wait_for_timeout(500)  # the list has faded in
     page.screenshot(path=str(tmp_path / "single-voice-choice-open.png"), full_page=True)
     page.get_by_role("option", name="Piper · en_US-test-medium").click()
@@ -295,7 +295,7 @@ def test_the_voice_picked_for_typed_text_is_the_campaigns(studio: dict, browser,
     wait_for(lambda: "文字朗读音色" in page.locator("#single-voice-choice").inner_text(), 30, "the Chinese label")
     assert choice.input_value() == "Piper · en_US-test-medium"
     page.get_by_role("tab", name="批量").click()
-    assert page.locator("#batch-voice-choice input").input_value() == "内置（espeak-ng）"
+    assert page.locator("#batch-voice-choice input").input_value() == "默认音色"
     page.screenshot(path=str(tmp_path / "batch-voice-choice-zh.png"), full_page=True)
     page.get_by_role("tab", name="单个试做").click()
     page.wait_for_timeout(1000)

@@ -48,7 +48,7 @@ def test_a_folder_lists_piper_voices_and_kokoro_speakers(folder: Path, monkeypat
 
     monkeypatch.setattr(onnxruntime, "InferenceSession", no_model)
     entries = voice_catalog(folder)
-    assert [e.label for e in entries] == ["Built-in (espeak-ng)", "Piper · en_GB-other-low",
+    assert [e.label for e in entries] == ["Default voice", "Piper · en_GB-other-low",
                                           "Piper · en_US-test-medium", "Kokoro · af_test", "Kokoro · zf_test"]
     assert [e.key for e in entries] == ["builtin", "piper:en_GB-other-low.onnx", "piper:en/en_US-test-medium.onnx",
                                         "kokoro:kokoro/kokoro-v1.0.onnx:kokoro/voices-v1.0.bin:af_test",
@@ -85,7 +85,7 @@ def test_two_kokoro_models_say_which_and_bad_voices_files_are_left_out(
     (root / "voices-broken.bin").write_bytes(b"not a voices file")
     with caplog.at_level(logging.WARNING):
         labels = [e.label for e in voice_catalog(root)]
-    assert labels == ["Built-in (espeak-ng)", "Kokoro · af_test (kokoro-v1.0.int8)", "Kokoro · af_test (kokoro-v1.0)"]
+    assert labels == ["Default voice", "Kokoro · af_test (kokoro-v1.0.int8)", "Kokoro · af_test (kokoro-v1.0)"]
     assert "voices-broken.bin" in caplog.text and "is not a Kokoro voices file" in caplog.text
 
 

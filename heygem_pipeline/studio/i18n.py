@@ -19,9 +19,11 @@ TEXT: dict[str, tuple[str, str]] = {
     "voice_text": ("…or type what the presenter says: voiced offline, or the subtitles of the voice file",
                    "……或输入主持人要说的话：离线合成，或作为声音文件的字幕"),
     "voice_choice": ("Voice for text", "文字朗读音色"),
-    "voice_choice_info": ("Speaks typed text and .txt scripts only; an uploaded audio or video keeps its own voice.",
-                          "仅用于朗读输入的文字和 .txt 脚本；上传的音频或视频保留原声。"),
-    "voice_builtin": ("Built-in (espeak-ng)", "内置（espeak-ng）"),
+    "voice_choice_info": ("Speaks typed text and .txt scripts only; an uploaded audio or video keeps its own voice. "
+                          "The default is the factory's (espeak-ng unless HEYGEM_VOICE_MODEL is set).",
+                          "仅用于朗读输入的文字和 .txt 脚本；上传的音频或视频保留原声。默认音色由工厂设置决定"
+                          "（未设置 HEYGEM_VOICE_MODEL 时为 espeak-ng）。"),
+    "voice_builtin": ("Default voice", "默认音色"),
     "presenter_file": ("Presenter (video or photo)", "主持人（视频或照片）"),
     "engine": ("Engine", "引擎"),
     "subtitles": ("Subtitles", "字幕"),

@@ -31,7 +31,7 @@ from heygem_pipeline.errors import VoiceModelError
 VOICES_DIR_VARIABLE = "HEYGEM_VOICES_DIR"
 DEFAULT_VOICES_DIR = "~/.local/share/heygem/voices"
 BUILTIN_KEY = "builtin"
-BUILTIN_LABEL = "Built-in (espeak-ng)"
+BUILTIN_LABEL = "Default voice"  # the factory's: espeak-ng unless HEYGEM_VOICE_MODEL is set
 MAX_DEPTH = 5  # Piper's own download layout is en/en_US/lessac/medium/<voice>.onnx
 _log = logging.getLogger(__name__)
 
