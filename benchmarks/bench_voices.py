@@ -4,8 +4,11 @@ One English marketing paragraph (~30 s of speech) is voiced by each engine, each
 peak RSS, VmHWM), the model loaded first and timed apart. Real-time factor: voicing wall seconds / audio seconds;
 goals on 2 cores: Piper <= 0.3, Kokoro int8 <= 0.6 (reported, never asserted). Memory flat in script length: for
 Piper and Kokoro, the peak RSS voicing the paragraph repeated to ~10 minutes over the peak voicing it once (goal
-<= 1.15). onnxruntime uses its default threads (one per core). The Kokoro speaker is ``jf_alpha`` (the registry's
-voice vectors are Japanese speakers; the runner reads English with them).
+<= 1.15), and over the peak voicing ~2 minutes: whether the peak is still rising. (Measured on 2 cores: both rise
+by 40-55 % from one paragraph to two, then stay within 1 %; for Piper, onnxruntime's CPU memory arena is the
+growth: without it the peak is higher for one paragraph and within ~7 % at any length.) onnxruntime uses its
+default threads (one per core). The Kokoro speaker is ``jf_alpha`` (the registry's voice vectors are Japanese
+speakers; the runner reads English with them).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ PARAGRAPH = (
 KOKORO_SPEAKER = "jf_alpha"
 RTF_GOALS = {"piper": 0.3, "kokoro": 0.6}
 RSS_RATIO_GOAL = 1.15
+MIDDLE_SECONDS = 120.0  # a second, ~2-minute script: is the peak still rising between it and the long one?
 
 # The child: imports first (not timed), then the model load, then the voicing; figures as `result`.
 _CHILD = """
@@ -111,15 +115,20 @@ def run(long_seconds: float = 600.0) -> dict[str, object]:
             if goal is not None:
                 entry["rtf_goal"] = goal
                 entry["rtf_meets_goal"] = short["rtf"] <= goal
-                # The paragraph repeated to at least long_seconds of this voice's speech.
-                repeats = math.ceil(long_seconds / short["audio_s"])
-                long = voice_in_child(engine, " ".join([PARAGRAPH] * repeats), folder, f"{engine}_long",
-                                      **paths[engine])
-                entry[f"long_script_x{repeats}"] = long
-                ratio = round(long["peak_rss_mb"] / short["peak_rss_mb"], 3)
+                # The paragraph repeated to at least MIDDLE_SECONDS and long_seconds of this voice's speech.
+                peaks: dict[float, float] = {}
+                for seconds in (MIDDLE_SECONDS, long_seconds):
+                    repeats = math.ceil(seconds / short["audio_s"])
+                    voiced = voice_in_child(engine, " ".join([PARAGRAPH] * repeats), folder,
+                                            f"{engine}_{seconds:g}s", **paths[engine])
+                    entry[f"script_{seconds:g}s_x{repeats}"] = voiced
+                    peaks[seconds] = voiced["peak_rss_mb"]
+                ratio = round(peaks[long_seconds] / short["peak_rss_mb"], 3)
                 entry["rss_ratio_long_vs_paragraph"] = ratio
                 entry["rss_ratio_goal"] = RSS_RATIO_GOAL
                 entry["rss_meets_goal"] = ratio <= RSS_RATIO_GOAL
+                # Whether the peak is still rising after ~2 minutes (see the module docstring).
+                entry[f"rss_ratio_long_vs_{MIDDLE_SECONDS:g}s"] = round(peaks[long_seconds] / peaks[MIDDLE_SECONDS], 3)
             else:
                 entry["program_peak_rss_mb"] = espeak_program_peak_mb(PARAGRAPH, folder)
             figures[engine] = entry
