@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import onnxruntime
 import soundfile
 
 from heygem_pipeline.engine.audio.voices.espeak_ipa import Sentence, phonemize, split_sentences
 from heygem_pipeline.engine.audio.voices.kokoro_vocab import MAX_TOKENS, PAD_ID, VOCAB
+from heygem_pipeline.engine.audio.voices.session import cpu_session
 from heygem_pipeline.engine.audio.voices.speech import CLOSE, PhonemeTiming, VoicedSpeech, chunk_timing
 from heygem_pipeline.engine.media.files import atomic_output
 from heygem_pipeline.errors import UnvoiceableTextError, VoiceModelError
@@ -87,17 +87,7 @@ class KokoroVoice:
         if not self.voices.is_file():
             raise VoiceModelError(self.voices, "Kokoro voices file does not exist", _VOICES_FIX)
         self.speakers = read_speakers(self.voices)
-        options = onnxruntime.SessionOptions()
-        options.log_severity_level = 3  # errors only: the graph optimizer's notes are not the user's business
-        if threads:
-            options.intra_op_num_threads = threads
-        try:
-            self.session = onnxruntime.InferenceSession(str(self.model), sess_options=options,
-                                                        providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own pybind exception types for unreadable models
-            problem = " ".join(str(exc).split())[:200]
-            raise VoiceModelError(self.model, f"is not an ONNX model onnxruntime can load ({problem})",
-                                  _MODEL_FIX) from exc
+        self.session = cpu_session(self.model, _MODEL_FIX, threads=threads)
         inputs = {i.name: i.type for i in self.session.get_inputs()}
         outputs = self.session.get_outputs()
         if (inputs != REQUIRED_INPUTS or not outputs or outputs[0].type != "tensor(float)" or len(outputs) > 2):

@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import onnxruntime
 import soundfile
 
 from heygem_pipeline.engine.audio.voices.durations import with_durations_output
 from heygem_pipeline.engine.audio.voices.espeak_ipa import Sentence, phonemize
+from heygem_pipeline.engine.audio.voices.session import cpu_session
 from heygem_pipeline.engine.audio.voices.speech import PhonemeTiming, VoicedSpeech, chunk_timing
 from heygem_pipeline.engine.media.files import atomic_output
 from heygem_pipeline.errors import UnvoiceableTextError, VoiceModelError
@@ -111,18 +111,8 @@ class PiperVoice:
                                   "and its .onnx.json)", f"put {self.config_path.name} (downloaded with the voice) "
                                   "in the same folder")
         self.config = PiperConfig.read(self.config_path)
-        options = onnxruntime.SessionOptions()
-        options.log_severity_level = 3  # errors only: the graph optimizer's notes are not the user's business
-        if threads:
-            options.intra_op_num_threads = threads
         edited = with_durations_output(self.model) if durations else None
-        try:
-            self.session = onnxruntime.InferenceSession(edited[0] if edited else str(self.model),
-                                                        sess_options=options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own pybind exception types for unreadable models
-            problem = " ".join(str(exc).split())[:200]
-            raise VoiceModelError(self.model, f"is not an ONNX model onnxruntime can load ({problem})",
-                                  _DOWNLOAD_FIX) from exc
+        self.session = cpu_session(self.model, _DOWNLOAD_FIX, threads=threads, edited=edited[0] if edited else None)
         inputs = {i.name: i.type for i in self.session.get_inputs()}
         outputs = self.session.get_outputs()
         wrong = [name for name, kind in REQUIRED_INPUTS.items() if inputs.get(name) != kind]
