@@ -4,10 +4,9 @@ One English marketing paragraph (~30 s of speech) is voiced by each engine, each
 peak RSS, VmHWM), the model loaded first and timed apart. Real-time factor: voicing wall seconds / audio seconds;
 goals on 2 cores: Piper <= 0.3, Kokoro int8 <= 0.6 (reported, never asserted). Memory flat in script length: for
 Piper and Kokoro, the peak RSS voicing the paragraph repeated to ~10 minutes over the peak voicing it once (goal
-<= 1.15), and over the peak voicing ~2 minutes: whether the peak is still rising. (Measured on 2 cores: both rise
-by 40-55 % from one paragraph to two, then stay within 1 %; for Piper, onnxruntime's CPU memory arena is the
-growth: without it the peak is higher for one paragraph and within ~7 % at any length.) onnxruntime uses its
-default threads (one per core). The Kokoro speaker is ``jf_alpha`` (the registry's voice vectors are Japanese
+<= 1.15), and over the peak voicing ~2 minutes: whether the peak is still rising (it did, by 40-55 %, before the
+sessions left out onnxruntime's memory patterns: ``voices.session``). onnxruntime uses its default threads
+(one per core). The Kokoro speaker is ``jf_alpha`` (the registry's voice vectors are Japanese
 speakers; the runner reads English with them).
 """
 
