@@ -60,6 +60,7 @@ class RenderConfig(Config):
     crf: int | None = Field(default=None, description="x264 quality (default: the ffmpeg resource's)")
     preset: str | None = Field(default=None, description="x264 preset (default: the ffmpeg resource's)")
     checkpoint: str | None = Field(default=None, description="wav2lip .pth (default: the engine resource's)")
+    models: str | None = Field(default=None, description="musetalk weights folder (default: the engine resource's)")
     subtitles: SubtitlesConfig = Field(default=SubtitlesConfig(), description="captions burnt into the picture: a "
                                        "campaign's `subtitles:` (default: none burnt in; sidecars are the "
                                        "deliverables')")
@@ -67,6 +68,7 @@ class RenderConfig(Config):
     def options(self, engine: LipSyncEngineResource, ffmpeg: FFmpegResource) -> RenderOptions:
         return RenderOptions(engine=self.engine or engine.engine, crf=ffmpeg.crf if self.crf is None else self.crf,
                              preset=self.preset or ffmpeg.preset, checkpoint=self.checkpoint,
+                             models=self.models,
                              subtitles=self.subtitles.options())
 
 
@@ -105,7 +107,7 @@ def lipsync_video(context: AssetExecutionContext, config: RenderConfig, bucket: 
     avatar_inputs = (folders.AVATAR_TEMPLATE, folders.AVATAR_TRACK) + (
         (folders.AVATAR_BANK,) if store.exists(f"{avatar_dir(store, avatar)}/{folders.AVATAR_BANK}") else ())
     with stage_failures(context, store, "render", error_key, token):
-        lip_sync = engine.get(options.engine, checkpoint=options.checkpoint)
+        lip_sync = engine.get(options.engine, checkpoint=options.checkpoint, models=options.models)
         script_inputs = (folders.SCRIPT_FEATURES, folders.SCRIPT_SOURCE)
         if options.subtitles.burn and store.exists(f"{script_dir(store, script)}/{folders.SCRIPT_CAPTIONS}"):
             script_inputs += (folders.SCRIPT_CAPTIONS,)

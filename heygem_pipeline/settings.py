@@ -26,7 +26,7 @@ from pydantic.dataclasses import dataclass
 
 from heygem_pipeline.errors import SettingsError
 
-ENGINE_NAMES = ("viseme", "wav2lip")  # created by engine/lipsync/registry.py
+ENGINE_NAMES = ("viseme", "wav2lip", "musetalk")  # created by engine/lipsync/registry.py
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
                 "placebo")
 
@@ -38,6 +38,7 @@ DEFAULT_VOICE = "en-us"  # espeak-ng voice of .txt scripts
 DEFAULT_CRF = 18
 DEFAULT_PRESET = "veryfast"
 DEFAULT_WAV2LIP_BATCH = 128
+DEFAULT_MUSETALK_BATCH = 8  # the reference's inference batch
 DEFAULT_TIMEZONE = "UTC"
 DEFAULT_DAGSTER_HOME = ".dagster_home"
 DEFAULT_STALL_SECONDS = 60.0
@@ -125,6 +126,7 @@ class Settings:
     preset: Annotated[str, _one_of(X264_PRESETS)] = DEFAULT_PRESET
     ffmpeg_threads: Annotated[int | None, AfterValidator(_threads)] = None  # None: ffmpeg's choice
     wav2lip_checkpoint: str | None = None
+    musetalk_models: str | None = None  # the folder of MuseTalk 1.5's weights (its README layout)
     wav2lip_batch_size: Annotated[int, Field(gt=0)] = DEFAULT_WAV2LIP_BATCH
     timezone: Annotated[str, AfterValidator(_time_zone)] = DEFAULT_TIMEZONE
     work_prefix: str = "work"
@@ -168,6 +170,8 @@ SETTINGS_VARIABLES: Mapping[str, tuple[str, str]] = {
     "HEYGEM_PRESET": ("preset", "an x264 preset (" + ", ".join(X264_PRESETS) + ")"),
     "HEYGEM_FFMPEG_THREADS": ("ffmpeg_threads", "a whole number of threads (0: ffmpeg's choice)"),
     "HEYGEM_WAV2LIP_BATCH": ("wav2lip_batch_size", "a positive integer"),
+    "HEYGEM_MUSETALK_MODELS": ("musetalk_models", "the folder of MuseTalk's weights (musetalkV15/, sd-vae/, whisper/, "
+                               "face-parse-bisent/)"),
     "HEYGEM_TIMEZONE": ("timezone", "an IANA time zone such as UTC or Europe/Berlin"),
     "HEYGEM_AUTOMATION": ("automation", "on or off (1/0, true/false, yes/no)"),
 }

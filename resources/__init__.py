@@ -17,6 +17,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
     return {
         "bucket": BucketResource(url=settings.bucket, work_prefix=settings.work_prefix),
         "engine": LipSyncEngineResource(engine=settings.engine, wav2lip_checkpoint=settings.wav2lip_checkpoint,
+                                        musetalk_models=settings.musetalk_models,
                                         batch_size=settings.wav2lip_batch_size),
         "ffmpeg": FFmpegResource(fps=settings.fps, still_seconds=settings.still_seconds, crf=settings.crf,
                                  preset=settings.preset, voice=settings.voice, voice_model=settings.voice_model,

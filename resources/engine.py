@@ -32,23 +32,27 @@ def pick_device(requested: str) -> str:
 
 
 class LipSyncEngineResource(ConfigurableResource):
-    engine: str = Field(default=DEFAULT_ENGINE, description="Default engine: viseme (weights-free) or wav2lip")
+    engine: str = Field(default=DEFAULT_ENGINE, description="Default engine: viseme (weights-free), wav2lip or "
+                        "musetalk")
     wav2lip_checkpoint: str | None = Field(default=None, description="Path of the Wav2Lip .pth checkpoint")
+    musetalk_models: str | None = Field(default=None, description="Folder of MuseTalk 1.5's weights")
     device: str = Field(default="auto", description="auto (cuda when present), cuda or cpu")
     batch_size: int = Field(default=DEFAULT_WAV2LIP_BATCH, description="Frames per inference batch (wav2lip)")
 
-    def get(self, name: str | None = None, checkpoint: str | None = None) -> LipSyncEngine:
+    def get(self, name: str | None = None, checkpoint: str | None = None, models: str | None = None
+            ) -> LipSyncEngine:
         """The loaded engine ``name`` (default: the configured one), created and loaded once per process.
 
-        ``checkpoint`` (a campaign's ``checkpoint:``) overrides the configured wav2lip weights."""
+        ``checkpoint``/``models`` (a campaign's) override the configured wav2lip/musetalk weights."""
         name = name or self.engine
         device = pick_device(self.device) if name != "viseme" else "cpu"
         checkpoint = checkpoint or self.wav2lip_checkpoint
-        key = (name, checkpoint, device, self.batch_size)
+        models = models or self.musetalk_models
+        key = (name, checkpoint, models, device, self.batch_size)
         with _LOCK:
             engine = _ENGINES.get(key)
             if engine is None:
-                engine = create_engine(name, checkpoint=checkpoint, device=device,
+                engine = create_engine(name, checkpoint=checkpoint, models=models, device=device,
                                        batch_size=self.batch_size)
                 engine.load()
                 _ENGINES[key] = engine

@@ -169,7 +169,7 @@ def test_campaign_yaml_names_globs_engine_and_output_options() -> None:
     assert everything.render_options(DEFAULTS) == DEFAULTS
 
 
-ALLOWED = "avatars, checkpoint, crf, description, engine, name, output, preset, scripts, subtitles"
+ALLOWED = "avatars, checkpoint, crf, description, engine, models, name, output, preset, scripts, subtitles, voice"
 
 
 @pytest.mark.parametrize("text, problem", [
@@ -177,7 +177,7 @@ ALLOWED = "avatars, checkpoint, crf, description, engine, name, output, preset, 
     ("- a\n- b\n", "bad.yaml: expected a mapping with 'scripts:' and 'avatars:' lists"),
     ("scripts: [a]\nvoices: [x]\n", f"bad.yaml: unknown key 'voices'; allowed: {ALLOWED}"),
     ("enigne: viseme\nvoices: [x]\n", f"bad.yaml: unknown keys 'enigne', 'voices'; allowed: {ALLOWED}"),
-    ("engine: magic\n", "bad.yaml: engine: unknown engine 'magic'; choose one of viseme, wav2lip"),
+    ("engine: magic\n", "bad.yaml: engine: unknown engine 'magic'; choose one of viseme, wav2lip, musetalk"),
     ("crf: 99\n", "bad.yaml: crf: must be an integer from 0 to 51, got 99"),
     ("crf: abc\n", "bad.yaml: crf: must be an integer from 0 to 51, got 'abc'"),
     ("crf: 18.5\n", "bad.yaml: crf: must be an integer from 0 to 51, got 18.5"),
@@ -191,7 +191,7 @@ ALLOWED = "avatars, checkpoint, crf, description, engine, name, output, preset, 
     ("checkpoint: 7\n", "bad.yaml: checkpoint: must be the path of a wav2lip .pth file, got 7"),
     ("subtitles: {mode: burn, size: 40}\n",
      "bad.yaml: subtitles.size: Input should be less than or equal to 15 (got 40)"),
-    ("engine: magic\ncrf: 99\n", "bad.yaml: engine: unknown engine 'magic'; choose one of viseme, wav2lip; and 1 "
+    ("engine: magic\ncrf: 99\n", "bad.yaml: engine: unknown engine 'magic'; choose one of viseme, wav2lip, musetalk; and 1 "
                                   "more"),
 ])
 def test_bad_campaign_files_are_explained_in_one_line(text: str, problem: str) -> None:

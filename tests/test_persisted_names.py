@@ -680,7 +680,7 @@ def factory(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         (root / rel).write_bytes(data)
         os.utime(root / rel, (MTIME, MTIME))
     bucket, ffmpeg = BucketResource(url=str(root)), FFmpegResource()
-    engine = SimpleNamespace(engine="viseme", get=lambda name=None, checkpoint=None: None)
+    engine = SimpleNamespace(engine="viseme", get=lambda name=None, checkpoint=None, models=None: None)
     resources = {"bucket": bucket, "engine": engine, "ffmpeg": ffmpeg}
     seen: dict[str, Any] = {"root": root, "ticks": []}
 

@@ -44,8 +44,8 @@ BAD = [
     ("HEYGEM_FPS", "fast", "HEYGEM_FPS must be a positive number, got 'fast'"),
     ("HEYGEM_FPS", "inf", "HEYGEM_FPS must be a positive number, got 'inf'"),
     ("HEYGEM_STILL_SECONDS", "0.5", "HEYGEM_STILL_SECONDS must be a number of seconds ≥ 1, got '0.5'"),
-    ("HEYGEM_ENGINE", "sadtalker", "HEYGEM_ENGINE must be one of viseme, wav2lip, got 'sadtalker'"),
-    ("HEYGEM_ENGINE", "Viseme", "HEYGEM_ENGINE must be one of viseme, wav2lip, got 'Viseme'"),
+    ("HEYGEM_ENGINE", "sadtalker", "HEYGEM_ENGINE must be one of viseme, wav2lip, musetalk, got 'sadtalker'"),
+    ("HEYGEM_ENGINE", "Viseme", "HEYGEM_ENGINE must be one of viseme, wav2lip, musetalk, got 'Viseme'"),
     ("HEYGEM_PRESET", "quick", f"HEYGEM_PRESET must be an x264 preset ({PRESETS}), got 'quick'"),
     ("HEYGEM_FFMPEG_THREADS", "-2", "HEYGEM_FFMPEG_THREADS must be a whole number of threads (0: ffmpeg's choice), "
                                     "got '-2'"),

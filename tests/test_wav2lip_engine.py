@@ -24,6 +24,7 @@ from heygem_pipeline.engine.audio.features import ScriptFeatures, frame_count
 from heygem_pipeline.engine.face.landmarks import FaceFrame
 from heygem_pipeline.engine.face.track import FaceTrack
 from heygem_pipeline.engine.lipsync.base import RenderItem
+from heygem_pipeline.engine.lipsync.boxes import smooth_boxes
 from heygem_pipeline.engine.lipsync.registry import create_engine
 from heygem_pipeline.engine.lipsync.wav2lip import ENV_VAR, Wav2Lip, save_wav2lip_checkpoint
 from heygem_pipeline.engine.lipsync.wav2lip.engine import (
@@ -38,7 +39,6 @@ from heygem_pipeline.engine.lipsync.wav2lip.engine import (
     lower_face_mask,
     mel_input,
     pad_box,
-    smooth_boxes,
 )
 from heygem_pipeline.engine.media.frames import FrameReader
 from heygem_pipeline.engine.render import pingpong_indices, template_frames

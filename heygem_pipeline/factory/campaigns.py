@@ -84,6 +84,7 @@ class RenderOptions:
     crf: int = DEFAULT_CRF
     preset: str = DEFAULT_PRESET
     checkpoint: str | None = None  # wav2lip weights; None: the engine resource's (HEYGEM_WAV2LIP_CHECKPOINT)
+    models: str | None = None  # musetalk's weights folder; None: the engine resource's (HEYGEM_MUSETALK_MODELS)
     subtitles: SubtitleOptions = field(default_factory=SubtitleOptions)  # burnt in, or sidecars only
 
     @classmethod
@@ -97,6 +98,8 @@ class RenderOptions:
         weights = ""
         if self.engine == "wav2lip" and self.checkpoint:  # other weights, other videos
             weights = "-" + hashlib.sha1(self.checkpoint.encode()).hexdigest()[:8]
+        elif self.engine == "musetalk" and self.models:
+            weights = "-" + hashlib.sha1(self.models.encode()).hexdigest()[:8]
         burnt = f"-{self.subtitles.variant()}" if self.subtitles.burn else ""  # captions in the picture
         return safe_id(f"{self.engine}{weights}-crf{self.crf}-{self.preset}{burnt}")
 
@@ -106,6 +109,8 @@ class RenderOptions:
         config: dict[str, Any] = {"engine": self.engine, "crf": self.crf, "preset": self.preset}
         if self.checkpoint:
             config["checkpoint"] = self.checkpoint
+        if self.models:
+            config["models"] = self.models
         if self.subtitles.burn:
             config["subtitles"] = self.subtitles.model_dump(mode="json")
         return config
@@ -123,6 +128,7 @@ class Campaign:
     crf: int | None = None
     preset: str | None = None
     checkpoint: str | None = None
+    models: str | None = None
     subtitles: SubtitleOptions = field(default_factory=SubtitleOptions)
     fingerprint: str = ""
     voice: VoicePlan | None = None  # who speaks its text scripts (None: the default voice)
@@ -131,7 +137,8 @@ class Campaign:
         return RenderOptions(engine=self.engine or defaults.engine,
                              crf=self.crf if self.crf is not None else defaults.crf,
                              preset=self.preset or defaults.preset,
-                             checkpoint=self.checkpoint or defaults.checkpoint, subtitles=self.subtitles)
+                             checkpoint=self.checkpoint or defaults.checkpoint,
+                             models=self.models or defaults.models, subtitles=self.subtitles)
 
     def select(self, uploads: Mapping[str, Upload], patterns: Sequence[str]) -> list[str]:
         return [key for key, upload in sorted(uploads.items()) if _matches(patterns, upload.name, key)]
@@ -205,6 +212,7 @@ class CampaignFile(BaseModel):
     avatars: Patterns = ["*"]
     engine: Literal[ENGINE_NAMES] | None = None  # type: ignore[valid-type]
     checkpoint: StrictStr | None = None
+    models: StrictStr | None = None
     crf: Crf | None = None
     preset: Preset | None = None
     output: OutputOptions | None = None
@@ -220,6 +228,7 @@ class CampaignFile(BaseModel):
                         avatars=tuple(map(str, self.avatars)), engine=self.engine,
                         crf=self.crf if self.crf is not None else output.crf, preset=preset,
                         checkpoint=os.path.expanduser(self.checkpoint) if self.checkpoint else None,
+                        models=os.path.expanduser(self.models) if self.models else None,
                         subtitles=self.subtitles, fingerprint=fingerprint, voice=self.voice_plan())
 
     def voice_plan(self) -> VoicePlan | None:
@@ -236,6 +245,7 @@ _MUST = {  # what a key must be, for the messages
     "scripts": "must be a name or glob, or a list of names or globs",
     "avatars": "must be a name or glob, or a list of names or globs",
     "checkpoint": "must be the path of a wav2lip .pth file",
+    "models": "must be the folder of MuseTalk's weights (musetalkV15/, sd-vae/, whisper/, face-parse-bisent/)",
     "crf": "must be an integer from 0 to 51",
     "preset": "must be an ffmpeg preset name such as veryfast",
     "output": "must be a mapping with 'crf:' and/or 'preset:'",

@@ -9,9 +9,10 @@ from heygem_pipeline.settings import DEFAULT_WAV2LIP_BATCH, ENGINE_NAMES
 __all__ = ["ENGINE_NAMES", "create_engine"]
 
 
-def create_engine(name: str, *, checkpoint: str | None = None, device: str | None = None,
+def create_engine(name: str, *, checkpoint: str | None = None, models: str | None = None, device: str | None = None,
                   batch_size: int = DEFAULT_WAV2LIP_BATCH) -> LipSyncEngine:
-    """A new (not yet loaded) engine. ``checkpoint``/``device``/``batch_size`` only matter for wav2lip."""
+    """A new (not yet loaded) engine. ``checkpoint`` (wav2lip's .pth), ``models`` (musetalk's folder), ``device``
+    and ``batch_size`` (wav2lip's; musetalk runs the reference's batch of 8) matter for the networks only."""
     if name == "viseme":
         from heygem_pipeline.engine.lipsync.viseme import VisemeEngine
 

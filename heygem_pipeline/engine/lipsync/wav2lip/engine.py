@@ -6,7 +6,7 @@ The weights only work on inputs prepared exactly as the reference ``inference.py
 1. a face box per frame in the reference detector's convention (S3FD: brow line to chin, cheek to cheek),
    here derived from our MediaPipe landmarks (``face_box``);
 2. padded 10 px at the bottom (the reference's ``--pads 0 10 0 0``) and clipped to the frame (``pad_box``);
-3. each box averaged over a 5-frame window (``smooth_boxes``);
+3. each box averaged over a 5-frame window (``boxes.smooth_boxes``);
 4. the crop resized to 96×96 BGR, a copy with rows 48..95 zeroed, ``concat([masked, crop]) / 255`` → B×6×96×96
    (``face_input``), with the frame's 80×16 mel window → B×1×80×16.
 
@@ -42,6 +42,8 @@ import torch
 
 from heygem_pipeline.engine.audio.features import ScriptFeatures, mel_chunk_batch
 from heygem_pipeline.engine.lipsync.base import LipSyncEngine, RenderItem
+from heygem_pipeline.engine.lipsync.boxes import SMOOTH_WINDOW, Box
+from heygem_pipeline.engine.lipsync.boxes import boxed_items as smoothed_boxes
 from heygem_pipeline.engine.lipsync.wav2lip import IMG_SIZE, load_wav2lip_checkpoint, resolve_checkpoint
 from heygem_pipeline.errors import HeygemError
 from heygem_pipeline.settings import DEFAULT_WAV2LIP_BATCH
@@ -55,8 +57,6 @@ FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365
 BROW_TOP = (70, 63, 105, 66, 107, 336, 296, 334, 293, 300)
 
 PADS = (0, 10, 0, 0)  # top, bottom, left, right in pixels: the reference's default --pads
-SMOOTH_WINDOW = 5  # frames each box is averaged over (the reference's T=5)
-MIN_BOX_SIDE = 8  # px; a smaller box is no face a 96×96 network can use, so the frame passes through
 CPU_CHUNK = 16  # frames per forward pass on CPU: bigger batches fall out of cache and run 2-5× slower per frame
 MAX_COLOR_SHIFT = 20.0  # grey levels; a larger mismatch is content (an open mouth), not a colour cast
 
@@ -69,7 +69,6 @@ MASK_CENTRE = (0.5, 0.69)
 MASK_AXES = (0.42, 0.28)
 MASK_INNER = 0.65
 
-Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in frame pixels, end-exclusive
 _T = TypeVar("_T")
 # What _Prefetch's worker hands its consumer: a value, its error, or the end.
 _Message = tuple[Literal["value"], _T] | tuple[Literal["error"], BaseException] | tuple[Literal["end"], None]
@@ -98,34 +97,6 @@ def pad_box(box: np.ndarray, frame_shape: tuple[int, ...], pads: tuple[int, int,
                      min(float(height), y1 + bottom)], np.float32)
 
 
-def _window_mean(boxes: list[np.ndarray | None]) -> np.ndarray:
-    return np.mean([b for b in boxes if b is not None], axis=0)
-
-
-def smooth_boxes(boxes: np.ndarray, valid: np.ndarray | None = None, window: int = SMOOTH_WINDOW) -> np.ndarray:
-    """Each valid box averaged with the valid boxes among its centred ``window`` neighbours (fewer at the ends).
-
-    The reference averages over the next ``window`` frames, which makes the box lead the face by two frames; a
-    centred window has no lead. Invalid rows (no face) are left as they are and never averaged in.
-    """
-    boxes = np.asarray(boxes, np.float64)
-    valid = np.ones(len(boxes), bool) if valid is None else np.asarray(valid, bool)
-    half = window // 2
-    out = boxes.copy()
-    for i in np.flatnonzero(valid):
-        lo, hi = max(0, i - half), min(len(boxes), i + half + 1)
-        out[i] = _window_mean([boxes[j] if valid[j] else None for j in range(lo, hi)])
-    return out
-
-
-def _int_box(box: np.ndarray) -> Box | None:
-    # Truncation, as the reference's integer box array does when the smoothed mean is stored back into it.
-    x0, y0, x1, y1 = (int(v) for v in box)
-    if x1 - x0 < MIN_BOX_SIDE or y1 - y0 < MIN_BOX_SIDE:
-        return None
-    return x0, y0, x1, y1
-
-
 def _raw_box(item: RenderItem) -> np.ndarray | None:
     if not item.face.found:
         return None
@@ -133,29 +104,8 @@ def _raw_box(item: RenderItem) -> np.ndarray | None:
 
 
 def boxed_items(items: Iterable[RenderItem], window: int = SMOOTH_WINDOW) -> Iterator[tuple[RenderItem, Box | None]]:
-    """Each item with its smoothed integer box (None: no usable face), streamed with ``window // 2`` look-ahead.
-
-    Same numbers as ``smooth_boxes`` over the whole sequence, without holding it.
-    """
-    half = window // 2
-    pending: deque[tuple[RenderItem, np.ndarray | None]] = deque()
-    history: deque[np.ndarray | None] = deque(maxlen=half)
-
-    def emit() -> tuple[RenderItem, Box | None]:
-        item, raw = pending.popleft()
-        box = None
-        if raw is not None:
-            ahead = [b for _, b in itertools.islice(pending, half)]
-            box = _int_box(_window_mean([*history, raw, *ahead]))
-        history.append(raw)
-        return item, box
-
-    for item in items:
-        pending.append((item, _raw_box(item)))
-        if len(pending) > half:
-            yield emit()
-    while pending:
-        yield emit()
+    """Each item with its smoothed integer Wav2Lip box (None: no usable face), streamed (``boxes.boxed_items``)."""
+    return smoothed_boxes(items, _raw_box, window)
 
 
 # ------------------------------------------------------------------------------------------- network input
