@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -81,14 +82,14 @@ class UNetConfig:
                 raise ValueError(f"unknown setting {key!r}")
             if value != _DEFAULT_ONLY[key] and not (key == "transformer_layers_per_block" and value == [1] * 4):
                 raise ValueError(f"{key}={value!r} is not supported (only {_DEFAULT_ONLY[key]!r})")
-        values = {key: raw[key] for key in known if key in raw}
+        values: dict[str, Any] = {key: raw[key] for key in known if key in raw}
         for key in ("block_out_channels", "down_block_types", "up_block_types"):
             if key in values:
-                values[key] = tuple(values[key])  # type: ignore[arg-type]
-        blocks = len(values.get("block_out_channels", cls.block_out_channels))  # type: ignore[arg-type]
+                values[key] = tuple(values[key])
+        blocks = len(values.get("block_out_channels", cls.block_out_channels))
         heads = values.get("attention_head_dim", cls.attention_head_dim)
-        values["attention_head_dim"] = (heads,) * blocks if isinstance(heads, int) else tuple(heads)  # type: ignore
-        config = cls(**values)  # type: ignore[arg-type]
+        values["attention_head_dim"] = (heads,) * blocks if isinstance(heads, int) else tuple(heads)
+        config = cls(**values)
         config.check()
         return config
 
@@ -96,6 +97,13 @@ class UNetConfig:
         blocks = len(self.block_out_channels)
         if not (len(self.down_block_types) == len(self.up_block_types) == len(self.attention_head_dim) == blocks):
             raise ValueError("block_out_channels, down/up_block_types and attention_head_dim differ in length")
+        sizes = self.block_out_channels + self.attention_head_dim + (self.norm_num_groups, self.layers_per_block)
+        if not all(isinstance(size, int) and size > 0 for size in sizes):
+            raise ValueError("block_out_channels, attention_head_dim, norm_num_groups and layers_per_block must be "
+                             "positive integers")
+        if any(c % self.norm_num_groups or c % h for c, h in zip(self.block_out_channels, self.attention_head_dim,
+                                                                  strict=True)):
+            raise ValueError("block_out_channels must divide by norm_num_groups and by the heads")
         unknown = (set(self.down_block_types) - {_CROSS_ATTN_DOWN, _PLAIN_DOWN}) | (
             set(self.up_block_types) - {_CROSS_ATTN_UP, _PLAIN_UP})
         if unknown:
@@ -256,10 +264,12 @@ def _load_problem(path: Path, exc: Exception) -> str:
         return "is a Git LFS pointer, not the weights (cloned without `git lfs pull`)"
     if head.startswith((b"<!doctype", b"<html")):
         return "is a web page, not a torch file (a download link that returned HTML, e.g. /blob/ not /resolve/)"
-    if "Weights only load failed" in str(exc):
+    if "Unsupported global" in str(exc) or "is blocked" in str(exc):
         return "holds Python objects besides tensors, which are not loaded for safety (not MuseTalk's unet.pth)"
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    return f"torch cannot read it ({type(exc).__name__}: {lines[0] if lines else 'no detail'}; truncated download?)"
+    text = str(exc).split("WeightsUnpickler error:")[-1]  # torch's advice about weights_only does not apply here
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    detail = f"{type(exc).__name__}: {lines[0].split('. ')[0]}" if lines else type(exc).__name__
+    return f"torch cannot read it ({detail}): corrupt or cut-off download?"
 
 
 def _check_state_dict(state: dict[str, torch.Tensor], expected: dict[str, tuple[int, ...]],
