@@ -80,6 +80,13 @@ class VoiceModelError(InputError):
     about_the_upload = False  # the path is the model file, which the message must name
 
 
+class ModelFileError(InputError):
+    """A downloaded model file (weights or their config, e.g. MuseTalk's ``musetalkV15/unet.pth``) that is missing,
+    unreadable, or not the network it is loaded as; the message names the file and where to get it."""
+
+    about_the_upload = False  # the path is the model file, which the message must name
+
+
 class UnvoiceableTextError(InputError):
     """A text script with words the chosen voice cannot speak (phonemes its model does not know)."""
 
