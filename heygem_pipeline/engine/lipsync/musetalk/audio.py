@@ -50,17 +50,23 @@ PROMPT_WINDOW = 2 * (PAD_LEFT + PAD_RIGHT + 1)  # 10 whisper frames per video fr
 
 
 def read_wave_16k(path: str | os.PathLike[str]) -> np.ndarray:
-    """The voice as the reference reads it (``librosa.load(path, sr=16000)``): mono float32 at 16 kHz."""
-    import librosa  # lazy: importing the package must stay cheap
+    """The voice as the reference reads it (``librosa.load(path, sr=16000)``): float32 samples, channels averaged,
+    resampled with soxr-HQ when the file is not 16 kHz (a 16 kHz file's samples are returned as stored)."""
+    import soundfile  # lazy: importing the package must stay cheap
 
     if not os.path.isfile(path):
         raise InputError(path, "voice file not found", "check the path")
     try:
-        wave, _ = librosa.load(path, sr=SAMPLE_RATE)
-    except Exception as exc:  # soundfile/audioread raise many types for unreadable audio
+        samples, rate = soundfile.read(path, dtype="float32", always_2d=True)
+    except Exception as exc:  # soundfile raises LibsndfileError, RuntimeError... for unreadable audio
         reason = " ".join(str(exc).split())[:160] or type(exc).__name__
         raise InputError(path, f"cannot read the voice as audio ({reason})", "convert it to a WAV file") from exc
-    return np.asarray(wave, dtype=np.float32)
+    wave = samples.T.mean(axis=0) if samples.shape[1] > 1 else samples[:, 0]
+    if rate != SAMPLE_RATE:
+        import librosa
+
+        wave = librosa.resample(wave, orig_sr=rate, target_sr=SAMPLE_RATE, res_type="soxr_hq")
+    return np.ascontiguousarray(wave, dtype=np.float32)
 
 
 @lru_cache(maxsize=1)
