@@ -73,6 +73,10 @@ class CheckpointError(InputError):
     """A Wav2Lip checkpoint that is missing, unreadable, or does not fit the generator."""
 
 
+class ModelFileError(InputError):
+    """A model file that is missing, unreadable or not the expected network (a key or shape differs)."""
+
+
 class VoiceModelError(InputError):
     """A voice model (a neural voice's .onnx and its config) that is missing, unreadable, or not a model of the
     engine it is used with (wrong inputs), or a speaker it does not have."""
