@@ -225,9 +225,16 @@ def test_the_backbone_file_in_its_place(tmp_path: Path) -> None:
     _one_line(err, path)
 
 
-@pytest.mark.parametrize("raw", [b"", b"<!doctype html><html>not found</html>", b"PK\x03\x04cut"])
-def test_unreadable_file(tmp_path: Path, raw: bytes) -> None:
+@pytest.mark.parametrize(
+    ("raw", "match"),
+    [
+        (b"", "empty file"),
+        (b"<!doctype html><html>not found</html>", "web page"),
+        (b"PK\x03\x04cut", "not a readable torch file"),
+    ],
+)
+def test_unreadable_file(tmp_path: Path, raw: bytes, match: str) -> None:
     path = _place(tmp_path, raw=raw)
-    with pytest.raises(ModelFileError) as err:
+    with pytest.raises(ModelFileError, match=match) as err:
         load_bisenet(tmp_path)
     _one_line(err, path)

@@ -264,10 +264,15 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     except PermissionError as exc:
         raise ModelFileError(path, "model file cannot be read (permission denied)", "fix its permissions") from exc
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError... for bad files
-        reason = " ".join(str(exc).split())[:160] or type(exc).__name__
-        raise ModelFileError(
-            path, f"not a readable torch file ({type(exc).__name__}: {reason})", f"download it again; {WHERE_TO_PUT}"
-        ) from exc
+        with path.open("rb") as fh:
+            head = fh.read(64).lstrip().lower()
+        if head.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head")):
+            problem = "is a web page, not a torch file (a download link that returned HTML)"
+        else:  # torch's first sentence, without its advice about weights_only
+            reason = str(exc).split("WeightsUnpickler error:")[-1].split("Check the documentation")[0]
+            reason = " ".join(reason.split()).split(". ")[0][:120]
+            problem = f"not a readable torch file ({type(exc).__name__}: {reason or 'no detail'})"
+        raise ModelFileError(path, problem, f"download it again; {WHERE_TO_PUT}") from exc
     state = obj.get("state_dict", obj) if isinstance(obj, Mapping) else obj
     if not isinstance(state, Mapping) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
