@@ -72,9 +72,7 @@ class UnsupportedFormatError(InputError):
 class CheckpointError(InputError):
     """A Wav2Lip checkpoint that is missing, unreadable, or does not fit the generator."""
 
-
-class ModelFileError(InputError):
-    """A model file that is missing, unreadable or not the expected network (a key or shape differs)."""
+    about_the_upload = False  # the path is the checkpoint, which the message must name
 
 
 class VoiceModelError(InputError):

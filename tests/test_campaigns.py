@@ -191,8 +191,8 @@ ALLOWED = "avatars, checkpoint, crf, description, engine, models, name, output, 
     ("checkpoint: 7\n", "bad.yaml: checkpoint: must be the path of a wav2lip .pth file, got 7"),
     ("subtitles: {mode: burn, size: 40}\n",
      "bad.yaml: subtitles.size: Input should be less than or equal to 15 (got 40)"),
-    ("engine: magic\ncrf: 99\n", "bad.yaml: engine: unknown engine 'magic'; choose one of viseme, wav2lip, musetalk; and 1 "
-                                  "more"),
+    ("engine: magic\ncrf: 99\n",
+     "bad.yaml: engine: unknown engine 'magic'; choose one of viseme, wav2lip, musetalk; and 1 more"),
 ])
 def test_bad_campaign_files_are_explained_in_one_line(text: str, problem: str) -> None:
     with pytest.raises(CampaignError) as caught:
