@@ -80,6 +80,12 @@ class VoiceModelError(InputError):
     about_the_upload = False  # the path is the model file, which the message must name
 
 
+class ModelFileError(InputError):
+    """A model file that is missing, unreadable or not the expected network (a key or shape differs)."""
+
+    about_the_upload = False  # the path is the model file, which the message must name
+
+
 class UnvoiceableTextError(InputError):
     """A text script with words the chosen voice cannot speak (phonemes its model does not know)."""
 
