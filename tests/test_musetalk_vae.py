@@ -1,8 +1,8 @@
 """MuseTalk 1.5's VAE and face data path against the reference fixture (tests/data/musetalk, made by running the
 reference on deterministic stand-in weights): crops, VAE inputs, posteriors, latents, decoded faces, strict loading.
 
-The VAE costs about 2.5 s per 256×256 image to encode and 8 s to decode on 2 CPU threads, so the tests that run it
-are marked slow; the 50-face comparison is the longest (≈ 7 min on 2 threads).
+The VAE costs about 1 s per 256×256 image to encode and 2 s to decode on 2 idle CPU threads, so the tests that run it
+are marked slow; the 50-face comparison is the longest (≈ 90 s; several times that on a busy machine).
 """
 
 from __future__ import annotations
