@@ -71,9 +71,9 @@ def _render(args: argparse.Namespace) -> int:
     from heygem_pipeline.engine.quality import measure_sync
 
     settings = Settings.from_env()
-    # The engine is created (and a wav2lip checkpoint checked) before any media work starts.
+    # The engine is created (and its weights checked) before any media work starts.
     engine = create_engine(args.engine, checkpoint=args.checkpoint or settings.wav2lip_checkpoint,
-                           batch_size=settings.wav2lip_batch_size)
+                           models=args.models or settings.musetalk_models, batch_size=settings.wav2lip_batch_size)
     output = Path(args.output)
     encode = EncodeSettings(crf=settings.crf, preset=settings.preset, threads=settings.ffmpeg_threads)
     subtitles = subtitle_options(args.subtitles, "--subtitles")
@@ -183,6 +183,20 @@ def _print_status(status) -> int:  # status: api.RequestStatus
     return 1 if failed else 0
 
 
+def _models_check(args: argparse.Namespace) -> int:
+    from heygem_pipeline.engine.lipsync.musetalk.engine import resolve_models
+    from heygem_pipeline.engine.lipsync.musetalk.model import check_models
+
+    folder = resolve_models(args.folder or Settings.from_env().musetalk_models)
+    checks = check_models(folder)
+    for check in checks:
+        state = f"ok ({check.tensors} tensors as expected)" if check.ok else check.problem
+        print(f"{check.network:<12} {', '.join(check.files)}: {state}")
+    bad = sum(not c.ok for c in checks)
+    print(f"{folder}: " + (f"{bad} of {len(checks)} networks cannot be used" if bad else "every network loads"))
+    return 1 if bad else 0
+
+
 def _worker(args: argparse.Namespace) -> int:
     from heygem_pipeline.instance.worker import run_worker
 
@@ -221,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"lip-sync engine (default: $HEYGEM_ENGINE or {DEFAULT_ENGINE})")
     render.add_argument("--checkpoint", help="wav2lip.pth / wav2lip_gan.pth for --engine wav2lip "
                         "(default: $HEYGEM_WAV2LIP_CHECKPOINT)")
+    render.add_argument("--models", metavar="DIR", help="MuseTalk 1.5's weights folder for --engine musetalk "
+                        "(musetalkV15/, sd-vae/, whisper/, face-parse-bisent/; default: $HEYGEM_MUSETALK_MODELS)")
     render.add_argument("--fps", type=float, default=None,
                         help=f"output frame rate (default: $HEYGEM_FPS or {DEFAULT_FPS:g})")
     render.add_argument("--voice", help=f"who speaks a .txt script: an espeak-ng voice, or with --voice-model its "
@@ -295,6 +311,13 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--name", help="worker name (default <queues>-<pid>@<host>)")
     worker.add_argument("--loglevel", default="WARNING")
     worker.set_defaults(handler=_worker)
+
+    models = commands.add_parser("models", help="check downloaded model weights")
+    models_commands = models.add_subparsers(dest="models_command", required=True, metavar="check")
+    check = models_commands.add_parser("check", help="load each network of a MuseTalk 1.5 weights folder strictly "
+                                       "and report its files (found, every key and shape as expected)")
+    check.add_argument("folder", nargs="?", help="the weights folder (default: $HEYGEM_MUSETALK_MODELS)")
+    check.set_defaults(handler=_models_check)
     return parser
 
 

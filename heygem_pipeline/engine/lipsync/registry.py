@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from heygem_pipeline.engine.lipsync.base import LipSyncEngine
 from heygem_pipeline.errors import HeygemError
-from heygem_pipeline.settings import DEFAULT_WAV2LIP_BATCH, ENGINE_NAMES
+from heygem_pipeline.settings import DEFAULT_MUSETALK_BATCH, DEFAULT_WAV2LIP_BATCH, ENGINE_NAMES
 
 __all__ = ["ENGINE_NAMES", "create_engine"]
 
@@ -21,4 +21,8 @@ def create_engine(name: str, *, checkpoint: str | None = None, models: str | Non
         from heygem_pipeline.engine.lipsync.wav2lip.engine import Wav2LipEngine
 
         return Wav2LipEngine(checkpoint=checkpoint, device=device, batch_size=batch_size)
+    if name == "musetalk":
+        from heygem_pipeline.engine.lipsync.musetalk.engine import MuseTalkEngine
+
+        return MuseTalkEngine(models=models, device=device, batch_size=DEFAULT_MUSETALK_BATCH)
     raise HeygemError(f"unknown engine {name!r}; choose one of: {', '.join(ENGINE_NAMES)}")
