@@ -29,9 +29,10 @@ def memory_bucket() -> Bucket:
 
 # Test files that start servers or render end to end, longest first: `make test`'s xdist workers (--dist loadfile)
 # take whole files in collection order, so the long ones start at once and the short ones fill in around them.
-LONGEST_FIRST = ("test_studio.py", "test_ui_runs.py", "test_recovery.py", "test_s3.py", "test_scale_out.py",
-                 "test_factory.py", "test_hang.py", "test_upgrade.py", "test_ui.py", "test_sensor_schedule.py",
-                 "test_concurrency.py")
+LONGEST_FIRST = ("test_studio.py", "test_musetalk_engine.py", "test_ui_runs.py", "test_recovery.py", "test_s3.py",
+                 "test_scale_out.py", "test_factory.py", "test_hang.py", "test_upgrade.py", "test_ui.py",
+                 "test_sensor_schedule.py", "test_concurrency.py", "test_musetalk_vae.py", "test_musetalk_api.py",
+                 "test_musetalk_unet.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -2,7 +2,7 @@
 reference on deterministic stand-in weights): crops, VAE inputs, posteriors, latents, decoded faces, strict loading.
 
 The VAE costs about 1 s per 256×256 image to encode and 2 s to decode on 2 idle CPU threads, so the tests that run it
-are marked slow; the 50-face comparison is the longest (≈ 90 s; several times that on a busy machine).
+are marked slow; the 16-face comparison is the longest (≈ 30 s; several times that on a busy machine).
 """
 
 from __future__ import annotations
@@ -142,10 +142,11 @@ def test_decoder_floats_match_the_reference(decoded_first2: np.ndarray, unet_npz
 
 @pytest.mark.slow
 def test_decoded_faces_match_the_reference(vae: AutoencoderKL, unet_npz: dict[str, np.ndarray]) -> None:
-    pred = unet_npz["pred_latents"]
+    # The first 16 of the 50 faces (two of the reference's batches): the other 34 take a minute and test nothing new.
+    pred = unet_npz["pred_latents"][:16]
     out = np.concatenate([faces.decode(vae, pred[i : i + DECODE_BATCH]) for i in range(0, len(pred), DECODE_BATCH)])
-    assert out.dtype == np.uint8 and out.shape == unet_npz["faces_bgr"].shape == (50, 256, 256, 3)
-    diff = np.abs(out.astype(np.int16) - unet_npz["faces_bgr"].astype(np.int16))
+    assert out.dtype == np.uint8 and out.shape == (16, 256, 256, 3)
+    diff = np.abs(out.astype(np.int16) - unet_npz["faces_bgr"][:16].astype(np.int16))
     assert int(diff.max()) <= 1
     assert float((diff > 0).mean()) <= 0.005
 

@@ -221,6 +221,9 @@ def test_render_variants_and_run_config() -> None:
         "sidecar subtitles": RenderOptions(subtitles=SubtitleOptions(mode="sidecar")),
         "burnt in": RenderOptions(subtitles=burn),
         "everything": RenderOptions(engine="wav2lip", checkpoint=checkpoint, crf=20, preset="fast", subtitles=styled),
+        "musetalk": RenderOptions(engine="musetalk"),
+        "musetalk weights": RenderOptions(engine="musetalk", models="/models/musetalk"),
+        "wav2lip ignores musetalk's": RenderOptions(engine="wav2lip", models="/models/musetalk"),
     }
     assert {name: options.variant for name, options in variants.items()} == {
         "default": "viseme-crf18-veryfast",
@@ -233,8 +236,13 @@ def test_render_variants_and_run_config() -> None:
         "sidecar subtitles": "viseme-crf18-veryfast",
         "burnt in": "viseme-crf18-veryfast-subs-e6dfad98",
         "everything": "wav2lip-087659d8-crf20-fast-subs-2bdcaffe",
+        "musetalk": "musetalk-crf18-veryfast",
+        "musetalk weights": "musetalk-fb8cc5f8-crf18-veryfast",
+        "wav2lip ignores musetalk's": "wav2lip-crf18-veryfast",
     }
     assert RenderOptions().as_config() == {"engine": "viseme", "crf": 18, "preset": "veryfast"}
+    assert variants["musetalk weights"].as_config() == {"engine": "musetalk", "crf": 18, "preset": "veryfast",
+                                                        "models": "/models/musetalk"}
     assert variants["everything"].as_config() == {
         "engine": "wav2lip", "crf": 20, "preset": "fast", "checkpoint": "/models/wav2lip_gan.pth",
         # Nested run config since issue 19 (a JSON string before: such old runs cannot be re-executed; README).
