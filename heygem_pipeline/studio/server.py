@@ -95,7 +95,10 @@ def launch(settings: StudioSettings, dagster_url: str, home: Path, block: bool =
 
     folders = served_folders(settings.bucket, home)
     gr.set_static_paths([str(f) for f in folders])
-    engines = ("viseme", "wav2lip") if Settings.from_env().wav2lip_checkpoint else ("viseme",)
+    factory = Settings.from_env()
+    # The engines whose weights the factory has: a campaign picking another would fail every pair.
+    engines = ("viseme", *(("wav2lip",) if factory.wav2lip_checkpoint else ()),
+               *(("musetalk",) if factory.musetalk_models else ()))
     voices = Path(settings.voices).expanduser() if settings.voices else default_voices_folder()
     studio = Studio(Bucket(settings.bucket), FactoryClient(dagster_url), engines, voices)
     page = build(studio)
