@@ -21,6 +21,7 @@ from dagster import (
 from assets.jobs import JOB_OF_STAGE
 from assets.names import ITEM_TAG, TOKEN_TAG, VARIANT_TAG
 from assets.partitions import pair_partition_key
+from heygem_pipeline.engine.lipsync.registry import RENDER_SLOWDOWN
 from heygem_pipeline.factory.campaigns import RenderOptions
 from heygem_pipeline.factory.plan import ItemKey, Stage, WorkItem
 from heygem_pipeline.factory.state import FactoryState
@@ -65,6 +66,8 @@ def item_tags(item: WorkItem, audio_s: float | None, limits: ToolLimits) -> dict
     """A render's or check's own tags: its variant, and a maximum runtime that grows with its voice."""
     if item.stage not in (Stage.RENDER, Stage.CHECKS):
         return {}  # dagster.yaml's default limit
+    if item.stage is Stage.RENDER and item.options is not None and audio_s is not None:
+        audio_s *= RENDER_SLOWDOWN.get(item.options.engine, 1.0)  # a slow engine's render may take that much longer
     return {VARIANT_TAG: item.key.variant, **runtime_limit_tags(audio_s, limits)}
 
 

@@ -6,7 +6,11 @@ from heygem_pipeline.engine.lipsync.base import LipSyncEngine
 from heygem_pipeline.errors import HeygemError
 from heygem_pipeline.settings import DEFAULT_MUSETALK_BATCH, DEFAULT_WAV2LIP_BATCH, ENGINE_NAMES
 
-__all__ = ["ENGINE_NAMES", "create_engine"]
+__all__ = ["ENGINE_NAMES", "RENDER_SLOWDOWN", "create_engine"]
+
+# How many times longer than a viseme or wav2lip render of the same voice an engine's render may take before run
+# monitoring stops it (its `dagster/max_runtime`): MuseTalk's UNet on 2 CPU cores renders about 0.2 frames a second.
+RENDER_SLOWDOWN = {"musetalk": 60.0}
 
 
 def create_engine(name: str, *, checkpoint: str | None = None, models: str | None = None, device: str | None = None,
