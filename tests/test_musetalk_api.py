@@ -90,3 +90,26 @@ def test_weights_check_reports_each_network(tmp_path: Path) -> None:
     assert "\n" not in str(caught.value) and "musetalk.json" in str(caught.value)
     broken = check_models(tmp_path)
     assert (not any(c.ok for c in broken) and "unet.pth" in broken[0].problem) or "musetalk.json" in broken[0].problem
+
+
+def test_every_tensor_of_the_loaded_networks_is_on_the_model_device(model: MuseTalk) -> None:
+    # Loaded on the meta device then assigned: a buffer the state dict does not hold would stay on meta (or the
+    # CPU) and only fail on a GPU. Every parameter and buffer must be on the model's device, in float32.
+    for name in ("unet", "vae", "whisper", "parser"):
+        network = getattr(model, name)
+        tensors = [*network.parameters(), *network.buffers()]
+        assert tensors and all(t.device == model.device for t in tensors), name
+        assert all(t.dtype == torch.float32 for t in network.parameters()), name
+        assert not network.training, name
+
+
+def test_engine_device_defaults_like_wav2lip_and_refuses_a_missing_gpu() -> None:
+    from heygem_pipeline.engine.lipsync.registry import create_engine
+    from heygem_pipeline.errors import HeygemError
+
+    engine = create_engine("musetalk", models=str(standin_models()), fp16=True)
+    assert engine.device == torch.device("cuda" if torch.cuda.is_available() else "cpu")  # type: ignore[attr-defined]
+    assert engine.fp16 and engine.batch_size == 8  # type: ignore[attr-defined]
+    if not torch.cuda.is_available():
+        with pytest.raises(HeygemError, match="no CUDA GPU"):
+            create_engine("musetalk", models=str(standin_models()), device="cuda")

@@ -14,9 +14,10 @@ RENDER_SLOWDOWN = {"musetalk": 60.0}
 
 
 def create_engine(name: str, *, checkpoint: str | None = None, models: str | None = None, device: str | None = None,
-                  batch_size: int = DEFAULT_WAV2LIP_BATCH) -> LipSyncEngine:
-    """A new (not yet loaded) engine. ``checkpoint`` (wav2lip's .pth), ``models`` (musetalk's folder), ``device``
-    and ``batch_size`` (wav2lip's; musetalk runs the reference's batch of 8) matter for the networks only."""
+                  batch_size: int = DEFAULT_WAV2LIP_BATCH, fp16: bool = False) -> LipSyncEngine:
+    """A new (not yet loaded) engine. ``checkpoint`` (wav2lip's .pth), ``models`` (musetalk's folder), ``device``,
+    ``batch_size`` (wav2lip's; musetalk runs the reference's batch of 8) and ``fp16`` (musetalk's networks in half
+    precision, on a GPU only) matter for the networks only."""
     if name == "viseme":
         from heygem_pipeline.engine.lipsync.viseme import VisemeEngine
 
@@ -28,5 +29,5 @@ def create_engine(name: str, *, checkpoint: str | None = None, models: str | Non
     if name == "musetalk":
         from heygem_pipeline.engine.lipsync.musetalk.engine import MuseTalkEngine
 
-        return MuseTalkEngine(models=models, device=device, batch_size=DEFAULT_MUSETALK_BATCH)
+        return MuseTalkEngine(models=models, device=device, batch_size=DEFAULT_MUSETALK_BATCH, fp16=fp16)
     raise HeygemError(f"unknown engine {name!r}; choose one of: {', '.join(ENGINE_NAMES)}")

@@ -18,12 +18,13 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from heygem_pipeline.engine.audio.features import ScriptFeatures
 from heygem_pipeline.engine.lipsync.base import LipSyncEngine, RenderItem
 from heygem_pipeline.engine.lipsync.boxes import boxed_items
 from heygem_pipeline.engine.lipsync.musetalk.model import MuseTalk, load_musetalk, missing_files
-from heygem_pipeline.errors import ModelFileError
+from heygem_pipeline.errors import HeygemError, ModelFileError
 from heygem_pipeline.settings import DEFAULT_MUSETALK_BATCH
 
 MODELS_VAR = "HEYGEM_MUSETALK_MODELS"
@@ -81,12 +82,17 @@ class MuseTalkEngine(LipSyncEngine):
         self.models = resolve_models(models)
         if problems := missing_files(self.models):
             raise problems[0]
-        self.device, self.batch_size, self.fp16 = device, batch_size, fp16
+        # As Wav2Lip's engine: the GPU when there is one (the engine wants one), a clear error for a GPU asked for
+        # where torch sees none (not a CUDA error deep in the first batch).
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise HeygemError(f"device {device!r} asked for, but torch sees no CUDA GPU; use device 'cpu'")
+        self.batch_size, self.fp16 = batch_size, fp16
         self.model: MuseTalk | None = None
 
     def load(self) -> None:
         if self.model is None:
-            self.model = load_musetalk(self.models, device=self.device or "cpu", fp16=self.fp16)
+            self.model = load_musetalk(self.models, device=str(self.device), fp16=self.fp16)
 
     def render(self, items: Iterable[RenderItem], script: ScriptFeatures, fps: float) -> Iterator[np.ndarray]:
         self.load()
