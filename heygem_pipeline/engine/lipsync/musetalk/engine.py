@@ -7,14 +7,16 @@ Then, in batches of ``batch_size`` (the reference's 8): crop, VAE encode (the ma
 a generator seeded by the output frame's index, so a rerun gives the same video), the UNet on the latents and the
 frame's Whisper audio prompt, VAE decode, and the jaw-mode paste with the face parser. Frames without a usable face
 pass through. The Whisper features of the whole voice are computed once per render (~46 KB a second of audio); the
-prompts are cut from them batch by batch.
+prompts are cut from them batch by batch. The VAE posterior of each distinct crop and the face parser's labels of
+each distinct frame are computed once per render (a template plays back and forth; a photo is one frame).
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +36,7 @@ FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365
              176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109)
 NOSE_BRIDGE = 195
 NOISE_SEED = 20260301  # the latents' noise: seed + output frame index
+CACHED_FRAMES = 256  # template frames whose posterior (64 KB) and labels (256 KB) a render keeps, at most
 
 
 def face_box(landmarks: np.ndarray) -> np.ndarray:
@@ -68,6 +71,34 @@ def resolve_models(models: str | os.PathLike[str] | None) -> Path:
     return folder
 
 
+def _digest(*parts: object) -> bytes:
+    """A key for arrays and boxes: the same content gives the same key."""
+    sha = hashlib.blake2b(digest_size=16)
+    for part in parts:
+        sha.update(part.tobytes() if isinstance(part, np.ndarray) else repr(part).encode())
+    return sha.digest()
+
+
+class _PosteriorCache:
+    """The VAE posteriors of crops seen in this render, by content; the oldest are dropped past CACHED_FRAMES."""
+
+    def __init__(self) -> None:
+        self._found: dict[bytes, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def get(self, crops: list[np.ndarray], compute: Callable[[list[np.ndarray]], tuple[torch.Tensor, torch.Tensor]]
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+        keys = [_digest(crop) for crop in crops]
+        new = {key: crop for key, crop in zip(keys, crops, strict=True) if key not in self._found}
+        if new:
+            mean, std = compute(list(new.values()))
+            for i, key in enumerate(new):
+                self._found[key] = (mean[i], std[i])
+            while len(self._found) > CACHED_FRAMES:
+                self._found.pop(next(iter(self._found)))
+        pairs = [self._found[key] for key in keys]
+        return torch.stack([m for m, _ in pairs]), torch.stack([s for _, s in pairs])
+
+
 class MuseTalkEngine(LipSyncEngine):
     """Lip sync with MuseTalk 1.5 from the weights folder the user supplies (never downloaded). A missing folder or
     file raises ``ModelFileError`` here, before any work."""
@@ -99,19 +130,29 @@ class MuseTalkEngine(LipSyncEngine):
         model = self.model
         assert model is not None
         features = model.whisper_features(script.samples)
+        # A template plays back and forth (a photo: one frame throughout), so the VAE's posterior of each crop and
+        # the face parser's labels of each frame are kept for the render: the same values, computed once.
+        posteriors = _PosteriorCache()
+        labels: dict[bytes, np.ndarray] = {}
         boxed = boxed_items(items, _raw_box)
         while chunk := list(itertools.islice(boxed, self.batch_size)):
             faces = [(item, box) for item, box in chunk if box is not None]
             generated: dict[int, np.ndarray] = {}
             if faces:
-                crops = np.stack([model.crop(item.frame, box) for item, box in faces])
+                crops = [model.crop(item.frame, box) for item, box in faces]
+                mean, std = posteriors.get(crops, lambda new: model.posterior(np.stack(new)))
                 indices = [item.index for item, _ in faces]
-                latents = model.encode(crops, noise=model.noise(indices, NOISE_SEED))
+                latents = model.latents(mean, std, model.noise(indices, NOISE_SEED))
                 prompts = model.prompts_at(features, len(script.samples), indices, fps)
                 decoded = model.decode(model.denoise(latents, prompts))
                 generated = {item.index: face for (item, _), face in zip(faces, decoded, strict=True)}
             for item, box in chunk:
                 if box is None:
                     yield item.frame
-                else:
-                    yield model.paste(item.frame, generated[item.index], box)
+                    continue
+                key = _digest(item.frame, box)
+                if (found := labels.get(key)) is None:
+                    found = labels[key] = model.labels(item.frame, box)
+                    if len(labels) > CACHED_FRAMES:
+                        labels.pop(next(iter(labels)))
+                yield model.paste(item.frame, generated[item.index], box, labels=found)

@@ -15,6 +15,7 @@ import torch
 
 from heygem_pipeline.engine.lipsync.musetalk import audio, faces
 from heygem_pipeline.engine.lipsync.musetalk.bisenet import BiSeNet, load_bisenet
+from heygem_pipeline.engine.lipsync.musetalk.blend import crop_labels
 from heygem_pipeline.engine.lipsync.musetalk.blend import paste as blend_paste
 from heygem_pipeline.engine.lipsync.musetalk.denoise import denoise
 from heygem_pipeline.engine.lipsync.musetalk.unet import UNet, load_unet
@@ -94,6 +95,22 @@ class MuseTalk:
         return blend_paste(frame_bgr, face_bgr, boxed, parser=self.parser)
 
     # -- streaming helpers for the engine
+
+    def posterior(self, crops_bgr: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """The VAE's (mean, std) of the masked and full crops, each [B, 2, 4, 32, 32]: ``encode`` before its noise,
+        so a caller can keep it per template frame."""
+        with self._autocast():
+            mean, std = faces.posterior(self.vae, crops_bgr)
+        return mean.float(), std.float()
+
+    def latents(self, mean: torch.Tensor, std: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """``encode``'s result from a ``posterior`` and its noise."""
+        return faces.sample_latents(mean, std, noise, scaling_factor=self.vae.scaling_factor)
+
+    def labels(self, frame_bgr: np.ndarray, box: Box) -> np.ndarray:
+        """The face parser's 512×512 label map of the paste's crop around ``box``: ``paste(labels=…)`` gives the
+        same frame as ``paste`` without it, so a caller can keep it per template frame."""
+        return crop_labels(self.parser, frame_bgr, faces.with_margin(box, frame_bgr.shape[0]))
 
     def whisper_features(self, wave_16k: np.ndarray) -> torch.Tensor:
         """[1, frames, 5, 384] hidden states of the whole voice (Whisper runs per 30 s segment)."""
