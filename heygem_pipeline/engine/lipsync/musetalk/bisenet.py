@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from heygem_pipeline.engine.lipsync.state_dicts import key_problems, with_batchnorm_counters
 from heygem_pipeline.errors import ModelFileError
 
 N_CLASSES = 19  # CelebAMask-HQ labels: 0 background, 1 skin, 10 nose, 11 mouth, 12 upper lip, 13 lower lip, ...
@@ -35,7 +36,6 @@ CHECKPOINT = Path("face-parse-bisent") / "79999_iter.pth"  # relative to the mod
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 WHERE_TO_PUT = f"put MuseTalk's {CHECKPOINT.as_posix()} under the models folder (README layout; never downloaded)"
-_SHOW_KEYS = 3  # mismatched keys quoted in an error message
 
 
 class ConvBNReLU(nn.Module):
@@ -230,26 +230,10 @@ def check_state_dict(state: Mapping[str, torch.Tensor], path: object = "<state d
     dropped them.
     """
     expected = expected_shapes()
-    state = dict(state)
-    for key in expected:
-        if key not in state and key.endswith(".num_batches_tracked"):
-            state[key] = torch.tensor(0, dtype=torch.long)
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [
-        f"{k} {list(v.shape)} instead of {list(expected[k])}"
-        for k, v in state.items()
-        if k in expected and tuple(v.shape) != expected[k]
-    ]
-    if not (missing or unexpected or wrong):
+    state = with_batchnorm_counters(state, expected)
+    parts = key_problems(state, expected)
+    if not parts:
         return state
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:_SHOW_KEYS])})")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:_SHOW_KEYS])})")
-    if wrong:
-        parts.append(f"{len(wrong)} wrong shape (e.g. {', '.join(wrong[:_SHOW_KEYS])})")
     hint = " (looks like the ImageNet resnet18-5c106cde.pth)" if "fc.weight" in state else ""
     raise ModelFileError(path, f"not the BiSeNet face-parsing weights{hint}: {'; '.join(parts)}", WHERE_TO_PUT)
 

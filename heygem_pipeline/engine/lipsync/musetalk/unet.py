@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from heygem_pipeline.engine.lipsync.state_dicts import SHOW_KEYS, counted, key_problems
 from heygem_pipeline.errors import ModelFileError
 
 from .unet_blocks import BlockSpec, DownBlock, MidBlock, UpBlock
@@ -30,7 +31,6 @@ CONFIG_NAME = "musetalk.json"
 WEIGHTS_NAME = "unet.pth"
 WHERE_TO_GET = (f"download {UNET_DIR}/{WEIGHTS_NAME} and {UNET_DIR}/{CONFIG_NAME} from huggingface "
                 "TMElyralab/MuseTalk into the models folder (MuseTalk README's layout)")
-_SHOW_KEYS = 3  # mismatched keys quoted in an error message
 _CROSS_ATTN_DOWN, _PLAIN_DOWN = "CrossAttnDownBlock2D", "DownBlock2D"
 _CROSS_ATTN_UP, _PLAIN_UP = "CrossAttnUpBlock2D", "UpBlock2D"
 # Config keys that do not change the network (bookkeeping, the training resolution, dropout: inference only).
@@ -252,7 +252,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     bad = [str(k) for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if bad:
         raise ModelFileError(path, f"not a plain UNet state dict: {len(bad)} entries are not named tensors "
-                                   f"(e.g. {', '.join(bad[:_SHOW_KEYS])})", WHERE_TO_GET)
+                                   f"(e.g. {', '.join(bad[:SHOW_KEYS])})", WHERE_TO_GET)
     return obj
 
 
@@ -275,16 +275,8 @@ def _load_problem(path: Path, exc: Exception) -> str:
 def _check_state_dict(state: dict[str, torch.Tensor], expected: dict[str, tuple[int, ...]],
                       path: Path) -> dict[str, torch.Tensor]:
     """``state`` checked against the UNet's names, shapes and dtypes, float32 throughout."""
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [f"{k} {list(v.shape)} instead of {list(expected[k])}"
-             for k, v in state.items() if k in expected and tuple(v.shape) != expected[k]]
     not_float = [f"{k} ({v.dtype})" for k, v in state.items() if not v.is_floating_point()]
-    parts = []
-    for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong),
-                        ("not floating point", not_float)):
-        if keys:
-            parts.append(f"{len(keys)} {label} (e.g. {', '.join(keys[:_SHOW_KEYS])})")
+    parts = key_problems(state, expected) + counted(("not floating point", not_float))
     if parts:
         raise ModelFileError(path, f"not MuseTalk's UNet (for this {CONFIG_NAME}): {'; '.join(parts)}", WHERE_TO_GET)
     # A half-precision export works too: cast to the float32 the reference computes in.

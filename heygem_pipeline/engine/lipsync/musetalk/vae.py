@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from heygem_pipeline.engine.lipsync.state_dicts import key_problems
 from heygem_pipeline.errors import ModelFileError
 
 VAE_DIR = "sd-vae"
@@ -26,7 +27,6 @@ WEIGHTS_FILE = "diffusion_pytorch_model.bin"
 SCALING_FACTOR = 0.18215  # sd-vae-ft-mse's latent scale (diffusers' default when config.json has none)
 NORM_EPS = 1e-6
 WHERE_TO_GET = "download stabilityai/sd-vae-ft-mse's config.json and diffusion_pytorch_model.bin into models/sd-vae/"
-_SHOW_KEYS = 3  # mismatched keys quoted in an error message
 _MODERN_NAMES = {"to_q.": "query.", "to_k.": "key.", "to_v.": "value.", "to_out.0.": "proj_attn."}
 
 
@@ -262,22 +262,9 @@ def check_state_dict(
 ) -> dict[str, torch.Tensor]:
     """``state`` when its names and shapes are exactly ``model``'s; else one ``ModelFileError`` line."""
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [
-        f"{k} {list(v.shape)} instead of {list(expected[k])}"
-        for k, v in state.items()
-        if k in expected and tuple(v.shape) != expected[k]
-    ]
-    if not (missing or unexpected or wrong):
+    parts = key_problems(state, expected)
+    if not parts:
         return state
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:_SHOW_KEYS])})")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:_SHOW_KEYS])})")
-    if wrong:
-        parts.append(f"{len(wrong)} wrong shape (e.g. {', '.join(wrong[:_SHOW_KEYS])})")
     raise ModelFileError(path, f"not the sd-vae weights for its config.json: {'; '.join(parts)}", WHERE_TO_GET)
 
 

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from heygem_pipeline.engine.lipsync.state_dicts import key_problems
 from heygem_pipeline.errors import ModelFileError
 
 SUBDIR = "whisper"
@@ -32,7 +33,6 @@ WEIGHTS_FILE = "pytorch_model.bin"
 KEY_PREFIX = "model.encoder."
 LAYER_NORM_EPS = 1e-5
 WHERE_TO_GET = "put openai/whisper-tiny (Hugging Face format) in models/whisper/ as MuseTalk's README lays it out"
-_SHOW_KEYS = 3  # mismatched keys quoted in an error message
 
 
 @dataclass(frozen=True)
@@ -164,12 +164,7 @@ def encoder_state_dict(path: Path) -> dict[str, torch.Tensor]:
 def check_encoder_state(state: dict[str, torch.Tensor], model: WhisperEncoder, path: object) -> None:
     """Raise one ``ModelFileError`` line unless ``state`` has exactly the encoder's keys and shapes."""
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    missing = [KEY_PREFIX + k for k in expected if k not in state]
-    unexpected = [KEY_PREFIX + k for k in state if k not in expected]
-    wrong = [f"{KEY_PREFIX}{k} {list(v.shape)} instead of {list(expected[k])}"
-             for k, v in state.items() if k in expected and tuple(v.shape) != expected[k]]
-    parts = [f"{len(keys)} {what} (e.g. {', '.join(keys[:_SHOW_KEYS])})"
-             for what, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys]
+    parts = key_problems(state, expected, name=lambda key: KEY_PREFIX + key)
     if parts:
         raise ModelFileError(path, f"not the whisper encoder of config.json: {'; '.join(parts)}", WHERE_TO_GET)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from heygem_pipeline.engine.lipsync.state_dicts import SHOW_KEYS, key_problems, with_batchnorm_counters
 from heygem_pipeline.errors import CheckpointError
 from heygem_pipeline.settings import WAV2LIP_CHECKPOINT_VAR, wav2lip_checkpoint_from_env
 
@@ -26,7 +27,6 @@ from .generator import Wav2Lip
 ENV_VAR = WAV2LIP_CHECKPOINT_VAR
 WHERE_TO_POINT = f"point env {ENV_VAR} or the campaign's `checkpoint:` at your wav2lip.pth / wav2lip_gan.pth"
 _MODULE_PREFIX = "module."  # added by nn.DataParallel when the reference training saved its weights
-_SHOW_KEYS = 3  # mismatched keys quoted in an error message
 
 
 def resolve_checkpoint(path: str | os.PathLike[str] | None = None) -> Path:
@@ -72,7 +72,7 @@ def read_state_dict(
     if bad:
         raise CheckpointError(
             resolved,
-            f"not a Wav2Lip checkpoint: {len(bad)} entries are not named tensors (e.g. {', '.join(bad[:_SHOW_KEYS])})",
+            f"not a Wav2Lip checkpoint: {len(bad)} entries are not named tensors (e.g. {', '.join(bad[:SHOW_KEYS])})",
             WHERE_TO_POINT,
         )
     return {_strip_prefix(k): v for k, v in state.items()}
@@ -108,27 +108,10 @@ def check_state_dict(state: Mapping[str, torch.Tensor], path: object = "<state d
     file dropped them they are filled in with 0 rather than rejecting the file.
     """
     expected = expected_shapes()
-    state = dict(state)
-    for key in expected:
-        if key not in state and key.endswith(".num_batches_tracked"):
-            state[key] = torch.tensor(0, dtype=torch.long)
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [
-        f"{k} {list(v.shape)} instead of {list(expected[k])}"
-        for k, v in state.items()
-        if k in expected and tuple(v.shape) != expected[k]
-    ]
-    if not (missing or unexpected or wrong):
+    state = with_batchnorm_counters(state, expected)
+    parts = key_problems(state, expected)
+    if not parts:
         return state
-
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:_SHOW_KEYS])})")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:_SHOW_KEYS])})")
-    if wrong:
-        parts.append(f"{len(wrong)} wrong shape (e.g. {', '.join(wrong[:_SHOW_KEYS])})")
     raise CheckpointError(
         path,
         f"not a Wav2Lip generator checkpoint{_guess_kind(state)}: {'; '.join(parts)}",
